@@ -1,0 +1,70 @@
+"""Error responses: JSON `{status_code, detail, extra?}` for every failure, never an HTML page.
+
+Store errors map to 404/409; an unreachable database or broker is a 503, so
+a client can tell "try again later" from a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from ferry.schemas import JOB_TYPES
+from ferry.store import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+
+def _error(status_code: int, detail: str, extra: Any = None) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"status_code": status_code, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return Response(body, status_code=status_code)
+
+
+def not_found(_: Request[Any, Any, Any], exc: NotFound) -> Response[dict[str, Any]]:
+    return _error(404, f"job {exc.args[0]} not found")
+
+
+def conflict(_: Request[Any, Any, Any], exc: Conflict) -> Response[dict[str, Any]]:
+    return _error(409, str(exc), {"status": exc.status})
+
+
+def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, DBAPIError) and not (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    ):
+        return internal_error(request, exc)
+    log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return _error(503, "the database is unavailable; try again shortly")
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, HTTPException):
+        return _error(exc.status_code, exc.detail, _explained(exc.extra))
+    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, "internal server error")
+
+
+def _explained(extra: Any) -> Any:
+    """Name the valid job types when the `type` tag is wrong."""
+    if isinstance(extra, list):
+        for error in extra:
+            if isinstance(error, dict) and error.get("key") == "type":
+                error["message"] += f"; expected one of: {', '.join(JOB_TYPES)}"
+    return extra
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    NotFound: not_found,
+    Conflict: conflict,
+    DBAPIError: database_unavailable,
+    PoolTimeoutError: database_unavailable,
+    ConnectionError: database_unavailable,
+    TimeoutError: database_unavailable,
+}

@@ -1,0 +1,52 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Response, get
+from litestar.datastructures import State
+from sqlalchemy import text
+
+from ferry.schemas import Health
+
+CHECK_TIMEOUT_S = 2.0
+
+
+@get("/health", summary="Liveness", tags=["health"])
+async def health() -> Health:
+    return Health(status="ok")
+
+
+@get("/health/ready", summary="Readiness: PostgreSQL (or SQLite) and Redis", tags=["health"])
+async def ready(state: State) -> Response[Health]:
+    checks = await asyncio.gather(_check_database(state), _check_redis(state))
+    results = dict(checks)
+    healthy = all(result == "ok" or result == "in-process" for result in results.values())
+    return Response(
+        Health(status="ok" if healthy else "unavailable", checks=results),
+        status_code=200 if healthy else 503,
+    )
+
+
+async def _check_database(state: State) -> tuple[str, str]:
+    engine = state.db_engine
+    name = "postgres" if engine.dialect.name == "postgresql" else engine.dialect.name
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return name, f"down: {type(exc).__name__}: {exc}"[:300]
+    return name, "ok"
+
+
+async def _check_redis(state: State) -> tuple[str, str]:
+    client = state.redis
+    if client is None:
+        return "broker", "in-process"
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await client.ping()
+    except Exception as exc:
+        return "redis", f"down: {type(exc).__name__}: {exc}"[:300]
+    return "redis", "ok"

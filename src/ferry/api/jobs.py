@@ -1,0 +1,169 @@
+"""The `/jobs` routes.
+
+Rows are committed before their messages are sent (a worker must never see
+a message for a row it cannot read), and a failed send still answers 201:
+the row is the job, and the recovery pass re-sends what no queue holds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.exceptions import ValidationException
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ferry.dispatch import Dispatcher
+from ferry.models import Job, JobStatus
+from ferry.schemas import (
+    MAX_LIST_LIMIT,
+    PAYLOAD_TYPES,
+    CreatedJob,
+    CreatedJobs,
+    JobOut,
+    JobPage,
+    JobPatch,
+    JobStats,
+    NewJob,
+    NewJobBatch,
+    job_type_of,
+)
+from ferry.store import Enqueued, JobStore, NewRow
+
+JobTypeName = Literal["sleep", "email", "webhook", "data_processing"]
+TenantQuery = Annotated[str | None, Parameter(query="tenantId", min_length=1, max_length=100)]
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        tenant_id=job.tenant_id,
+        type=job.type,
+        payload=job.payload,
+        status=job.status,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        error=job.error,
+        result=job.result,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        next_run_at=job.next_run_at,
+    )
+
+
+def _row(spec: NewJob, default_max_attempts: int) -> NewRow:
+    return NewRow(
+        tenant_id=spec.tenant_id,
+        type=job_type_of(spec),
+        payload=msgspec.to_builtins(spec.payload),
+        max_attempts=spec.max_attempts or default_max_attempts,
+        delay_ms=spec.delay_ms,
+    )
+
+
+async def _commit_and_send(
+    session: AsyncSession, dispatcher: Dispatcher, jobs: list[Enqueued]
+) -> None:
+    await session.commit()
+    await dispatcher.send(jobs)
+
+
+class JobController(Controller):
+    path = "/jobs"
+    tags = ["jobs"]
+
+    @post("/", summary="Create a job")
+    async def create(
+        self, data: NewJob, db_session: AsyncSession, state: State
+    ) -> Response[CreatedJob]:
+        [job] = await JobStore(db_session).create([_row(data, state.settings.default_max_attempts)])
+        await _commit_and_send(db_session, state.dispatcher, [job])
+        return Response(
+            CreatedJob(job_id=job.id, status=JobStatus.PENDING),
+            status_code=201,
+            headers={"Location": f"/jobs/{job.id}"},
+        )
+
+    @post("/batch", summary="Create up to 1000 jobs in one request")
+    async def create_batch(
+        self, data: NewJobBatch, db_session: AsyncSession, state: State
+    ) -> CreatedJobs:
+        default = state.settings.default_max_attempts
+        jobs = await JobStore(db_session).create([_row(spec, default) for spec in data.jobs])
+        await _commit_and_send(db_session, state.dispatcher, jobs)
+        return CreatedJobs(job_ids=[job.id for job in jobs])
+
+    @get("/", summary="List jobs, newest first")
+    async def list_jobs(
+        self,
+        db_session: AsyncSession,
+        tenant_id: TenantQuery = None,
+        status: JobStatus | None = None,
+        job_type: Annotated[JobTypeName | None, Parameter(query="type")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_LIST_LIMIT)] = 20,
+        offset: Annotated[int, Parameter(ge=0)] = 0,
+    ) -> JobPage:
+        jobs, total = await JobStore(db_session).page(
+            tenant_id=tenant_id, status=status, job_type=job_type, limit=limit, offset=offset
+        )
+        return JobPage(jobs=[job_out(job) for job in jobs], total=total, limit=limit, offset=offset)
+
+    @get("/stats", summary="Job counts per status")
+    async def stats(self, db_session: AsyncSession, tenant_id: TenantQuery = None) -> JobStats:
+        counts = await JobStore(db_session).counts(tenant_id)
+        return JobStats(
+            tenant_id=tenant_id,
+            total=sum(counts.values()),
+            **{status.lower(): counts.get(status, 0) for status in JobStatus},
+        )
+
+    @get("/{job_id:uuid}", summary="One job")
+    async def get_job(self, job_id: uuid.UUID, db_session: AsyncSession) -> JobOut:
+        return job_out(await JobStore(db_session).get(job_id))
+
+    @post("/{job_id:uuid}/retry", status_code=200, summary="Replay a FAILED or CANCELLED job")
+    async def retry(self, job_id: uuid.UUID, db_session: AsyncSession, state: State) -> JobOut:
+        job = await JobStore(db_session).retry(job_id)
+        await _commit_and_send(db_session, state.dispatcher, [Enqueued(job.id, job.type, 0)])
+        return job_out(job)
+
+    @post("/{job_id:uuid}/cancel", status_code=200, summary="Cancel a PENDING job")
+    async def cancel(self, job_id: uuid.UUID, db_session: AsyncSession) -> JobOut:
+        return job_out(await JobStore(db_session).cancel(job_id))
+
+    @patch("/{job_id:uuid}", summary="Change the payload or maxAttempts of a PENDING job")
+    async def update(self, job_id: uuid.UUID, data: JobPatch, db_session: AsyncSession) -> JobOut:
+        store = JobStore(db_session)
+        changes: dict[str, Any] = {}
+        if data.max_attempts is not None:
+            changes["max_attempts"] = data.max_attempts
+        if data.payload is not None:
+            job_type = (await store.get(job_id)).type
+            changes["payload"] = _validated_payload(job_type, data.payload)
+            # Guard against a concurrent type change: the payload was checked for this type.
+            changes["type"] = job_type
+        if not changes:
+            raise ValidationException("nothing to change: send payload and/or maxAttempts")
+        return job_out(await store.patch(job_id, **changes))
+
+    @delete("/{job_id:uuid}", summary="Delete a job that is not RUNNING")
+    async def remove(self, job_id: uuid.UUID, db_session: AsyncSession) -> None:
+        await JobStore(db_session).delete(job_id)
+
+
+def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:
+    try:
+        typed = msgspec.convert(payload, PAYLOAD_TYPES[job_type])
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("`$", "`$.payload")
+        raise ValidationException(
+            f"invalid payload for a {job_type} job",
+            extra=[{"message": message, "key": "payload", "source": "body"}],
+        ) from exc
+    return msgspec.to_builtins(typed)

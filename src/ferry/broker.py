@@ -1,0 +1,60 @@
+"""The Dramatiq broker: Redis in production, an in-process stub on the embedded default."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
+
+from ferry.messages import JOBS_QUEUE
+from ferry.settings import Settings
+from ferry.worker.lifecycle import JobLifecycle
+from ferry.worker.writer import StatusWriter
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    # Ferry keeps retries, dead letters and status in PostgreSQL, so Dramatiq's
+    # own Retries middleware is left out: a message is acked once its outcome
+    # is committed, and a retry is a new, delayed message.
+    middleware: list[dramatiq.Middleware] = [
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        JobLifecycle(StatusWriter(settings)),
+    ]
+    broker: dramatiq.Broker
+    if settings.redis_url is None:
+        broker = StubBroker(middleware=middleware)
+    else:
+        broker = RedisBroker(
+            url=settings.redis_url, namespace=settings.redis_namespace, middleware=middleware
+        )
+    broker.declare_queue(JOBS_QUEUE)
+    return broker
+
+
+_ferry_broker: dramatiq.Broker | None = None
+
+
+def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
+    """Make `broker` the process-wide broker and declare every job actor on it."""
+    global _ferry_broker
+    _ferry_broker = broker
+    dramatiq.set_broker(broker)
+    import actors  # noqa: F401  (its modules register the job handlers)
+    from ferry.worker.runtime import declare_actors
+
+    declare_actors(broker)
+    return broker
+
+
+def current_broker() -> dramatiq.Broker:
+    """The broker Ferry installed in this process, or one built from the environment."""
+    if _ferry_broker is not None:
+        return _ferry_broker
+    from ferry.settings import load_settings
+
+    return install_broker(build_broker(load_settings()))

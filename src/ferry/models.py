@@ -1,0 +1,79 @@
+"""The `jobs` table: the source of truth for every job."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import uuid_utils
+from advanced_alchemy.types import GUID, DateTimeUTC
+from sqlalchemy import JSON, Index, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# JSONB on PostgreSQL, JSON text elsewhere (advanced-alchemy's JsonB breaks on SQLAlchemy 2.1).
+JsonColumn = JSON().with_variant(JSONB(), "postgresql")
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> uuid.UUID:
+    # UUIDv7: time-ordered, so the primary key index stays append-mostly and
+    # breaks ties between jobs created in the same instant in creation order.
+    return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=new_job_id)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[Any] = mapped_column(JsonColumn)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    result: Mapped[Any | None] = mapped_column(JsonColumn, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+    __table_args__ = (
+        # Listing is always newest first with `id` as the tie-breaker: these
+        # indexes serve the tenant listing with and without a status/type filter.
+        Index("ix_jobs_tenant_created", "tenant_id", text("created_at DESC"), text("id DESC")),
+        Index(
+            "ix_jobs_tenant_status_created",
+            "tenant_id",
+            "status",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        Index("ix_jobs_tenant_type_created", "tenant_id", "type", text("created_at DESC")),
+        # Listing across tenants, and the recovery pass over due PENDING jobs.
+        Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
+        Index("ix_jobs_status_next_run", "status", "next_run_at"),
+    )

@@ -1,0 +1,67 @@
+"""Configuration from the environment (and a `.env` file), read once at start-up."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+import msgspec
+from dotenv import load_dotenv
+
+EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///ferry.db"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
+    """Every knob Ferry has. Field names are the environment variables, lower-cased."""
+
+    database_url: str = EMBEDDED_DATABASE_URL
+    # No REDIS_URL means the embedded default: an in-process broker and event bus.
+    redis_url: str | None = None
+    # Prefix of every Redis key Ferry writes (queues included), so that several
+    # deployments or test runs can share one Redis server.
+    redis_namespace: str = "ferry"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cors_origins: str = ""
+    log_level: str = "INFO"
+    max_body_bytes: int = 1024 * 1024
+    db_pool_size: int = 10
+    # Worker: how many status transitions one tick may write, and how long a
+    # tick waits for more to arrive before it writes what it has.
+    batch_size: int = 100
+    batch_tick_ms: int = 5
+    default_max_attempts: int = 5
+    max_attempts_limit: int = 25
+    smtp_url: str | None = None
+    outbox_path: str = "outbox.mbox"
+    webhook_secret: str | None = None
+
+    @cached_property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+    """Build settings from `os.environ` (a `.env` file fills in what is unset)."""
+    if env_file is not None:
+        load_dotenv(env_file, override=False)
+    fields = {name for name in Settings.__struct_fields__}
+    values: dict[str, object] = {
+        name.lower(): value
+        for name, value in os.environ.items()
+        if name.lower() in fields and value != ""
+    }
+    values.update(overrides)
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"ferry: bad configuration: {exc}") from exc

@@ -1,0 +1,173 @@
+"""Every SQL statement the API runs against the `jobs` table.
+
+State changes are single conditional statements (`UPDATE ... WHERE status IN
+(...) RETURNING`), so two concurrent requests can never both win a transition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ferry.models import RETRYABLE_STATUSES, Job, JobStatus, new_job_id, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    tenant_id: str
+    type: str
+    payload: Any
+    max_attempts: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What the dispatcher needs to send one job to its actor."""
+
+    id: uuid.UUID
+    type: str
+    delay_ms: int
+
+
+class Conflict(Exception):
+    """The job exists but its status forbids the change."""
+
+    def __init__(self, status: str, action: str) -> None:
+        super().__init__(f"cannot {action} a job that is {status}")
+        self.status = status
+
+
+class NotFound(Exception):
+    pass
+
+
+class JobStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(self, rows: Sequence[NewRow]) -> list[Enqueued]:
+        now = utcnow()
+        values = []
+        enqueued = []
+        for row in rows:
+            job_id = new_job_id()
+            values.append(
+                {
+                    "id": job_id,
+                    "tenant_id": row.tenant_id,
+                    "type": row.type,
+                    "payload": row.payload,
+                    "status": JobStatus.PENDING,
+                    "attempts": 0,
+                    "max_attempts": row.max_attempts,
+                    "created_at": now,
+                    "updated_at": now,
+                    "next_run_at": now + timedelta(milliseconds=row.delay_ms),
+                }
+            )
+            enqueued.append(Enqueued(job_id, row.type, row.delay_ms))
+        await self.session.execute(insert(Job), values)
+        return enqueued
+
+    async def get(self, job_id: uuid.UUID) -> Job:
+        job = await self.session.get(Job, job_id)
+        if job is None:
+            raise NotFound(job_id)
+        return job
+
+    async def page(
+        self,
+        *,
+        tenant_id: str | None,
+        status: str | None,
+        job_type: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[Sequence[Job], int]:
+        filters = []
+        if tenant_id is not None:
+            filters.append(Job.tenant_id == tenant_id)
+        if status is not None:
+            filters.append(Job.status == status)
+        if job_type is not None:
+            filters.append(Job.type == job_type)
+        # `id` (UUIDv7) breaks ties in created_at, so pages never overlap or skip.
+        query = (
+            select(Job)
+            .where(*filters)
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        jobs = (await self.session.scalars(query)).all()
+        total = await self.session.scalar(select(func.count()).select_from(Job).where(*filters))
+        return jobs, total or 0
+
+    async def counts(self, tenant_id: str | None) -> dict[str, int]:
+        query = select(Job.status, func.count()).group_by(Job.status)
+        if tenant_id is not None:
+            query = query.where(Job.tenant_id == tenant_id)
+        return {status: count for status, count in (await self.session.execute(query)).all()}
+
+    async def _transition(
+        self, job_id: uuid.UUID, allowed: Sequence[str], action: str, **values: Any
+    ) -> Job:
+        """Apply `values` if the job's status is in `allowed`; else NotFound or Conflict."""
+        statement = (
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(allowed))
+            .values(updated_at=utcnow(), **values)
+            .returning(Job)
+            .execution_options(synchronize_session=False)
+        )
+        job = (await self.session.scalars(statement)).one_or_none()
+        if job is None:
+            current = await self.session.scalar(select(Job.status).where(Job.id == job_id))
+            if current is None:
+                raise NotFound(job_id)
+            raise Conflict(current, action)
+        return job
+
+    async def retry(self, job_id: uuid.UUID) -> Job:
+        now = utcnow()
+        return await self._transition(
+            job_id,
+            RETRYABLE_STATUSES,
+            "retry",
+            status=JobStatus.PENDING,
+            attempts=0,
+            error=None,
+            result=None,
+            started_at=None,
+            finished_at=None,
+            next_run_at=now,
+        )
+
+    async def cancel(self, job_id: uuid.UUID) -> Job:
+        return await self._transition(
+            job_id,
+            (JobStatus.PENDING,),
+            "cancel",
+            status=JobStatus.CANCELLED,
+            finished_at=utcnow(),
+            next_run_at=None,
+        )
+
+    async def patch(self, job_id: uuid.UUID, **values: Any) -> Job:
+        return await self._transition(job_id, (JobStatus.PENDING,), "change", **values)
+
+    async def delete(self, job_id: uuid.UUID) -> None:
+        statement = delete(Job).where(Job.id == job_id, Job.status != JobStatus.RUNNING)
+        result = await self.session.execute(statement)
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            current = await self.session.scalar(select(Job.status).where(Job.id == job_id))
+            if current is None:
+                raise NotFound(job_id)
+            raise Conflict(current, "delete")

@@ -1,0 +1,1 @@
+"""The worker side of Ferry: job lifecycle middleware, group-commit status writer."""
