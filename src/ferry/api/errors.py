@@ -7,6 +7,7 @@ a client can tell "try again later" from a bug.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -51,12 +52,23 @@ def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return _error(500, "internal server error")
 
 
+_NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
+
+
 def _explained(extra: Any) -> Any:
-    """Name the valid job types when the `type` tag is wrong."""
-    if isinstance(extra, list):
-        for error in extra:
-            if isinstance(error, dict) and error.get("key") == "type":
-                error["message"] += f"; expected one of: {', '.join(JOB_TYPES)}"
+    """Point each validation error at the exact field: msgspec names a missing or
+    unknown field in its message only, and a wrong `type` tag gets the valid types."""
+    if not isinstance(extra, list):
+        return extra
+    for error in extra:
+        if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            continue
+        named = _NAMED_FIELD.search(error["message"])
+        if named:
+            parent = error.get("key") if error.get("key") not in (None, "", "data") else ""
+            error["key"] = f"{parent}.{named.group(1)}" if parent else named.group(1)
+        if error.get("key") == "type" and "Invalid value" in error["message"]:
+            error["message"] += f"; expected one of: {', '.join(JOB_TYPES)}"
     return extra
 
 

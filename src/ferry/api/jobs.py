@@ -14,7 +14,8 @@ import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.dispatch import Dispatcher
@@ -35,7 +36,9 @@ from ferry.schemas import (
 from ferry.store import Enqueued, JobStore, NewRow
 
 JobTypeName = Literal["sleep", "email", "webhook", "data_processing"]
-TenantQuery = Annotated[str | None, Parameter(query="tenantId", min_length=1, max_length=100)]
+TenantQuery = Annotated[str | None, QueryParameter(name="tenantId", min_length=1, max_length=100)]
+DbSession = NamedDependency[AsyncSession]
+JobId = FromPath[uuid.UUID]
 
 
 def job_out(job: Job) -> JobOut:
@@ -80,7 +83,7 @@ class JobController(Controller):
 
     @post("/", summary="Create a job")
     async def create(
-        self, data: NewJob, db_session: AsyncSession, state: State
+        self, data: JSONBody[NewJob], db_session: DbSession, state: State
     ) -> Response[CreatedJob]:
         [job] = await JobStore(db_session).create([_row(data, state.settings.default_max_attempts)])
         await _commit_and_send(db_session, state.dispatcher, [job])
@@ -92,7 +95,7 @@ class JobController(Controller):
 
     @post("/batch", summary="Create up to 1000 jobs in one request")
     async def create_batch(
-        self, data: NewJobBatch, db_session: AsyncSession, state: State
+        self, data: JSONBody[NewJobBatch], db_session: DbSession, state: State
     ) -> CreatedJobs:
         default = state.settings.default_max_attempts
         jobs = await JobStore(db_session).create([_row(spec, default) for spec in data.jobs])
@@ -102,12 +105,12 @@ class JobController(Controller):
     @get("/", summary="List jobs, newest first")
     async def list_jobs(
         self,
-        db_session: AsyncSession,
+        db_session: DbSession,
         tenant_id: TenantQuery = None,
-        status: JobStatus | None = None,
-        job_type: Annotated[JobTypeName | None, Parameter(query="type")] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_LIST_LIMIT)] = 20,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        status: Annotated[JobStatus | None, QueryParameter()] = None,
+        job_type: Annotated[JobTypeName | None, QueryParameter(name="type")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST_LIMIT)] = 20,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> JobPage:
         jobs, total = await JobStore(db_session).page(
             tenant_id=tenant_id, status=status, job_type=job_type, limit=limit, offset=offset
@@ -115,7 +118,7 @@ class JobController(Controller):
         return JobPage(jobs=[job_out(job) for job in jobs], total=total, limit=limit, offset=offset)
 
     @get("/stats", summary="Job counts per status")
-    async def stats(self, db_session: AsyncSession, tenant_id: TenantQuery = None) -> JobStats:
+    async def stats(self, db_session: DbSession, tenant_id: TenantQuery = None) -> JobStats:
         counts = await JobStore(db_session).counts(tenant_id)
         return JobStats(
             tenant_id=tenant_id,
@@ -124,21 +127,21 @@ class JobController(Controller):
         )
 
     @get("/{job_id:uuid}", summary="One job")
-    async def get_job(self, job_id: uuid.UUID, db_session: AsyncSession) -> JobOut:
+    async def get_job(self, job_id: JobId, db_session: DbSession) -> JobOut:
         return job_out(await JobStore(db_session).get(job_id))
 
     @post("/{job_id:uuid}/retry", status_code=200, summary="Replay a FAILED or CANCELLED job")
-    async def retry(self, job_id: uuid.UUID, db_session: AsyncSession, state: State) -> JobOut:
+    async def retry(self, job_id: JobId, db_session: DbSession, state: State) -> JobOut:
         job = await JobStore(db_session).retry(job_id)
         await _commit_and_send(db_session, state.dispatcher, [Enqueued(job.id, job.type, 0)])
         return job_out(job)
 
     @post("/{job_id:uuid}/cancel", status_code=200, summary="Cancel a PENDING job")
-    async def cancel(self, job_id: uuid.UUID, db_session: AsyncSession) -> JobOut:
+    async def cancel(self, job_id: JobId, db_session: DbSession) -> JobOut:
         return job_out(await JobStore(db_session).cancel(job_id))
 
     @patch("/{job_id:uuid}", summary="Change the payload or maxAttempts of a PENDING job")
-    async def update(self, job_id: uuid.UUID, data: JobPatch, db_session: AsyncSession) -> JobOut:
+    async def update(self, job_id: JobId, data: JSONBody[JobPatch], db_session: DbSession) -> JobOut:
         store = JobStore(db_session)
         changes: dict[str, Any] = {}
         if data.max_attempts is not None:
@@ -153,7 +156,7 @@ class JobController(Controller):
         return job_out(await store.patch(job_id, **changes))
 
     @delete("/{job_id:uuid}", summary="Delete a job that is not RUNNING")
-    async def remove(self, job_id: uuid.UUID, db_session: AsyncSession) -> None:
+    async def remove(self, job_id: JobId, db_session: DbSession) -> None:
         await JobStore(db_session).delete(job_id)
 
 
@@ -161,9 +164,9 @@ def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:
     try:
         typed = msgspec.convert(payload, PAYLOAD_TYPES[job_type])
     except msgspec.ValidationError as exc:
-        message = str(exc).replace("`$", "`$.payload")
+        message, _, path = str(exc).partition(" - at `$")
         raise ValidationException(
             f"invalid payload for a {job_type} job",
-            extra=[{"message": message, "key": "payload", "source": "body"}],
+            extra=[{"message": message, "key": "payload" + path.rstrip("`"), "source": "body"}],
         ) from exc
     return msgspec.to_builtins(typed)

@@ -1,0 +1,71 @@
+"""The real servers the integration tests use, each isolated per test run.
+
+PostgreSQL: a fresh database per run (dropped at the end). Redis: a key
+namespace per run (its keys deleted at the end). Both fail loudly, naming the
+server, when it is not reachable: a test never skips for want of a service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+import pytest
+import redis
+
+ADMIN_DATABASE_URL = os.environ.get(
+    "FERRY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+TEST_REDIS_URL = os.environ.get("FERRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def with_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(_plain(ADMIN_DATABASE_URL), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def postgres_database(prefix: str = "ferry_test") -> Iterator[str]:
+    """Create a uniquely named database; yield its SQLAlchemy URL; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {ADMIN_DATABASE_URL}: {exc}", pytrace=False)
+    try:
+        yield with_database(ADMIN_DATABASE_URL, name)
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def redis_namespace() -> Iterator[str]:
+    """A unique key prefix on the test Redis; every key under it is deleted afterwards."""
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is not reachable at {TEST_REDIS_URL}: {exc}", pytrace=False)
+    namespace = f"ferry-test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield namespace
+    finally:
+        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
