@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,7 +34,7 @@ def settings(database_url: str, namespace: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
     """The real app on PostgreSQL and Redis, with no worker: jobs stay where the API puts them."""
     app = create_app(settings, run_worker=False)
     async with AsyncTestClient(app=app) as test_client:

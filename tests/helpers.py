@@ -7,11 +7,15 @@ import uuid
 from typing import Any
 
 import redis
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.models import Job
 from tests.services import TEST_REDIS_URL
+
+Client = AsyncTestClient[Litestar]
 
 
 def new_tenant() -> str:

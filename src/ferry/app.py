@@ -45,7 +45,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             if settings.redis_url
             else None
         )
-        app.state.update(settings=settings, dispatcher=Dispatcher(broker), redis=redis_client)
+        app.state.update(
+            settings=settings, engine=engine, dispatcher=Dispatcher(broker), redis=redis_client
+        )
         try:
             yield
         finally:

@@ -29,7 +29,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.redis_url is None:
         broker = StubBroker(middleware=middleware)
     else:
-        broker = RedisBroker(
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
             url=settings.redis_url, namespace=settings.redis_namespace, middleware=middleware
         )
     broker.declare_queue(JOBS_QUEUE)

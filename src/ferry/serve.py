@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--embedded", action="store_true", help="migrate first (just dev)")
     args = parser.parse_args()
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.embedded:
         upgrade(settings.database_url)
         mode = "embedded: in-process broker" if settings.embedded else f"Redis {settings.redis_url}"

@@ -72,7 +72,7 @@ def _explained(extra: Any) -> Any:
     return extra
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     NotFound: not_found,
     Conflict: conflict,
     DBAPIError: database_unavailable,

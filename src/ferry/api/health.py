@@ -30,7 +30,7 @@ async def ready(state: State) -> Response[Health]:
 
 
 async def _check_database(state: State) -> tuple[str, str]:
-    engine = state.db_engine
+    engine = state.engine
     name = "postgres" if engine.dialect.name == "postgresql" else engine.dialect.name
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as conn:

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.exceptions import ValidationException
 from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,7 +79,7 @@ async def _commit_and_send(
 
 class JobController(Controller):
     path = "/jobs"
-    tags = ["jobs"]
+    tags = ["jobs"]  # noqa: RUF012  (Controller declares it as an instance attribute)
 
     @post("/", summary="Create a job")
     async def create(
@@ -141,7 +141,9 @@ class JobController(Controller):
         return job_out(await JobStore(db_session).cancel(job_id))
 
     @patch("/{job_id:uuid}", summary="Change the payload or maxAttempts of a PENDING job")
-    async def update(self, job_id: JobId, data: JSONBody[JobPatch], db_session: DbSession) -> JobOut:
+    async def update(
+        self, job_id: JobId, data: JSONBody[JobPatch], db_session: DbSession
+    ) -> JobOut:
         store = JobStore(db_session)
         changes: dict[str, Any] = {}
         if data.max_attempts is not None:

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, literal, null, update
+from sqlalchemy import ColumnElement, Table, case, literal, null, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ferry.db import create_engine
@@ -31,7 +31,7 @@ from ferry.worker.transitions import ClaimedJob, JobEvent, Outcome
 
 log = logging.getLogger(__name__)
 
-jobs = Job.__table__
+jobs: Table = Job.__table__  # type: ignore[assignment]
 OnCommit = Callable[[list[JobEvent]], None]
 
 

@@ -1,0 +1,93 @@
+"""Readiness with each dependency up or down, CORS, and a broker that refuses sends."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ferry.app import create_app
+from ferry.settings import Settings
+from tests.helpers import Client, new_tenant, sleep_job
+
+# Nothing listens on port 1 of this machine: a dependency that is down.
+DOWN_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/ferry"
+DOWN_REDIS = "redis://127.0.0.1:1/0"
+
+
+async def test_health_is_ok(client: Client) -> None:
+    response = await client.get("/health")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_ready_checks_postgres_and_redis(client: Client) -> None:
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}
+
+
+async def test_ready_is_503_naming_postgres_when_it_is_down(settings: Settings) -> None:
+    app = create_app(
+        msgspec.structs.replace(settings, database_url=DOWN_POSTGRES), run_worker=False
+    )
+    async with AsyncTestClient(app=app) as client:
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        checks = response.json()["checks"]
+        assert checks["postgres"].startswith("down")
+        assert checks["redis"] == "ok"
+        # Routes that need the database answer 503 too, not 500 and not a hang.
+        listing = await client.get("/jobs")
+        assert listing.status_code == 503
+        assert "database" in listing.json()["detail"]
+
+
+async def test_ready_is_503_naming_redis_when_it_is_down(settings: Settings) -> None:
+    app = create_app(msgspec.structs.replace(settings, redis_url=DOWN_REDIS), run_worker=False)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        checks = response.json()["checks"]
+        assert checks["redis"].startswith("down")
+        assert checks["postgres"] == "ok"
+
+
+async def test_a_failed_enqueue_still_answers_201_and_keeps_the_job(settings: Settings) -> None:
+    app = create_app(msgspec.structs.replace(settings, redis_url=DOWN_REDIS), run_worker=False)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.post("/jobs", json=sleep_job(new_tenant()))
+        assert response.status_code == 201
+        job = (await client.get(f"/jobs/{response.json()['jobId']}")).json()
+        # PENDING and due: the recovery pass will send it once Redis is back.
+        assert job["status"] == "PENDING"
+        assert job["nextRunAt"] is not None
+
+
+async def test_cors_allows_only_the_configured_origins(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    configured = msgspec.structs.replace(
+        settings, cors_origins="https://app.example, http://localhost:5173"
+    )
+    async with AsyncTestClient(app=create_app(configured, run_worker=False)) as client:
+        preflight = {"Access-Control-Request-Method": "POST"}
+        allowed = await client.options(
+            "/jobs", headers={"Origin": "https://app.example", **preflight}
+        )
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        assert allowed.headers["access-control-allow-credentials"] == "true"
+        other = await client.get("/health", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+async def test_cors_wildcard_never_allows_credentials(settings: Settings) -> None:
+    configured = msgspec.structs.replace(settings, cors_origins="*")
+    async with AsyncTestClient(app=create_app(configured, run_worker=False)) as client:
+        response = await client.get("/health", headers={"Origin": "https://any.example"})
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in response.headers
+
+
+async def test_no_cors_headers_without_configuration(client: Client) -> None:
+    response = await client.get("/health", headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in response.headers

@@ -1,0 +1,101 @@
+"""Run Ferry's real commands as subprocesses: the API under uvicorn, `dramatiq actors`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ferry_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+    env.update(values)
+    return env
+
+
+@contextmanager
+def running(
+    args: list[str], env: dict[str, str], cwd: Path, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@contextmanager
+def api_process(
+    env: dict[str, str], cwd: Path, log: Path, *, embedded: bool = False
+) -> Iterator[str]:
+    """`python -m ferry.serve` (what `just api` / `just dev` run); yields its base URL."""
+    port = free_port()
+    args = [sys.executable, "-m", "ferry.serve", *(["--embedded"] if embedded else [])]
+    with running(args, {**env, "PORT": str(port)}, cwd, log) as process:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"API exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"API did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield base
+
+
+@contextmanager
+def worker_process(
+    env: dict[str, str], log: Path, *, threads: int = 8
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`dramatiq actors` (what `just worker` runs)."""
+    args = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "actors",
+        "--processes",
+        "1",
+        "--threads",
+        str(threads),
+    ]
+    with running(args, env, PROJECT_ROOT, log) as process:
+        yield process
+
+
+def wait_for_status(base: str, job_id: str, statuses: set[str], timeout: float = 30) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        job = httpx.get(f"{base}/jobs/{job_id}", timeout=5).json()
+        if job["status"] in statuses:
+            return job  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} is still {job['status']} after {timeout}s")
+        time.sleep(0.05)
