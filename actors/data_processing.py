@@ -1,11 +1,53 @@
-"""`data_processing`: a statistic over `values` (minimal for now)."""
+"""`data_processing`: a statistic over `values`, stored as the job's result."""
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Callable, Sequence
+
 from ferry.schemas import DataProcessingPayload
-from ferry.worker.runtime import job_handler
+from ferry.worker.runtime import PermanentError, job_handler
+
+
+def percentile(ordered: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _needs(n: int, operation: Callable[[list[float]], float]) -> Callable[[list[float]], float]:
+    def checked(values: list[float]) -> float:
+        if len(values) < n:
+            raise PermanentError(f"needs at least {n} value{'s' if n > 1 else ''}")
+        return operation(values)
+
+    return checked
+
+
+OPERATIONS: dict[str, Callable[[list[float]], float]] = {
+    "count": lambda values: len(values),
+    "sum": math.fsum,
+    "mean": _needs(1, statistics.fmean),
+    "median": _needs(1, statistics.median),
+    "min": _needs(1, min),
+    "max": _needs(1, max),
+    "stdev": _needs(2, statistics.stdev),
+}
+
+
+def compute(payload: DataProcessingPayload) -> dict[str, object]:
+    if payload.operation == "percentiles":
+        if not payload.values:
+            raise PermanentError("needs at least 1 value")
+        ordered = sorted(payload.values)
+        value: object = {f"p{p:g}": percentile(ordered, p) for p in payload.percentiles}
+    else:
+        value = OPERATIONS[payload.operation](payload.values)
+    return {"operation": payload.operation, "count": len(payload.values), "value": value}
 
 
 @job_handler("data_processing", time_limit_ms=120_000)
-def run(payload: DataProcessingPayload) -> dict[str, float]:
-    return {"count": float(len(payload.values))}
+def run(payload: DataProcessingPayload) -> dict[str, object]:
+    return compute(payload)

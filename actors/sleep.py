@@ -7,8 +7,13 @@ import time
 from ferry.schemas import SleepPayload
 from ferry.worker.runtime import job_handler
 
+# Sleep in short steps: the time limit and an abort interrupt a thread between
+# bytecodes, never inside one long time.sleep().
+STEP_S = 0.05
+
 
 @job_handler("sleep", time_limit_ms=660_000)
 def run(payload: SleepPayload) -> None:
-    if payload.delay_ms:
-        time.sleep(payload.delay_ms / 1000)
+    deadline = time.monotonic() + payload.delay_ms / 1000
+    while (remaining := deadline - time.monotonic()) > 0:
+        time.sleep(min(STEP_S, remaining))

@@ -34,7 +34,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     Dramatiq worker inside this process, on the same broker the API sends to."""
     settings = settings or load_settings()
     run_worker = settings.embedded if run_worker is None else run_worker
-    broker = install_broker(build_broker(settings))
+    broker = build_broker(settings)
+    if run_worker:
+        # Only a process that runs jobs needs the actors (the API just sends messages).
+        install_broker(broker, settings)
     engine = create_engine(settings)
 
     @asynccontextmanager
@@ -78,6 +81,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
 
 
 def _start_worker(broker: dramatiq.Broker) -> dramatiq.Worker:
+    # What `dramatiq` does in each worker process before it starts the worker
+    # (TimeLimit, for one, starts its timer thread on this signal).
+    broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=8, worker_timeout=100)
     worker.start()
     return worker

@@ -5,26 +5,20 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import TimeLimit
 
 from ferry.messages import JOBS_QUEUE
 from ferry.settings import Settings
 from ferry.worker.lifecycle import JobLifecycle
-from ferry.worker.writer import StatusWriter
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
     # Ferry keeps retries, dead letters and status in PostgreSQL, so Dramatiq's
     # own Retries middleware is left out: a message is acked once its outcome
-    # is committed, and a retry is a new, delayed message.
-    middleware: list[dramatiq.Middleware] = [
-        AgeLimit(),
-        TimeLimit(),
-        ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
-        JobLifecycle(StatusWriter(settings)),
-    ]
+    # is committed, and a retry is a new, delayed message. JobLifecycle comes
+    # first: it claims before the time limit starts and records the outcome
+    # after the limit is cleared, so a limit can only ever interrupt the job.
+    middleware: list[dramatiq.Middleware] = [JobLifecycle(settings), TimeLimit()]
     broker: dramatiq.Broker
     if settings.redis_url is None:
         broker = StubBroker(middleware=middleware)
@@ -39,7 +33,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 _ferry_broker: dramatiq.Broker | None = None
 
 
-def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
+def install_broker(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Broker:
     """Make `broker` the process-wide broker and declare every job actor on it."""
     global _ferry_broker
     _ferry_broker = broker
@@ -47,7 +41,7 @@ def install_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
     import actors  # noqa: F401  (its modules register the job handlers)
     from ferry.worker.runtime import declare_actors
 
-    declare_actors(broker)
+    declare_actors(broker, settings)
     return broker
 
 
@@ -57,4 +51,5 @@ def current_broker() -> dramatiq.Broker:
         return _ferry_broker
     from ferry.settings import load_settings
 
-    return install_broker(build_broker(load_settings()))
+    settings = load_settings()
+    return install_broker(build_broker(settings), settings)

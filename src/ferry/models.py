@@ -60,6 +60,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     next_run_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # Internal: renewed by the worker running the job; a stale one means the worker died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     __table_args__ = (
         # Listing is always newest first with `id` as the tie-breaker: these
@@ -76,4 +78,5 @@ class Job(Base):
         # Listing across tenants, and the recovery pass over due PENDING jobs.
         Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
         Index("ix_jobs_status_next_run", "status", "next_run_at"),
+        Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
     )

@@ -118,6 +118,24 @@ class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename=
     max_attempts: MaxAttempts | None = None
 
 
+JobTypeName = Literal["sleep", "email", "webhook", "data_processing"]
+
+
+class BulkRetry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """Replay dead letters: the given FAILED/CANCELLED jobs, or FAILED jobs matching a filter."""
+
+    tenant_id: TenantId
+    ids: Annotated[list[uuid.UUID], Meta(min_length=1, max_length=MAX_BATCH)] | None = None
+    type: JobTypeName | None = None
+    failed_since: datetime | None = None
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 1000
+
+
+class Requeued(msgspec.Struct, rename="camel"):
+    requeued: int
+    job_ids: list[uuid.UUID]
+
+
 class CreatedJob(msgspec.Struct, rename="camel"):
     job_id: uuid.UUID
     status: str

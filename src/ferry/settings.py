@@ -32,7 +32,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     batch_size: int = 100
     batch_tick_ms: int = 5
     default_max_attempts: int = 5
-    max_attempts_limit: int = 25
+    # Backoff between attempts: base * 2^(attempt-1), capped, with jitter.
+    retry_base_ms: int = 2_000
+    retry_cap_ms: int = 32_000
+    # Per-type time limits overriding the handlers' own, e.g. "sleep=1000,webhook=5000".
+    time_limits: str = ""
+    # A RUNNING job's worker renews its lease every heartbeat; a job whose lease
+    # is older than lease_ms is presumed orphaned and handed back to PENDING.
+    heartbeat_ms: int = 2_000
+    lease_ms: int = 30_000
+    # The recovery pass: how often, and how overdue a PENDING job must be before
+    # the pass checks that a queue still holds its message.
+    recovery_interval_ms: int = 5_000
+    recovery_grace_ms: int = 5_000
     smtp_url: str | None = None
     outbox_path: str = "outbox.mbox"
     webhook_secret: str | None = None
@@ -40,6 +52,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     @cached_property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @cached_property
+    def time_limit_overrides(self) -> dict[str, int]:
+        pairs = (item.split("=", 1) for item in self.time_limits.split(",") if "=" in item)
+        return {name.strip(): int(value) for name, value in pairs}
 
     @property
     def embedded(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -46,6 +46,19 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     pass
+
+
+def _replayed() -> dict[str, Any]:
+    """A replayed job starts afresh: PENDING, due now, with all its attempts."""
+    return {
+        "status": JobStatus.PENDING,
+        "attempts": 0,
+        "error": None,
+        "result": None,
+        "started_at": None,
+        "finished_at": None,
+        "next_run_at": utcnow(),
+    }
 
 
 class JobStore:
@@ -136,28 +149,48 @@ class JobStore:
         return job
 
     async def retry(self, job_id: uuid.UUID) -> Job:
-        now = utcnow()
-        return await self._transition(
-            job_id,
-            RETRYABLE_STATUSES,
-            "retry",
-            status=JobStatus.PENDING,
-            attempts=0,
-            error=None,
-            result=None,
-            started_at=None,
-            finished_at=None,
-            next_run_at=now,
+        return await self._transition(job_id, RETRYABLE_STATUSES, "retry", **_replayed())
+
+    async def retry_many(
+        self,
+        tenant_id: str,
+        *,
+        ids: Sequence[uuid.UUID] | None,
+        job_type: str | None,
+        failed_since: datetime | None,
+        limit: int,
+    ) -> list[Enqueued]:
+        """Replay the given FAILED/CANCELLED jobs, or up to `limit` FAILED jobs of a filter."""
+        filters = [Job.tenant_id == tenant_id]
+        if ids is not None:
+            filters += [Job.id.in_(ids), Job.status.in_(RETRYABLE_STATUSES)]
+        else:
+            filters.append(Job.status == JobStatus.FAILED)
+        if job_type is not None:
+            filters.append(Job.type == job_type)
+        if failed_since is not None:
+            filters.append(Job.finished_at >= failed_since)
+        chosen = select(Job.id).where(*filters).order_by(Job.finished_at).limit(limit)
+        statement = (
+            update(Job)
+            .where(Job.id.in_(chosen.scalar_subquery()), *filters)
+            .values(updated_at=utcnow(), **_replayed())
+            .returning(Job.id, Job.type)
+            .execution_options(synchronize_session=False)
         )
+        rows = (await self.session.execute(statement)).all()
+        return [Enqueued(row.id, row.type, 0) for row in rows]
 
     async def cancel(self, job_id: uuid.UUID) -> Job:
+        # A RUNNING job's worker notices at its next heartbeat and aborts it.
         return await self._transition(
             job_id,
-            (JobStatus.PENDING,),
+            (JobStatus.PENDING, JobStatus.RUNNING),
             "cancel",
             status=JobStatus.CANCELLED,
             finished_at=utcnow(),
             next_run_at=None,
+            heartbeat_at=None,
         )
 
     async def patch(self, job_id: uuid.UUID, **values: Any) -> Job:

@@ -8,7 +8,7 @@ the row is the job, and the recovery pass re-sends what no queue holds.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
@@ -23,19 +23,21 @@ from ferry.models import Job, JobStatus
 from ferry.schemas import (
     MAX_LIST_LIMIT,
     PAYLOAD_TYPES,
+    BulkRetry,
     CreatedJob,
     CreatedJobs,
     JobOut,
     JobPage,
     JobPatch,
     JobStats,
+    JobTypeName,
     NewJob,
     NewJobBatch,
+    Requeued,
     job_type_of,
 )
 from ferry.store import Enqueued, JobStore, NewRow
 
-JobTypeName = Literal["sleep", "email", "webhook", "data_processing"]
 TenantQuery = Annotated[str | None, QueryParameter(name="tenantId", min_length=1, max_length=100)]
 DbSession = NamedDependency[AsyncSession]
 JobId = FromPath[uuid.UUID]
@@ -136,7 +138,21 @@ class JobController(Controller):
         await _commit_and_send(db_session, state.dispatcher, [Enqueued(job.id, job.type, 0)])
         return job_out(job)
 
-    @post("/{job_id:uuid}/cancel", status_code=200, summary="Cancel a PENDING job")
+    @post("/retry", status_code=200, summary="Replay dead letters in bulk")
+    async def retry_many(
+        self, data: JSONBody[BulkRetry], db_session: DbSession, state: State
+    ) -> Requeued:
+        jobs = await JobStore(db_session).retry_many(
+            data.tenant_id,
+            ids=data.ids,
+            job_type=data.type,
+            failed_since=data.failed_since,
+            limit=data.limit,
+        )
+        await _commit_and_send(db_session, state.dispatcher, jobs)
+        return Requeued(requeued=len(jobs), job_ids=[job.id for job in jobs])
+
+    @post("/{job_id:uuid}/cancel", status_code=200, summary="Cancel a PENDING or RUNNING job")
     async def cancel(self, job_id: JobId, db_session: DbSession) -> JobOut:
         return job_out(await JobStore(db_session).cancel(job_id))
 

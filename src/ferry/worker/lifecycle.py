@@ -5,6 +5,9 @@ a claim that matches no row (deleted, cancelled, already taken) skips it.
 after it ran: record COMPLETED, a scheduled retry (PENDING + nextRunAt) or
 FAILED in the tick's batch, and return only once that is committed, so the
 ack that follows never runs ahead of the status (group commit).
+
+On worker boot it starts the process's background loop: the writer, the
+heartbeat (leases and aborts) and the recovery pass.
 """
 
 from __future__ import annotations
@@ -15,26 +18,41 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+import redis.asyncio as aioredis
 from dramatiq.middleware import SkipMessage, TimeLimitExceeded
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ferry.db import create_engine
+from ferry.events import RedisEventPublisher
 from ferry.messages import JOBS_QUEUE, job_message
 from ferry.models import JobStatus, utcnow
+from ferry.settings import Settings
 from ferry.worker.backoff import retry_delay_ms
-from ferry.worker.runtime import PermanentError, set_current_job
-from ferry.worker.transitions import ClaimedJob, Outcome
+from ferry.worker.heartbeat import Heartbeat
+from ferry.worker.loop import BackgroundLoop
+from ferry.worker.recovery import Recovery
+from ferry.worker.runtime import RUNNING, JobAborted, PermanentError, set_current_job
+from ferry.worker.transitions import ClaimedJob, JobEvent, Outcome
 from ferry.worker.writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
 
-def decide(job: ClaimedJob, result: Any, exception: BaseException | None) -> Outcome:
+def decide(
+    job: ClaimedJob,
+    result: Any,
+    exception: BaseException | None,
+    *,
+    retry_base_ms: int,
+    retry_cap_ms: int,
+) -> Outcome:
     """The outcome of one attempt (pure)."""
     if exception is None:
         return Outcome(job.id, JobStatus.COMPLETED, result=result)
     error = describe(exception)
     if isinstance(exception, PermanentError) or job.attempts >= job.max_attempts:
         return Outcome(job.id, JobStatus.FAILED, error=error)
-    delay_ms = retry_delay_ms(job.attempts)
+    delay_ms = retry_delay_ms(job.attempts, base_ms=retry_base_ms, cap_ms=retry_cap_ms)
     return Outcome(
         job.id,
         JobStatus.PENDING,
@@ -47,28 +65,69 @@ def decide(job: ClaimedJob, result: Any, exception: BaseException | None) -> Out
 def describe(exception: BaseException) -> str:
     if isinstance(exception, TimeLimitExceeded):
         return "time limit exceeded"
+    if isinstance(exception, JobAborted):
+        return "aborted"
     text = str(exception)
     name = type(exception).__name__
     return f"{name}: {text}"[:2000] if text else name
 
 
 class JobLifecycle(dramatiq.Middleware):
-    def __init__(self, writer: StatusWriter) -> None:
-        self.writer = writer
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = BackgroundLoop()
+        self._engine: AsyncEngine | None = None
+        self._redis: aioredis.Redis | None = None
+        self.publisher: RedisEventPublisher | None = None
+        self.writer = StatusWriter(
+            self.loop,
+            self.engine,
+            batch_size=settings.batch_size,
+            tick_ms=settings.batch_tick_ms,
+            on_commit=self.publish,
+        )
+        self.recovery: Recovery | None = None
         self._claimed: dict[str, ClaimedJob] = {}
 
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = create_engine(self.settings, pool_size=3)
+        return self._engine
+
+    async def publish(self, events: list[JobEvent]) -> None:
+        if self.publisher is not None:
+            await self.publisher.publish(events)
+
+    # -- worker lifecycle ------------------------------------------------------------
+
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self.writer.start()
+        if self.settings.redis_url:
+            self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+            self.publisher = RedisEventPublisher(self._redis, self.settings.redis_namespace)
+        self.recovery = Recovery(self.engine, broker, self.settings, self.publish)
+        self.loop.add_service(self.writer.run)
+        self.loop.add_service(Heartbeat(self.engine, RUNNING, self.settings.heartbeat_ms).run)
+        self.loop.add_service(self.recovery.run)
+        self.loop.on_stop(self._close)
+        self.loop.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self.writer.stop()
+        self.loop.stop()
+
+    async def _close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # -- messages --------------------------------------------------------------------
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if message.queue_name != JOBS_QUEUE:
             return
         job = self.writer.claim(uuid.UUID(message.args[0]))
         if job is None:
-            log.info("job %s is no longer PENDING; skipping its message", message.args[0])
+            log.debug("job %s is no longer PENDING; skipping its message", message.args[0])
             raise SkipMessage()
         self._claimed[message.message_id] = job
         set_current_job(job)
@@ -85,7 +144,18 @@ class JobLifecycle(dramatiq.Middleware):
         job = self._claimed.pop(message.message_id, None)
         if job is None:
             return
-        outcome = decide(job, result, exception)
+        outcome = decide(
+            job,
+            result,
+            exception,
+            retry_base_ms=self.settings.retry_base_ms,
+            retry_cap_ms=self.settings.retry_cap_ms,
+        )
+        if exception is not None:
+            log.warning(
+                "job %s (%s) attempt %d/%d: %s -> %s",
+                job.id, job.type, job.attempts, job.max_attempts, outcome.error, outcome.status,
+            )  # fmt: skip
         if not self.writer.finish(outcome):
             log.info("job %s changed while it ran; its outcome was not recorded", job.id)
             return

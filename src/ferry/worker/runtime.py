@@ -10,15 +10,18 @@ claimed row to the actor through a thread-local.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dramatiq
 import msgspec
+from dramatiq.threading import raise_thread_exception
 
 from ferry.messages import JOBS_QUEUE
 from ferry.schemas import PAYLOAD_TYPES
+from ferry.settings import Settings
 from ferry.worker.transitions import ClaimedJob
 
 P = TypeVar("P")
@@ -26,6 +29,10 @@ P = TypeVar("P")
 
 class PermanentError(Exception):
     """A failure that another attempt cannot fix: the job fails at once, without retry."""
+
+
+class JobAborted(BaseException):  # like KeyboardInterrupt: not caught by `except Exception`
+    """Raised into the thread of a job that was cancelled while it ran."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,14 @@ class Handler:
 
 HANDLERS: dict[str, Handler] = {}
 _current = threading.local()
+_settings: Settings | None = None
+
+
+def worker_settings() -> Settings:
+    """The settings of the broker this process's actors were declared on."""
+    if _settings is None:
+        raise RuntimeError("no Ferry broker is installed in this process")
+    return _settings
 
 
 def job_handler(
@@ -61,11 +76,50 @@ def current_job() -> ClaimedJob:
     return job
 
 
+class RunningJobs:
+    """Which thread runs which job, so that a cancelled job can be aborted.
+
+    A thread is registered only while its handler runs, and registering,
+    unregistering and aborting share one lock: an abort can never land in a
+    thread that has moved on to Dramatiq's ack or to another job.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_thread: dict[int, uuid.UUID] = {}
+
+    def ids(self) -> list[uuid.UUID]:
+        with self._lock:
+            return list(self._by_thread.values())
+
+    def abort(self, job_ids: set[uuid.UUID]) -> list[uuid.UUID]:
+        aborted = []
+        with self._lock:
+            for thread_id, job_id in self._by_thread.items():
+                if job_id in job_ids:
+                    raise_thread_exception(thread_id, JobAborted)  # type: ignore[no-untyped-call]
+                    aborted.append(job_id)
+        return aborted
+
+    def run(self, job_id: uuid.UUID, fn: Callable[[], Any]) -> Any:
+        thread_id = threading.get_ident()
+        with self._lock:
+            self._by_thread[thread_id] = job_id
+        try:
+            return fn()
+        finally:
+            with self._lock:
+                del self._by_thread[thread_id]
+
+
+RUNNING = RunningJobs()
+
+
 def _actor_fn(handler: Handler) -> Callable[[str], Any]:
     def run_job(job_id: str) -> Any:
         job = current_job()
         payload = msgspec.convert(job.payload, handler.payload_type)
-        result = handler.run(payload)
+        result = RUNNING.run(job.id, lambda: handler.run(payload))
         # Results are stored as JSON: turn structs, tuples and the like into builtins.
         return msgspec.to_builtins(result)
 
@@ -73,8 +127,11 @@ def _actor_fn(handler: Handler) -> Callable[[str], Any]:
     return run_job
 
 
-def declare_actors(broker: dramatiq.Broker) -> None:
+def declare_actors(broker: dramatiq.Broker, settings: Settings) -> None:
     """Declare one actor per registered handler on `broker` (idempotent)."""
+    global _settings
+    _settings = settings
+    limits = settings.time_limit_overrides
     for handler in HANDLERS.values():
         if handler.job_type in broker.actors:
             continue
@@ -84,5 +141,10 @@ def declare_actors(broker: dramatiq.Broker) -> None:
             actor_name=handler.job_type,
             queue_name=JOBS_QUEUE,
             priority=0,
-            options={"time_limit": handler.time_limit_ms},
+            options={
+                "time_limit": limits.get(handler.job_type, handler.time_limit_ms),
+                # Failures are expected and recorded on the job (and logged by
+                # the lifecycle middleware): no traceback at ERROR for each one.
+                "throws": (Exception,),
+            },
         )

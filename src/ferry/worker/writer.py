@@ -2,7 +2,7 @@
 
 Worker threads hand their claims and outcomes to one `StatusWriter` per
 process and block until the transaction that contains them has committed.
-A background thread with its own event loop and engine gathers what arrived
+On the worker's background loop, the writer gathers what arrived
 during one tick (up to `batch_size`), writes one `UPDATE ... WHERE id IN (...)
 RETURNING` per kind of transition in a single transaction, wakes the waiting
 threads with what RETURNING confirmed, and hands the committed events to
@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,15 +23,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, case, literal, null, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ferry.db import create_engine
 from ferry.models import Job, JobStatus, utcnow
-from ferry.settings import Settings
+from ferry.worker.loop import BackgroundLoop
 from ferry.worker.transitions import ClaimedJob, JobEvent, Outcome
 
 log = logging.getLogger(__name__)
 
 jobs: Table = Job.__table__  # type: ignore[assignment]
-OnCommit = Callable[[list[JobEvent]], None]
+OnCommit = Callable[[list[JobEvent]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -46,19 +44,20 @@ class _Request:
 class StatusWriter:
     def __init__(
         self,
-        settings: Settings,
+        loop: BackgroundLoop,
+        engine: Callable[[], AsyncEngine],
+        *,
+        batch_size: int,
+        tick_ms: int,
         on_commit: OnCommit | None = None,
-        engine_factory: Callable[[], AsyncEngine] | None = None,
     ) -> None:
-        self.batch_size = settings.batch_size
-        self.tick = settings.batch_tick_ms / 1000
+        self.loop = loop
+        self.engine = engine
+        self.batch_size = batch_size
+        self.tick = tick_ms / 1000
         self.on_commit = on_commit
-        self._engine_factory = engine_factory or (lambda: create_engine(settings, pool_size=2))
-        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._wake: asyncio.Event | None = None
-        self._ready = threading.Event()
         # Statistics for benchmarks and metrics.
         self.ticks = 0
         self.statements = 0
@@ -78,73 +77,42 @@ class StatusWriter:
         return committed
 
     def _submit(self, request: _Request) -> Future[Any]:
-        if self._loop is None or self._wake is None:
+        if self._wake is None:
             raise RuntimeError("StatusWriter is not running")
         self._requests.put(request)
-        self._loop.call_soon_threadsafe(self._wake.set)
+        self.loop.loop.call_soon_threadsafe(self._wake.set)
         return request.future
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- the service -----------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._thread_main, name="ferry-writer", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-
-    def stop(self) -> None:
-        if self._thread is None or self._loop is None or self._wake is None:
-            return
-        self._requests.put(None)
-        self._loop.call_soon_threadsafe(self._wake.set)
-        self._thread.join(timeout=30)
-        self._thread = None
-
-    def _thread_main(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    async def run(self) -> None:
         self._wake = asyncio.Event()
-        engine = self._engine_factory()
-        self._ready.set()
-        try:
-            stopping = False
-            while not stopping:
-                await self._wake.wait()
-                self._wake.clear()
-                if self.tick:
-                    await asyncio.sleep(self.tick)  # let the tick fill up
-                batch, stopping = self._drain()
-                while batch:
-                    await self._write_until_committed(engine, batch)
-                    batch, stopped = self._drain()
-                    stopping = stopping or stopped
-        finally:
-            await engine.dispose()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.tick:
+                await asyncio.sleep(self.tick)  # let the tick fill up
+            while batch := self._drain():
+                await self._write_until_committed(batch)
 
-    def _drain(self) -> tuple[list[_Request], bool]:
+    def _drain(self) -> list[_Request]:
         batch: list[_Request] = []
         while len(batch) < self.batch_size:
             try:
-                request = self._requests.get_nowait()
+                batch.append(self._requests.get_nowait())
             except queue.Empty:
                 break
-            if request is None:
-                return batch, True
-            batch.append(request)
-        return batch, False
+        return batch
 
     # -- the write -----------------------------------------------------------------
 
-    async def _write_until_committed(self, engine: AsyncEngine, batch: list[_Request]) -> None:
+    async def _write_until_committed(self, batch: list[_Request]) -> None:
         """Retry until the database takes the batch: waiting threads must not see an error,
         since an exception in a worker hook would ack the message without its status."""
         delay = 0.05
         while True:
             try:
-                async with engine.begin() as conn:
+                async with self.engine().begin() as conn:
                     replies, events = await self._write(conn, batch)
                 break
             except Exception:
@@ -157,7 +125,7 @@ class StatusWriter:
             request.future.set_result(reply)
         if events and self.on_commit is not None:
             try:
-                self.on_commit(events)
+                await self.on_commit(events)
             except Exception:
                 log.exception("publishing %d events failed", len(events))
 
@@ -205,6 +173,7 @@ class StatusWriter:
                 attempts=jobs.c.attempts + 1,
                 started_at=now,
                 updated_at=now,
+                heartbeat_at=now,
                 next_run_at=None,
             )
             .returning(
@@ -224,7 +193,7 @@ class StatusWriter:
     ) -> dict[uuid.UUID, Any]:
         outcomes = [request.outcome for request in requests if request.outcome is not None]
         ids = [outcome.job_id for outcome in outcomes]
-        values: dict[str, Any] = {"status": kind, "updated_at": now}
+        values: dict[str, Any] = {"status": kind, "updated_at": now, "heartbeat_at": None}
         if kind is JobStatus.COMPLETED:
             values |= {"result": _per_job(outcomes, "result", jobs.c.result), "error": None}
         else:

@@ -1,0 +1,160 @@
+"""The recovery pass: no job is lost, whatever happened to its message or worker.
+
+Every `recovery_interval_ms` one worker process (a Redis lock elects it per
+pass; several may run it safely) does two things:
+- orphans: RUNNING jobs whose lease expired (their worker died) go back to
+  PENDING and are re-sent, or become FAILED if that was their last attempt;
+- lost messages: PENDING jobs overdue by more than `recovery_grace_ms` whose
+  message no queue holds (the enqueue failed, or Redis lost its data) are
+  re-sent.
+A duplicate message is harmless: the claim lets exactly one of them run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ferry.dispatch import send_now
+from ferry.messages import JOBS_QUEUE
+from ferry.models import Job, JobStatus, utcnow
+from ferry.settings import Settings
+from ferry.store import Enqueued
+from ferry.worker.transitions import JobEvent
+
+log = logging.getLogger(__name__)
+
+LOST_WORKER = "worker lost: its lease expired while the job was RUNNING"
+SCAN_LIMIT = 10_000
+Publish = Callable[[list[JobEvent]], Awaitable[None]]
+
+
+def queued_job_ids(broker: dramatiq.Broker) -> set[str]:
+    """Job ids of every message a queue holds: ready, delayed or fetched but not acked."""
+    queues = (JOBS_QUEUE, f"{JOBS_QUEUE}.DQ")
+    if isinstance(broker, RedisBroker):
+        encoded: Iterable[Any] = (
+            value
+            for queue in queues
+            for _, value in broker.client.hscan_iter(f"{broker.namespace}:{queue}.msgs", count=1000)
+        )
+    elif isinstance(broker, StubBroker):
+        encoded = [message for queue in queues for message in list(broker.queues[queue].queue)]
+    else:
+        raise TypeError(f"unsupported broker {type(broker).__name__}")
+    ids = set()
+    for message in encoded:
+        args = json.loads(message).get("args") or [None]
+        ids.add(str(args[0]))
+    return ids
+
+
+class Recovery:
+    def __init__(
+        self,
+        engine: Callable[[], AsyncEngine],
+        broker: dramatiq.Broker,
+        settings: Settings,
+        publish: Publish | None = None,
+    ) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.settings = settings
+        self.publish = publish
+        self.interval = settings.recovery_interval_ms / 1000
+        self.resent = 0
+        self.orphans = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                if await self._elected():
+                    await self.recover()
+            except Exception:
+                log.exception("recovery pass failed; the next one will try again")
+
+    async def _elected(self) -> bool:
+        """One process per interval does the pass (any process would be safe, just wasteful)."""
+        if not isinstance(self.broker, RedisBroker):
+            return True
+        key = f"{self.broker.namespace}:recovery-lock"
+        ttl_ms = max(int(self.interval * 900), 100)
+        return bool(await asyncio.to_thread(self.broker.client.set, key, "1", nx=True, px=ttl_ms))
+
+    async def recover(self) -> None:
+        await self.requeue_orphans()
+        await self.resend_lost()
+
+    async def requeue_orphans(self) -> None:
+        now = utcnow()
+        stale = (
+            Job.status == JobStatus.RUNNING,
+            Job.heartbeat_at < now - timedelta(milliseconds=self.settings.lease_ms),
+        )
+        lost = {"error": LOST_WORKER, "heartbeat_at": None, "updated_at": now}
+        async with self.engine().begin() as conn:
+            failed = await conn.execute(
+                update(Job)
+                .where(*stale, Job.attempts >= Job.max_attempts)
+                .values(status=JobStatus.FAILED, finished_at=now, **lost)
+                .returning(Job.id, Job.tenant_id, Job.attempts)
+            )
+            failed_rows = failed.all()
+            pending = await conn.execute(
+                update(Job)
+                .where(*stale)
+                .values(status=JobStatus.PENDING, next_run_at=now, **lost)
+                .returning(Job.id, Job.tenant_id, Job.attempts, Job.type)
+            )
+            pending_rows = pending.all()
+        if not failed_rows and not pending_rows:
+            return
+        self.orphans += len(failed_rows) + len(pending_rows)
+        log.warning(
+            "recovered %d orphaned job(s) from dead workers", len(failed_rows) + len(pending_rows)
+        )
+        await self._send([Enqueued(row.id, row.type, 0) for row in pending_rows])
+        if self.publish is not None:
+            events = [
+                JobEvent(row.tenant_id, row.id, status, row.attempts, LOST_WORKER, now)
+                for status, rows in (
+                    (JobStatus.FAILED, failed_rows),
+                    (JobStatus.PENDING, pending_rows),
+                )
+                for row in rows
+            ]
+            await self.publish(events)
+
+    async def resend_lost(self) -> None:
+        cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
+        query = (
+            select(Job.id, Job.type)
+            .where(Job.status == JobStatus.PENDING, Job.next_run_at < cutoff)
+            .order_by(Job.next_run_at)
+            .limit(SCAN_LIMIT)
+        )
+        async with self.engine().connect() as conn:
+            overdue = (await conn.execute(query)).all()
+        if not overdue:
+            return
+        queued = await asyncio.to_thread(queued_job_ids, self.broker)
+        missing = [Enqueued(row.id, row.type, 0) for row in overdue if str(row.id) not in queued]
+        if missing:
+            log.warning("re-sending %d PENDING job(s) that no queue holds", len(missing))
+            await self._send(missing)
+            self.resent += len(missing)
+
+    async def _send(self, jobs: list[Enqueued]) -> None:
+        if jobs:
+            await asyncio.to_thread(send_now, self.broker, jobs)

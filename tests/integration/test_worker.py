@@ -1,0 +1,391 @@
+"""Workers end to end: the real app, a real Dramatiq worker on Redis, PostgreSQL.
+
+The worker runs in this process (same middleware, same writer as `dramatiq
+actors`); the crash tests in test_recovery.py use real worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import mailbox
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import msgspec
+import pytest
+import redis
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ferry.app import create_app
+from ferry.broker import current_broker
+from ferry.messages import job_message
+from ferry.settings import Settings
+from ferry.worker.lifecycle import JobLifecycle
+from tests.helpers import Client, force_status, new_tenant, sleep_job
+from tests.servers import Hooks, Mailbox, smtp_server, webhook_server
+from tests.services import TEST_REDIS_URL, redis_namespace
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def hooks() -> Iterator[Hooks]:
+    with webhook_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[Mailbox]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def worker_settings(
+    settings: Settings, mail: Mailbox, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    with redis_namespace() as namespace:
+        yield msgspec.structs.replace(
+            settings,
+            redis_namespace=namespace,
+            smtp_url=mail.url,
+            outbox_path=str(tmp_path_factory.mktemp("outbox") / "outbox.mbox"),
+            webhook_secret="hook-secret",
+            retry_base_ms=50,
+            retry_cap_ms=200,
+            time_limits="sleep=1500",
+            heartbeat_ms=100,
+            recovery_interval_ms=200,
+            recovery_grace_ms=300,
+            lease_ms=1000,
+        )
+
+
+@pytest.fixture(scope="module")
+async def app_client(worker_settings: Settings) -> AsyncIterator[Client]:
+    """The app with a worker of 8 threads inside it, on PostgreSQL and Redis."""
+    async with AsyncTestClient(app=create_app(worker_settings, run_worker=True)) as client:
+        yield client
+
+
+async def create(client: Client, body: dict[str, Any]) -> str:
+    response = await client.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["jobId"])
+
+
+async def finished(
+    client: Client, job_id: str, wait_s: float = 20, statuses: set[str] = TERMINAL
+) -> dict[str, Any]:
+    for _ in range(int(wait_s / 0.02)):
+        job: dict[str, Any] = (await client.get(f"/jobs/{job_id}")).json()
+        if job["status"] in statuses:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} is still {job['status']}")
+
+
+def events(settings: Settings, tenant: str) -> list[dict[str, Any]]:
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
+            f"{settings.redis_namespace}:events:stream:{tenant}"
+        )
+    finally:
+        client.close()
+    return [json.loads(fields[b"data"]) for _, fields in entries]
+
+
+def job_events(settings: Settings, tenant: str, job_id: str) -> list[tuple[str, int]]:
+    return [(e["status"], e["attempts"]) for e in events(settings, tenant) if e["jobId"] == job_id]
+
+
+# -- handlers ---------------------------------------------------------------------------
+
+
+async def test_sleep_completes_and_streams_its_events_in_order(
+    app_client: Client, worker_settings: Settings
+) -> None:
+    tenant = new_tenant()
+    job_id = await create(app_client, sleep_job(tenant, 100))
+    job = await finished(app_client, job_id)
+    assert (job["status"], job["attempts"], job["error"]) == ("COMPLETED", 1, None)
+    await asyncio.sleep(0.1)
+    stream = events(worker_settings, tenant)
+    assert [(e["status"], e["seq"]) for e in stream] == [("RUNNING", 1), ("COMPLETED", 2)]
+    assert stream[0] | {"status": None, "seq": None, "at": None} == {
+        "type": "JOB_UPDATE", "tenantId": tenant, "jobId": job_id, "status": None,
+        "attempts": 1, "error": None, "seq": None, "at": None,
+    }  # fmt: skip
+
+
+async def test_data_processing_stores_its_result(app_client: Client) -> None:
+    body = {"tenantId": new_tenant(), "type": "data_processing",
+            "payload": {"operation": "percentiles", "values": [5, 1, 4, 2, 3], "percentiles": [50, 100]}}  # fmt: skip
+    job = await finished(app_client, await create(app_client, body))
+    assert job["status"] == "COMPLETED"
+    assert job["result"] == {
+        "operation": "percentiles",
+        "count": 5,
+        "value": {"p50": 3.0, "p100": 5.0},
+    }
+
+
+async def test_data_processing_with_no_values_fails_without_retry(app_client: Client) -> None:
+    body = {
+        "tenantId": new_tenant(),
+        "type": "data_processing",
+        "payload": {"operation": "mean", "values": []},
+    }
+    job = await finished(app_client, await create(app_client, body))
+    assert (job["status"], job["attempts"]) == ("FAILED", 1)
+    assert "at least 1 value" in job["error"]
+
+
+async def test_email_is_sent_over_smtp(app_client: Client, mail: Mailbox) -> None:
+    subject = f"hello {uuid.uuid4()}"
+    body = {"tenantId": new_tenant(), "type": "email",
+            "payload": {"to": "ada@example.com", "subject": subject, "body": "Hi Ada"}}  # fmt: skip
+    job = await finished(app_client, await create(app_client, body))
+    assert job["status"] == "COMPLETED"
+    assert job["result"]["via"] == "smtp"
+    [message] = [m for m in mail.messages if m["Subject"] == subject]
+    assert message["To"] == "ada@example.com"
+    assert message["Message-ID"] == job["result"]["messageId"]
+    assert message.get_payload().strip() == "Hi Ada"  # type: ignore[union-attr]
+
+
+async def test_email_without_smtp_goes_to_the_outbox(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    from actors.email import deliver
+    from ferry.schemas import EmailPayload
+
+    settings = msgspec.structs.replace(
+        worker_settings, smtp_url=None, outbox_path=str(tmp_path / "out.mbox")
+    )
+    for n in range(3):
+        assert (
+            deliver(EmailPayload(to="b@example.com", subject=f"n{n}"), settings)["via"] == "outbox"
+        )
+    assert [m["Subject"] for m in mailbox.mbox(settings.outbox_path)] == ["n0", "n1", "n2"]
+
+
+async def test_webhook_succeeds_on_2xx_with_a_signature(app_client: Client, hooks: Hooks) -> None:
+    path = f"/status/201/{uuid.uuid4()}"
+    body = {"tenantId": new_tenant(), "type": "webhook",
+            "payload": {"url": hooks.base + path, "body": {"event": "ping"}, "headers": {"X-Extra": "1"}}}  # fmt: skip
+    job = await finished(app_client, await create(app_client, body))
+    assert (job["status"], job["result"]["status"]) == ("COMPLETED", 201)
+    [request] = hooks.received(path)
+    assert request["method"] == "POST"
+    assert json.loads(request["body"]) == {"event": "ping"}
+    assert request["headers"]["X-Extra"] == "1"
+    expected = hmac.new(b"hook-secret", request["body"], hashlib.sha256).hexdigest()
+    assert request["headers"]["X-Ferry-Signature"] == f"sha256={expected}"
+
+
+async def test_webhook_5xx_is_retried_with_backoff_until_it_succeeds(
+    app_client: Client, hooks: Hooks, worker_settings: Settings
+) -> None:
+    tenant, key = new_tenant(), uuid.uuid4().hex
+    body = {
+        "tenantId": tenant,
+        "type": "webhook",
+        "payload": {"url": f"{hooks.base}/flaky/{key}?fail=2"},
+    }
+    job_id = await create(app_client, body)
+    job = await finished(app_client, job_id)
+    assert (job["status"], job["attempts"], job["error"]) == ("COMPLETED", 3, None)
+    assert len(hooks.received(f"/flaky/{key}")) == 3
+    await asyncio.sleep(0.1)
+    assert job_events(worker_settings, tenant, job_id) == [
+        ("RUNNING", 1),
+        ("PENDING", 1),
+        ("RUNNING", 2),
+        ("PENDING", 2),
+        ("RUNNING", 3),
+        ("COMPLETED", 3),
+    ]
+    retried = [e for e in events(worker_settings, tenant) if e["status"] == "PENDING"]
+    assert all("503" in e["error"] for e in retried)
+
+
+async def test_exhausted_retries_leave_a_failed_dead_letter(
+    app_client: Client, hooks: Hooks
+) -> None:
+    path = f"/status/500/{uuid.uuid4()}"
+    body = {
+        "tenantId": new_tenant(),
+        "type": "webhook",
+        "payload": {"url": hooks.base + path},
+        "maxAttempts": 3,
+    }
+    job = await finished(app_client, await create(app_client, body))
+    assert (job["status"], job["attempts"]) == ("FAILED", 3)
+    assert "answered 500" in job["error"]
+    assert job["finishedAt"] is not None and job["nextRunAt"] is None
+    assert len(hooks.received(path)) == 3
+
+
+@pytest.mark.parametrize("code", [400, 404, 410])
+async def test_webhook_4xx_fails_at_once(app_client: Client, hooks: Hooks, code: int) -> None:
+    path = f"/status/{code}/{uuid.uuid4()}"
+    body = {"tenantId": new_tenant(), "type": "webhook", "payload": {"url": hooks.base + path}}
+    job = await finished(app_client, await create(app_client, body))
+    assert (job["status"], job["attempts"]) == ("FAILED", 1)
+    assert f"answered {code}" in job["error"]
+
+
+async def test_webhook_429_and_timeouts_are_retried(app_client: Client, hooks: Hooks) -> None:
+    slow = {"tenantId": new_tenant(), "type": "webhook", "maxAttempts": 2,
+            "payload": {"url": f"{hooks.base}/slow?ms=400", "timeoutMs": 100}}  # fmt: skip
+    job = await finished(app_client, await create(app_client, slow))
+    assert (job["status"], job["attempts"]) == ("FAILED", 2)
+    assert "within 100 ms" in job["error"]
+    limited = {"tenantId": new_tenant(), "type": "webhook", "maxAttempts": 2,
+               "payload": {"url": f"{hooks.base}/status/429"}}  # fmt: skip
+    assert (await finished(app_client, await create(app_client, limited)))["attempts"] == 2
+
+
+async def test_a_job_over_its_time_limit_fails_that_attempt(app_client: Client) -> None:
+    job = await finished(
+        app_client, await create(app_client, sleep_job(new_tenant(), 5000, maxAttempts=1))
+    )
+    assert (job["status"], job["error"]) == ("FAILED", "time limit exceeded")
+
+
+# -- the claim --------------------------------------------------------------------------
+
+
+async def test_duplicate_messages_run_a_job_once(
+    app_client: Client, worker_settings: Settings
+) -> None:
+    tenant = new_tenant()
+    job_id = await create(app_client, sleep_job(tenant, 200))
+    broker = current_broker()
+    for _ in range(5):
+        broker.enqueue(job_message(job_id, "sleep"))
+    job = await finished(app_client, job_id)
+    await asyncio.sleep(0.5)  # let the duplicates arrive and be skipped
+    assert (job["status"], job["attempts"]) == ("COMPLETED", 1)
+    assert job_events(worker_settings, tenant, job_id) == [("RUNNING", 1), ("COMPLETED", 1)]
+
+
+async def test_a_deleted_jobs_message_is_skipped(app_client: Client) -> None:
+    job_id = await create(app_client, sleep_job(new_tenant(), delayMs=300))
+    assert (await app_client.delete(f"/jobs/{job_id}")).status_code == 204
+    await asyncio.sleep(0.6)
+    # The worker skipped the message and still works.
+    assert (await finished(app_client, await create(app_client, sleep_job(new_tenant()))))[
+        "status"
+    ] == "COMPLETED"
+
+
+async def test_cancel_aborts_a_running_job(app_client: Client, worker_settings: Settings) -> None:
+    tenant = new_tenant()
+    job_id = await create(app_client, sleep_job(tenant, 1400))
+    await finished(app_client, job_id, statuses={"RUNNING"})
+    response = await app_client.post(f"/jobs/{job_id}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "CANCELLED"
+    await asyncio.sleep(1.6)  # past the end of the sleep: an abort kept it from completing
+    job = (await app_client.get(f"/jobs/{job_id}")).json()
+    assert (job["status"], job["result"]) == ("CANCELLED", None)
+    assert job_events(worker_settings, tenant, job_id) == [("RUNNING", 1)]
+
+
+async def test_batching_writes_many_transitions_per_statement(app_client: Client) -> None:
+    lifecycle = next(m for m in current_broker().middleware if isinstance(m, JobLifecycle))
+    tenant = new_tenant()
+    statements, transitions = lifecycle.writer.statements, lifecycle.writer.transitions
+    ids = (await app_client.post("/jobs/batch", json={"jobs": [sleep_job(tenant)] * 300})).json()[
+        "jobIds"
+    ]
+    for job_id in ids:
+        assert (await finished(app_client, job_id))["status"] == "COMPLETED"
+    written = lifecycle.writer.transitions - transitions
+    assert written >= 600  # a claim and an outcome per job
+    assert lifecycle.writer.statements - statements < written / 2
+
+
+# -- replay and recovery ----------------------------------------------------------------
+
+
+async def test_bulk_replay_of_dead_letters(app_client: Client, engine: AsyncEngine) -> None:
+    tenant = new_tenant()
+    bad = {
+        "tenantId": tenant,
+        "type": "data_processing",
+        "payload": {"operation": "max", "values": []},
+    }
+    failed = [await create(app_client, bad) for _ in range(3)]
+    done = await create(app_client, sleep_job(tenant))
+    for job_id in [*failed, done]:
+        await finished(app_client, job_id)
+
+    by_filter = await app_client.post(
+        "/jobs/retry", json={"tenantId": tenant, "type": "data_processing"}
+    )
+    assert by_filter.status_code == 200
+    assert by_filter.json()["requeued"] == 3
+    assert set(by_filter.json()["jobIds"]) == set(failed)
+    for job_id in failed:  # replayed, and failed again
+        job = await finished(app_client, job_id, statuses={"FAILED"})
+        assert job["attempts"] == 1
+
+    by_ids = await app_client.post(
+        "/jobs/retry", json={"tenantId": tenant, "ids": [failed[0], done]}
+    )
+    assert by_ids.json() == {"requeued": 1, "jobIds": [failed[0]]}  # COMPLETED is not a dead letter
+    other_tenant = await app_client.post(
+        "/jobs/retry", json={"tenantId": new_tenant(), "ids": failed}
+    )
+    assert other_tenant.json()["requeued"] == 0
+    assert (
+        await app_client.post("/jobs/retry", json={"tenantId": tenant, "ids": []})
+    ).status_code == 400
+
+
+async def test_recovery_resends_a_pending_job_no_queue_holds(
+    app_client: Client, worker_settings: Settings
+) -> None:
+    # The API could not reach Redis: the row exists, its message was never sent.
+    broken = msgspec.structs.replace(worker_settings, redis_url="redis://127.0.0.1:1/0")
+    async with AsyncTestClient(app=create_app(broken, run_worker=False)) as cut_off:
+        job_id = await create(cut_off, sleep_job(new_tenant()))
+    job = await finished(app_client, job_id, wait_s=10)
+    assert (job["status"], job["attempts"]) == ("COMPLETED", 1)
+
+
+async def test_recovery_returns_an_orphaned_running_job(
+    app_client: Client, engine: AsyncEngine
+) -> None:
+    # As if its worker died mid-job: RUNNING, lease long expired, no message anywhere.
+    job_id = await create(app_client, sleep_job(new_tenant(), delayMs=60_000))
+    await force_status(
+        engine, job_id, "RUNNING", attempts=1, heartbeat_at=LONG_AGO, next_run_at=None
+    )
+    job = await finished(app_client, job_id, wait_s=10)
+    assert (job["status"], job["attempts"]) == ("COMPLETED", 2)
+
+
+async def test_an_orphan_on_its_last_attempt_fails(app_client: Client, engine: AsyncEngine) -> None:
+    job_id = await create(app_client, sleep_job(new_tenant(), delayMs=60_000, maxAttempts=1))
+    await force_status(engine, job_id, "RUNNING", attempts=1, heartbeat_at=LONG_AGO)
+    job = await finished(app_client, job_id, wait_s=10)
+    assert job["status"] == "FAILED"
+    assert "worker lost" in job["error"]
+
+
+def test_actors_are_declared_for_every_job_type() -> None:
+    assert set(dramatiq.get_broker().actors) >= {"sleep", "email", "webhook", "data_processing"}
