@@ -69,3 +69,28 @@ def redis_namespace() -> Iterator[str]:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@contextmanager
+def private_redis_db() -> Iterator[str]:
+    """A whole Redis database of its own (an empty one, claimed), for tests that
+    FLUSHDB it; flushed again afterwards. Never touches a database holding data."""
+    base = TEST_REDIS_URL.rsplit("/", 1)[0]
+    for number in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{base}/{number}", socket_connect_timeout=3)
+        try:
+            if client.dbsize() == 0 and client.set("ferry-test-claim", "1", nx=True):
+                break
+        except redis.RedisError as exc:
+            pytest.fail(f"Redis is not reachable at {base}: {exc}", pytrace=False)
+        finally:
+            client.close()
+    else:
+        pytest.fail(f"no empty Redis database on {base} to claim for a FLUSHDB test", pytrace=False)
+    url = f"{base}/{number}"
+    try:
+        yield url
+    finally:
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
