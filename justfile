@@ -15,7 +15,7 @@ api:
 
 # run a Dramatiq worker for the actors against REDIS_URL (WORKER_PROCESSES x WORKER_THREADS)
 worker:
-    uv run --frozen dramatiq actors --processes ${WORKER_PROCESSES:-1} --threads ${WORKER_THREADS:-8}
+    uv run --frozen dramatiq actors --processes ${WORKER_PROCESSES:-1} --threads ${WORKER_THREADS:-32}
 
 # apply the database migrations to DATABASE_URL
 migrate:

@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ferry.settings import Settings
 
 
-def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+def create_engine(
+    settings: Settings, *, pool_size: int | None = None, pre_ping: bool = True
+) -> AsyncEngine:
     if settings.is_sqlite:
         engine = create_async_engine(settings.database_url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -19,7 +21,7 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=pool_size or settings.db_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         # Fail fast instead of hanging when PostgreSQL is unreachable.
         connect_args={"timeout": 5, "command_timeout": 30},
     )

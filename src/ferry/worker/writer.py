@@ -4,7 +4,7 @@ Worker threads hand their claims and outcomes to one `StatusWriter` per
 process and block until the transaction that contains them has committed.
 On the worker's background loop, the writer gathers what arrived
 during one tick (up to `batch_size`), writes one `UPDATE ... WHERE id IN (...)
-RETURNING` per kind of transition in a single transaction, wakes the waiting
+RETURNING` per kind of transition (`ferry.worker.statements`), wakes the waiting
 threads with what RETURNING confirmed, and hands the committed events to
 `on_commit` (which publishes them in one Redis round trip).
 """
@@ -18,18 +18,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, case, literal, null, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.models import Job, JobStatus, utcnow
+from ferry.models import JobStatus, utcnow
 from ferry.worker.loop import BackgroundLoop
+from ferry.worker.statements import Finished, TransitionStatements, statements_for
 from ferry.worker.transitions import ClaimedJob, JobEvent, Outcome
 
 log = logging.getLogger(__name__)
 
-jobs: Table = Job.__table__  # type: ignore[assignment]
 OnCommit = Callable[[list[JobEvent]], Awaitable[None]]
 
 
@@ -53,15 +53,25 @@ class StatusWriter:
     ) -> None:
         self.loop = loop
         self.engine = engine
+        self._sql: TransitionStatements | None = None
         self.batch_size = batch_size
         self.tick = tick_ms / 1000
         self.on_commit = on_commit
         self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-        self._wake: asyncio.Event | None = None
+        # Created here, not in run(): worker threads may submit before the loop
+        # has started the service (asyncio primitives bind to a loop on first use).
+        self._wake = asyncio.Event()
+        self._committed: asyncio.Queue[list[JobEvent]] = asyncio.Queue()
         # Statistics for benchmarks and metrics.
         self.ticks = 0
         self.statements = 0
         self.transitions = 0
+
+    @property
+    def sql(self) -> TransitionStatements:
+        if self._sql is None:
+            self._sql = statements_for(self.engine().dialect.name)
+        return self._sql
 
     # -- called from worker threads ------------------------------------------------
 
@@ -77,8 +87,6 @@ class StatusWriter:
         return committed
 
     def _submit(self, request: _Request) -> Future[Any]:
-        if self._wake is None:
-            raise RuntimeError("StatusWriter is not running")
         self._requests.put(request)
         self.loop.loop.call_soon_threadsafe(self._wake.set)
         return request.future
@@ -86,12 +94,12 @@ class StatusWriter:
     # -- the service -----------------------------------------------------------------
 
     async def run(self) -> None:
-        self._wake = asyncio.Event()
         while True:
             await self._wake.wait()
             self._wake.clear()
             if self.tick:
                 await asyncio.sleep(self.tick)  # let the tick fill up
+            # With no tick, what arrives while one write runs goes into the next.
             while batch := self._drain():
                 await self._write_until_committed(batch)
 
@@ -112,8 +120,7 @@ class StatusWriter:
         delay = 0.05
         while True:
             try:
-                async with self.engine().begin() as conn:
-                    replies, events = await self._write(conn, batch)
+                replies, events = await self._write(batch)
                 break
             except Exception:
                 log.exception("status write of %d transitions failed; retrying", len(batch))
@@ -124,27 +131,36 @@ class StatusWriter:
         for request, reply in zip(batch, replies, strict=True):
             request.future.set_result(reply)
         if events and self.on_commit is not None:
+            self._committed.put_nowait(events)
+
+    async def publish_events(self) -> None:
+        """Hand committed events to `on_commit` in commit order; whatever piled up while
+        the previous call ran goes out together, in one call."""
+        while True:
+            events = await self._committed.get()
+            while not self._committed.empty():
+                events += self._committed.get_nowait()
             try:
-                await self.on_commit(events)
+                if self.on_commit is not None:
+                    await self.on_commit(events)
             except Exception:
                 log.exception("publishing %d events failed", len(events))
 
-    async def _write(
-        self, conn: AsyncConnection, batch: Sequence[_Request]
-    ) -> tuple[list[Any], list[JobEvent]]:
+    async def _write(self, batch: Sequence[_Request]) -> tuple[list[Any], list[JobEvent]]:
         now = utcnow()
         by_kind: dict[JobStatus, list[_Request]] = {}
         for request in batch:
             by_kind.setdefault(request.kind, []).append(request)
+        # One statement per kind, each on its own autocommit connection, all at
+        # once: a transition stands alone, and the tick lasts one round trip.
+        kinds = list(by_kind)
+        statements = (self._statement(kind, by_kind[kind], now) for kind in kinds)
+        results = await asyncio.gather(*statements)
         replies: dict[int, Any] = {}
         events: list[JobEvent] = []
-        for kind, requests in by_kind.items():
-            if kind is JobStatus.RUNNING:
-                rows = await self._claim(conn, requests, now)
-            else:
-                rows = await self._finish(conn, kind, requests, now)
+        for kind, rows in zip(kinds, results, strict=True):
             self.statements += 1
-            for request in requests:
+            for request in by_kind[kind]:
                 row = rows.pop(request.job_id, None)  # a duplicate claim gets nothing
                 replies[id(request)] = row if kind is JobStatus.RUNNING else row is not None
                 if row is not None:
@@ -161,64 +177,12 @@ class StatusWriter:
                     )
         return [replies[id(request)] for request in batch], events
 
-    async def _claim(
-        self, conn: AsyncConnection, requests: list[_Request], now: Any
-    ) -> dict[uuid.UUID, Any]:
-        ids = list({request.job_id for request in requests})
-        statement = (
-            update(jobs)
-            .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.PENDING)
-            .values(
-                status=JobStatus.RUNNING,
-                attempts=jobs.c.attempts + 1,
-                started_at=now,
-                updated_at=now,
-                heartbeat_at=now,
-                next_run_at=None,
-            )
-            .returning(
-                jobs.c.id,
-                jobs.c.tenant_id,
-                jobs.c.type,
-                jobs.c.payload,
-                jobs.c.attempts,
-                jobs.c.max_attempts,
-            )
-        )
-        result = await conn.execute(statement)
-        return {row.id: ClaimedJob(*row) for row in result}
-
-    async def _finish(
-        self, conn: AsyncConnection, kind: JobStatus, requests: list[_Request], now: Any
-    ) -> dict[uuid.UUID, Any]:
-        outcomes = [request.outcome for request in requests if request.outcome is not None]
-        ids = [outcome.job_id for outcome in outcomes]
-        values: dict[str, Any] = {"status": kind, "updated_at": now, "heartbeat_at": None}
-        if kind is JobStatus.COMPLETED:
-            values |= {"result": _per_job(outcomes, "result", jobs.c.result), "error": None}
-        else:
-            values["error"] = _per_job(outcomes, "error", jobs.c.error)
-        if kind is JobStatus.PENDING:
-            values["next_run_at"] = _per_job(outcomes, "next_run_at", jobs.c.next_run_at)
-        else:
-            values |= {"finished_at": now, "next_run_at": None}
-        statement = (
-            update(jobs)
-            .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.RUNNING)
-            .values(**values)
-            .returning(jobs.c.id, jobs.c.tenant_id, jobs.c.attempts)
-        )
-        result = await conn.execute(statement)
-        return {row.id: row for row in result}
-
-
-def _per_job(outcomes: Sequence[Outcome], attribute: str, column: Any) -> ColumnElement[Any]:
-    """`CASE id WHEN ... THEN ... END`: a different value per row in one statement."""
-    values = [getattr(outcome, attribute) for outcome in outcomes]
-    if all(value is None for value in values):
-        return null()
-    whens = [
-        (literal(outcome.job_id, jobs.c.id.type), literal(value, column.type))
-        for outcome, value in zip(outcomes, values, strict=True)
-    ]
-    return case(*((jobs.c.id == job_id, value) for job_id, value in whens))
+    async def _statement(
+        self, kind: JobStatus, requests: list[_Request], now: datetime
+    ) -> dict[uuid.UUID, ClaimedJob] | dict[uuid.UUID, Finished]:
+        async with self.engine().connect() as conn:
+            if kind is JobStatus.RUNNING:
+                ids = list({request.job_id for request in requests})
+                return await self.sql.claim(conn, ids, now)
+            outcomes = [request.outcome for request in requests if request.outcome is not None]
+            return await self.sql.finish(conn, kind, outcomes, now)

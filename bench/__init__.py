@@ -1,0 +1,1 @@
+"""Ferry's benchmarks (not tests): `just bench` runs them and prints tables with ratios."""

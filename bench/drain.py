@@ -1,0 +1,178 @@
+"""One worker-drain measurement, run in a fresh process: `python -m bench.drain SCENARIO ...`.
+
+N messages wait in the queue before the clock starts; the clock stops when a
+Dramatiq worker of 1 process (8 threads unless said) has processed all of them.
+- bare:  a no-op actor on plain Dramatiq (Redis broker, default middleware);
+- naive: the seeds' per-job design: UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
+         PUBLISH, each its own round trip (asyncpg pool of 8, one per thread);
+- ferry-T: Ferry's worker with T threads: `sleep` jobs of 0 ms from PENDING to
+         COMPLETED through the batching lifecycle middleware, every event published.
+Prints one JSON line: jobs/s, SQL statements per job, Redis event round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import dramatiq
+import redis.asyncio as aioredis
+from dramatiq.brokers.redis import RedisBroker
+
+from bench.services import REDIS_URL, plain
+from ferry.broker import build_broker, install_broker
+from ferry.dispatch import send_now
+from ferry.models import JobStatus, new_job_id
+from ferry.settings import Settings
+from ferry.store import Enqueued
+from ferry.worker.lifecycle import JobLifecycle
+
+THREADS = 8
+
+
+def insert_pending(database_url: str, n: int) -> list[uuid.UUID]:
+    ids = [new_job_id() for _ in range(n)]
+
+    async def run() -> None:
+        conn = await asyncpg.connect(plain(database_url))
+        try:
+            await conn.executemany(
+                "INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,"
+                " created_at, updated_at, next_run_at) VALUES ($1, 'bench', 'sleep', '{\"delayMs\": 0}',"
+                " 'PENDING', 0, 5, now(), now(), now())",
+                [(job_id,) for job_id in ids],
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return ids
+
+
+def wait_for(condition: Any, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: the drain did not finish")
+        time.sleep(0.002)
+
+
+def drain(broker: dramatiq.Broker, done: Any, threads: int = THREADS) -> float:
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, worker_threads=threads)
+    start = time.perf_counter()
+    worker.start()
+    wait_for(done)
+    elapsed = time.perf_counter() - start
+    worker.stop()
+    return elapsed
+
+
+def bare(n: int, namespace: str) -> dict[str, Any]:
+    broker = RedisBroker(url=REDIS_URL, namespace=namespace)  # type: ignore[no-untyped-call]
+    processed = [0]
+    lock = threading.Lock()
+
+    def noop(job_id: str) -> None:
+        with lock:
+            processed[0] += 1
+
+    actor = dramatiq.Actor(
+        noop, broker=broker, actor_name="noop", queue_name="bench", priority=0, options={}
+    )
+    for _ in range(n):
+        actor.send(str(uuid.uuid4()))
+    elapsed = drain(broker, lambda: processed[0] >= n)
+    return {"jobs_per_s": n / elapsed, "statements_per_job": 0.0, "event_round_trips_per_job": 0.0}
+
+
+def naive(n: int, namespace: str, database_url: str) -> dict[str, Any]:
+    ids = insert_pending(database_url, n)
+    broker = RedisBroker(url=REDIS_URL, namespace=namespace)  # type: ignore[no-untyped-call]
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def connect() -> asyncpg.Pool:
+        return await asyncpg.create_pool(plain(database_url), min_size=THREADS, max_size=THREADS)
+
+    pool = asyncio.run_coroutine_threadsafe(connect(), loop).result()
+    publisher = aioredis.Redis.from_url(REDIS_URL)
+    done = [0]
+
+    async def run_job(job_id: str) -> None:
+        for status in ("RUNNING", "COMPLETED"):
+            row = await pool.fetchrow(
+                "UPDATE jobs SET status = $2, updated_at = now() WHERE id = $1 RETURNING tenant_id",
+                uuid.UUID(job_id),
+                status,
+            )
+            event = {
+                "type": "JOB_UPDATE",
+                "jobId": job_id,
+                "status": status,
+                "tenantId": row["tenant_id"],
+            }
+            await publisher.publish(f"{namespace}:job_updates", json.dumps(event))
+        done[0] += 1
+
+    def job(job_id: str) -> None:
+        asyncio.run_coroutine_threadsafe(run_job(job_id), loop).result()
+
+    actor = dramatiq.Actor(
+        job, broker=broker, actor_name="naive", queue_name="bench", priority=0, options={}
+    )
+    for job_id in ids:
+        actor.send(str(job_id))
+    elapsed = drain(broker, lambda: done[0] >= n)
+    return {"jobs_per_s": n / elapsed, "statements_per_job": 2.0, "event_round_trips_per_job": 2.0}
+
+
+def ferry(n: int, namespace: str, database_url: str, threads: int) -> dict[str, Any]:
+    ids = insert_pending(database_url, n)
+    settings = Settings(database_url=database_url, redis_url=REDIS_URL, redis_namespace=namespace)
+    broker = install_broker(build_broker(settings), settings)
+    send_now(broker, [Enqueued(job_id, "sleep", 0) for job_id in ids])
+    lifecycle = next(m for m in broker.middleware if isinstance(m, JobLifecycle))
+    writer = lifecycle.writer
+    elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads)
+    completed = asyncio.run(_count_completed(database_url))
+    assert completed == n, f"{completed} of {n} jobs completed"
+    publisher = lifecycle.publisher
+    return {
+        "jobs_per_s": n / elapsed,
+        "statements_per_job": writer.statements / n,
+        "event_round_trips_per_job": (publisher.round_trips if publisher else 0) / n,
+        "transitions_per_statement": writer.transitions / writer.statements,
+    }
+
+
+async def _count_completed(database_url: str) -> int:
+    conn = await asyncpg.connect(plain(database_url))
+    try:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM jobs WHERE status = $1", JobStatus.COMPLETED)
+        )
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    scenario, n, namespace = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    database_url = sys.argv[4] if len(sys.argv) > 4 else ""
+    if scenario == "bare":
+        result = bare(n, namespace)
+    elif scenario == "naive":
+        result = naive(n, namespace, database_url)
+    else:  # ferry-<threads>
+        result = ferry(n, namespace, database_url, int(scenario.split("-")[1]))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
