@@ -67,14 +67,15 @@ class BackgroundLoop:
         tasks = [asyncio.create_task(self._supervise(service)) for service in self._services]
         self._ready.set()
         await self._stopping.wait()
+        # Services first, then what they use (engines, clients).
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for callback in self._on_stop:
             try:
                 await callback()
             except Exception:
                 log.exception("%s: stop callback failed", self.name)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _supervise(self, service: Service) -> None:
         while True:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -138,22 +139,30 @@ class Recovery:
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
+        overdue = await self._pending(Job.next_run_at < cutoff)
+        if not overdue:
+            return
+        queued = await asyncio.to_thread(queued_job_ids, self.broker)
+        unseen = [job_id for job_id in overdue if str(job_id) not in queued]
+        if not unseen:
+            return
+        # Read again after the scan: a job claimed (and its message acked) while
+        # the queues were scanned is no longer PENDING, and needs nothing.
+        missing = await self._pending(Job.id.in_(unseen))
+        if missing:
+            log.warning("re-sending %d PENDING job(s) that no queue holds", len(missing))
+            await self._send([Enqueued(job_id, kind, 0) for job_id, kind in missing.items()])
+            self.resent += len(missing)
+
+    async def _pending(self, condition: Any) -> dict[uuid.UUID, str]:
         query = (
             select(Job.id, Job.type)
-            .where(Job.status == JobStatus.PENDING, Job.next_run_at < cutoff)
+            .where(Job.status == JobStatus.PENDING, condition)
             .order_by(Job.next_run_at)
             .limit(SCAN_LIMIT)
         )
         async with self.engine().connect() as conn:
-            overdue = (await conn.execute(query)).all()
-        if not overdue:
-            return
-        queued = await asyncio.to_thread(queued_job_ids, self.broker)
-        missing = [Enqueued(row.id, row.type, 0) for row in overdue if str(row.id) not in queued]
-        if missing:
-            log.warning("re-sending %d PENDING job(s) that no queue holds", len(missing))
-            await self._send(missing)
-            self.resent += len(missing)
+            return {row.id: row.type for row in await conn.execute(query)}
 
     async def _send(self, jobs: list[Enqueued]) -> None:
         if jobs:

@@ -81,7 +81,7 @@ class PostgresStatements:
     async def claim(
         self, conn: AsyncConnection, ids: list[uuid.UUID], now: datetime
     ) -> dict[uuid.UUID, ClaimedJob]:
-        rows = await (await _asyncpg(conn)).fetch(_CLAIM, ids, now)
+        rows = await _run(conn, _CLAIM, ids, now)
         return {
             row[0]: ClaimedJob(row[0], row[1], row[2], msgspec.json.decode(row[3]), row[4], row[5])
             for row in rows
@@ -92,24 +92,25 @@ class PostgresStatements:
     ) -> dict[uuid.UUID, Finished]:
         ids = [outcome.job_id for outcome in outcomes]
         errors = [outcome.error for outcome in outcomes]
-        raw = await _asyncpg(conn)
         if kind is JobStatus.COMPLETED:
             results = [
                 None if outcome.result is None else _json.encode(outcome.result).decode()
                 for outcome in outcomes
             ]
-            rows = await raw.fetch(_COMPLETE, ids, results, now)
+            rows = await _run(conn, _COMPLETE, ids, results, now)
         elif kind is JobStatus.FAILED:
-            rows = await raw.fetch(_FAIL, ids, errors, now)
+            rows = await _run(conn, _FAIL, ids, errors, now)
         else:
             next_runs = [outcome.next_run_at for outcome in outcomes]
-            rows = await raw.fetch(_RETRY, ids, errors, next_runs, now)
+            rows = await _run(conn, _RETRY, ids, errors, next_runs, now)
         return {row[0]: Finished(row[1], row[2]) for row in rows}
 
 
-async def _asyncpg(conn: AsyncConnection) -> Any:
-    # Statements outside a transaction: each one commits on its own (autocommit).
-    return (await conn.get_raw_connection()).driver_connection
+async def _run(conn: AsyncConnection, sql: str, *params: Any) -> Sequence[Any]:
+    # Straight to the driver (asyncpg prepares it once), outside a transaction:
+    # each statement commits on its own.
+    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    return (await conn.exec_driver_sql(sql, params)).all()
 
 
 class PortableStatements:

@@ -115,17 +115,7 @@ class StatusWriter:
     # -- the write -----------------------------------------------------------------
 
     async def _write_until_committed(self, batch: list[_Request]) -> None:
-        """Retry until the database takes the batch: waiting threads must not see an error,
-        since an exception in a worker hook would ack the message without its status."""
-        delay = 0.05
-        while True:
-            try:
-                replies, events = await self._write(batch)
-                break
-            except Exception:
-                log.exception("status write of %d transitions failed; retrying", len(batch))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        replies, events = await self._write(batch)
         self.ticks += 1
         self.transitions += len(batch)
         for request, reply in zip(batch, replies, strict=True):
@@ -154,7 +144,7 @@ class StatusWriter:
         # One statement per kind, each on its own autocommit connection, all at
         # once: a transition stands alone, and the tick lasts one round trip.
         kinds = list(by_kind)
-        statements = (self._statement(kind, by_kind[kind], now) for kind in kinds)
+        statements = (self._until_committed(kind, by_kind[kind], now) for kind in kinds)
         results = await asyncio.gather(*statements)
         replies: dict[int, Any] = {}
         events: list[JobEvent] = []
@@ -176,6 +166,20 @@ class StatusWriter:
                         )
                     )
         return [replies[id(request)] for request in batch], events
+
+    async def _until_committed(
+        self, kind: JobStatus, requests: list[_Request], now: datetime
+    ) -> dict[uuid.UUID, ClaimedJob] | dict[uuid.UUID, Finished]:
+        """Retry until the database takes the statement: waiting threads must not see an
+        error, since an exception in a worker hook would ack the message without its status."""
+        delay = 0.05
+        while True:
+            try:
+                return await self._statement(kind, requests, now)
+            except Exception:
+                log.exception("writing %d %s transitions failed; retrying", len(requests), kind)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _statement(
         self, kind: JobStatus, requests: list[_Request], now: datetime
