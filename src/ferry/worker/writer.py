@@ -61,6 +61,7 @@ class StatusWriter:
         # Created here, not in run(): worker threads may submit before the loop
         # has started the service (asyncio primitives bind to a loop on first use).
         self._wake = asyncio.Event()
+        self._idle = True  # the writer waits for work: a submit must wake it
         self._committed: asyncio.Queue[list[JobEvent]] = asyncio.Queue()
         # Statistics for benchmarks and metrics.
         self.ticks = 0
@@ -88,15 +89,22 @@ class StatusWriter:
 
     def _submit(self, request: _Request) -> Future[Any]:
         self._requests.put(request)
-        self.loop.loop.call_soon_threadsafe(self._wake.set)
+        # Waking the loop costs a syscall; a writer that is busy will drain the
+        # queue before it sleeps, so only an idle one needs it.
+        if self._idle:
+            self._idle = False
+            self.loop.loop.call_soon_threadsafe(self._wake.set)
         return request.future
 
     # -- the service -----------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            self._idle = True
+            if self._requests.empty():
+                await self._wake.wait()
             self._wake.clear()
+            self._idle = False
             if self.tick:
                 await asyncio.sleep(self.tick)  # let the tick fill up
             # With no tick, what arrives while one write runs goes into the next.
