@@ -91,18 +91,21 @@ def test_no_job_is_lost_when_a_worker_dies_and_redis_is_flushed(
         with (
             api_process(env, tmp_path, tmp_path / "api.log") as base,
             worker_process(env, tmp_path / "doomed.log", threads=4) as doomed,
-            worker_process(env, tmp_path / "survivor.log", threads=4),
         ):
             ids = httpx.post(f"{base}/jobs/batch", json={"jobs": jobs}, timeout=10).json()["jobIds"]
             wait_until(lambda: counts(url).get("COMPLETED", 0) >= 15, 60, "the batch to get going")
-            kill_hard(doomed)  # kill -9, mid-batch: some of its jobs are RUNNING
+            wait_until(lambda: counts(url).get("RUNNING", 0) > 0, 10, "a job to be running")
+            kill_hard(doomed)  # kill -9, mid-batch: the jobs it was running stay RUNNING
             running_at_kill = counts(url).get("RUNNING", 0)
-            time.sleep(0.5)
             flushed = redis.Redis.from_url(redis_url)
             queued_before_flush = flushed.hlen("chaos:jobs.msgs")
-            flushed.flushdb()  # every queued message is gone
-            flushed.close()
-            wait_until(lambda: counts(url).get("COMPLETED", 0) == 100, 90, "every job to complete")
+            with worker_process(env, tmp_path / "survivor.log", threads=4):
+                time.sleep(0.5)
+                flushed.flushdb()  # every queued message is gone
+                flushed.close()
+                wait_until(
+                    lambda: counts(url).get("COMPLETED", 0) == 100, 90, "every job to complete"
+                )
 
         assert counts(url) == {"COMPLETED": 100}
         assert running_at_kill > 0 and queued_before_flush > 0
