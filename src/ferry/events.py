@@ -9,9 +9,7 @@ of any size costs one round trip and the seq order is the stream order.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from datetime import datetime
 
 import msgspec
 import redis.asyncio as aioredis
@@ -35,23 +33,11 @@ return #ARGV / 2 - 1
 """
 
 
-class EventOut(msgspec.Struct, rename="camel"):
-    tenant_id: str
-    job_id: uuid.UUID
-    status: str
-    attempts: int
-    error: str | None
-    at: datetime
-    type: str = "JOB_UPDATE"
-
-
 _encoder = msgspec.json.Encoder()
 
 
 def encode(event: JobEvent) -> bytes:
-    return _encoder.encode(
-        EventOut(event.tenant_id, event.job_id, event.status, event.attempts, event.error, event.at)
-    )
+    return _encoder.encode(event)
 
 
 def stream_key(namespace: str, tenant_id: str) -> str:

@@ -25,7 +25,6 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "CANCELLED"
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 

@@ -32,7 +32,13 @@ from ferry.worker.backoff import retry_delay_ms
 from ferry.worker.heartbeat import Heartbeat
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.recovery import Recovery
-from ferry.worker.runtime import RUNNING, JobAborted, PermanentError, set_current_job
+from ferry.worker.runtime import (
+    RUNNING,
+    JobAborted,
+    PermanentError,
+    set_current_job,
+    take_current_job,
+)
 from ferry.worker.transitions import ClaimedJob, JobEvent, Outcome
 from ferry.worker.writer import StatusWriter
 
@@ -89,7 +95,6 @@ class JobLifecycle(dramatiq.Middleware):
             on_commit=self.publish,
         )
         self.recovery: Recovery | None = None
-        self._claimed: dict[str, ClaimedJob] = {}
 
     def engine(self) -> AsyncEngine:
         if self._engine is None:
@@ -139,7 +144,7 @@ class JobLifecycle(dramatiq.Middleware):
         if job is None:
             log.debug("job %s is no longer PENDING; skipping its message", message.args[0])
             raise SkipMessage()
-        self._claimed[message.message_id] = job
+        # Dramatiq runs the actor and after_process_message on this same thread.
         set_current_job(job)
 
     def after_process_message(
@@ -150,8 +155,7 @@ class JobLifecycle(dramatiq.Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        set_current_job(None)
-        job = self._claimed.pop(message.message_id, None)
+        job = take_current_job()
         if job is None:
             return
         outcome = decide(
@@ -177,4 +181,3 @@ class JobLifecycle(dramatiq.Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         set_current_job(None)
-        self._claimed.pop(message.message_id, None)

@@ -69,6 +69,13 @@ def set_current_job(job: ClaimedJob | None) -> None:
     _current.job = job
 
 
+def take_current_job() -> ClaimedJob | None:
+    """The job claimed for this thread's message, forgotten as it is handed over."""
+    job: ClaimedJob | None = getattr(_current, "job", None)
+    _current.job = None
+    return job
+
+
 def current_job() -> ClaimedJob:
     job: ClaimedJob | None = getattr(_current, "job", None)
     if job is None:

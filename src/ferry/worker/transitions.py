@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from ferry.models import JobStatus
 
 
@@ -35,9 +37,8 @@ class Outcome:
     retry_delay_ms: int = field(default=0, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class JobEvent:
-    """One committed status change, as streamed to subscribers (seq is added later)."""
+class JobEvent(msgspec.Struct, frozen=True, rename="camel"):
+    """One committed status change, as streamed to subscribers (seq is added by Redis)."""
 
     tenant_id: str
     job_id: uuid.UUID
@@ -45,3 +46,4 @@ class JobEvent:
     attempts: int
     error: str | None
     at: datetime
+    type: str = "JOB_UPDATE"
