@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import dramatiq
@@ -15,15 +16,22 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyPlugin,
 )
 from litestar import Litestar
+from litestar.channels import ChannelsPlugin
+from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins import InitPluginProtocol
 
 from ferry.api.errors import EXCEPTION_HANDLERS, internal_error
 from ferry.api.health import health, ready
 from ferry.api.jobs import JobController
+from ferry.api.live import live_events, live_socket
 from ferry.broker import build_broker, install_broker
 from ferry.db import create_engine
 from ferry.dispatch import Dispatcher
+from ferry.realtime.channels import build_channels
+from ferry.realtime.log import Deliver, EventLog, MemoryEventLog
+from ferry.realtime.redis_log import RedisEventLog
 from ferry.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -34,22 +42,39 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     Dramatiq worker inside this process, on the same broker the API sends to."""
     settings = settings or load_settings()
     run_worker = settings.embedded if run_worker is None else run_worker
-    broker = build_broker(settings)
+    redis_client = _redis(settings, socket_timeout=5, socket_connect_timeout=2)
+    # Pub/sub holds its connection open: a client of its own, without a read timeout.
+    pubsub_client = _redis(settings)
+    channels = build_channels(settings, pubsub_client)
+    events: EventLog
+    if redis_client is None:
+        events = MemoryEventLog(settings.redis_namespace, _drop, retain=settings.event_history)
+    else:
+        events = RedisEventLog(
+            redis_client,
+            settings.redis_namespace,
+            retain=settings.event_history,
+            ttl_s=settings.event_history_ttl_s,
+        )
+    # An in-process worker shares the in-memory log; on Redis it opens its own
+    # (a Redis client belongs to one event loop, and the worker has its own).
+    broker = build_broker(settings, events if isinstance(events, MemoryEventLog) else None)
     if run_worker:
         # Only a process that runs jobs needs the actors (the API just sends messages).
         install_broker(broker, settings)
     engine = create_engine(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def runtime(app: Litestar) -> AsyncIterator[None]:
+        if isinstance(events, MemoryEventLog):
+            events.deliver = _deliver_on(asyncio.get_running_loop(), channels)
         worker = _start_worker(broker) if run_worker else None
-        redis_client = (
-            aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-            if settings.redis_url
-            else None
-        )
         app.state.update(
-            settings=settings, engine=engine, dispatcher=Dispatcher(broker), redis=redis_client
+            settings=settings,
+            engine=engine,
+            dispatcher=Dispatcher(broker),
+            redis=redis_client,
+            events=events,
         )
         try:
             yield
@@ -65,9 +90,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         before_send_handler="autocommit",
     )
     return Litestar(
-        route_handlers=[JobController, health, ready],
-        plugins=[SQLAlchemyPlugin(config=db_config)],
-        lifespan=[lifespan],
+        route_handlers=[JobController, health, ready, live_socket, live_events],
+        # The runtime starts after the channels plugin and stops before it: the
+        # in-process worker publishes through it until it has stopped.
+        plugins=[SQLAlchemyPlugin(config=db_config), channels, LifespanAfterPlugins(runtime)],
+        # Hooks run after every lifespan, the channels plugin's included.
+        on_shutdown=[pubsub_client.aclose] if pubsub_client is not None else [],
         cors_config=_cors(settings),
         exception_handlers={**EXCEPTION_HANDLERS, Exception: internal_error},
         request_max_body_size=settings.max_body_bytes,
@@ -78,6 +106,33 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             path="/schema",
         ),
     )
+
+
+class LifespanAfterPlugins(InitPluginProtocol):
+    """Registers a lifespan after those of the plugins listed before it."""
+
+    def __init__(self, lifespan: Callable[[Litestar], AbstractAsyncContextManager[None]]) -> None:
+        self.lifespan = lifespan
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.lifespan.append(self.lifespan)
+        return app_config
+
+
+def _redis(settings: Settings, **options: Any) -> aioredis.Redis | None:
+    return aioredis.Redis.from_url(settings.redis_url, **options) if settings.redis_url else None
+
+
+def _drop(channel: str, data: bytes) -> None:
+    """Delivery before the app has started: nobody can be subscribed yet."""
+
+
+def _deliver_on(loop: asyncio.AbstractEventLoop, channels: ChannelsPlugin) -> Deliver:
+    def deliver(channel: str, data: bytes) -> None:
+        # Called from worker threads too: hand over to the app's event loop.
+        loop.call_soon_threadsafe(channels.publish, data, channel)
+
+    return deliver
 
 
 def _start_worker(broker: dramatiq.Broker) -> dramatiq.Worker:

@@ -8,17 +8,18 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import TimeLimit
 
 from ferry.messages import JOBS_QUEUE
+from ferry.realtime.log import EventLog
 from ferry.settings import Settings
 from ferry.worker.lifecycle import JobLifecycle
 
 
-def build_broker(settings: Settings) -> dramatiq.Broker:
+def build_broker(settings: Settings, events: EventLog | None = None) -> dramatiq.Broker:
     # Ferry keeps retries, dead letters and status in PostgreSQL, so Dramatiq's
     # own Retries middleware is left out: a message is acked once its outcome
     # is committed, and a retry is a new, delayed message. JobLifecycle comes
     # first: it claims before the time limit starts and records the outcome
     # after the limit is cleared, so a limit can only ever interrupt the job.
-    middleware: list[dramatiq.Middleware] = [JobLifecycle(settings), TimeLimit()]
+    middleware: list[dramatiq.Middleware] = [JobLifecycle(settings, events), TimeLimit()]
     broker: dramatiq.Broker
     if settings.redis_url is None:
         broker = StubBroker(middleware=middleware)

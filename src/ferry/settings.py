@@ -46,6 +46,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # the pass checks that a queue still holds its message.
     recovery_interval_ms: int = 5_000
     recovery_grace_ms: int = 5_000
+    # Live events: how many each tenant keeps for replay (Last-Event-ID), how long
+    # an idle tenant's history lives, and how many may wait for one slow subscriber
+    # (beyond that its oldest are dropped, then read back from the history).
+    event_history: int = 10_000
+    event_history_ttl_s: int = 86_400
+    event_backlog: int = 1_000
+    sse_heartbeat_ms: int = 15_000
+    sse_retry_ms: int = 2_000
+    ws_max_subscriptions: int = 100
     smtp_url: str | None = None
     outbox_path: str = "outbox.mbox"
     webhook_secret: str | None = None

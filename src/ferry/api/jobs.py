@@ -1,13 +1,16 @@
 """The `/jobs` routes.
 
-Rows are committed before their messages are sent (a worker must never see
-a message for a row it cannot read), and a failed send still answers 201:
-the row is the job, and the recovery pass re-sends what no queue holds.
+Rows are committed before their events are published and their messages are
+sent (a worker must never see a message for a row it cannot read), and a
+failed send still answers 201: the row is the job, and the recovery pass
+re-sends what no queue holds.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -18,8 +21,8 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ferry.dispatch import Dispatcher
-from ferry.models import Job, JobStatus
+from ferry.models import Job, JobStatus, utcnow
+from ferry.realtime.event import JobEvent
 from ferry.schemas import (
     MAX_LIST_LIMIT,
     PAYLOAD_TYPES,
@@ -37,6 +40,8 @@ from ferry.schemas import (
     job_type_of,
 )
 from ferry.store import Enqueued, JobStore, NewRow
+
+log = logging.getLogger(__name__)
 
 TenantQuery = Annotated[str | None, QueryParameter(name="tenantId", min_length=1, max_length=100)]
 DbSession = NamedDependency[AsyncSession]
@@ -72,11 +77,24 @@ def _row(spec: NewJob, default_max_attempts: int) -> NewRow:
     )
 
 
-async def _commit_and_send(
-    session: AsyncSession, dispatcher: Dispatcher, jobs: list[Enqueued]
+def _events(tenant_id: str, status: JobStatus, job_ids: list[uuid.UUID]) -> list[JobEvent]:
+    at = utcnow()
+    return [JobEvent(tenant_id, job_id, status, 0, None, at) for job_id in job_ids]
+
+
+async def _commit_and_announce(
+    session: AsyncSession, state: State, events: list[JobEvent], jobs: Sequence[Enqueued] = ()
 ) -> None:
+    """Commit, publish the events, then send the messages: a worker's RUNNING
+    event must never overtake the PENDING that announced the job."""
     await session.commit()
-    await dispatcher.send(jobs)
+    if events:
+        try:
+            await state.events.append(events)
+        except Exception:
+            # The rows are committed and are the truth; a client re-reads them.
+            log.exception("publishing %d job events failed", len(events))
+    await state.dispatcher.send(jobs)
 
 
 class JobController(Controller):
@@ -88,7 +106,8 @@ class JobController(Controller):
         self, data: JSONBody[NewJob], db_session: DbSession, state: State
     ) -> Response[CreatedJob]:
         [job] = await JobStore(db_session).create([_row(data, state.settings.default_max_attempts)])
-        await _commit_and_send(db_session, state.dispatcher, [job])
+        events = _events(data.tenant_id, JobStatus.PENDING, [job.id])
+        await _commit_and_announce(db_session, state, events, [job])
         return Response(
             CreatedJob(job_id=job.id, status=JobStatus.PENDING),
             status_code=201,
@@ -101,7 +120,12 @@ class JobController(Controller):
     ) -> CreatedJobs:
         default = state.settings.default_max_attempts
         jobs = await JobStore(db_session).create([_row(spec, default) for spec in data.jobs])
-        await _commit_and_send(db_session, state.dispatcher, jobs)
+        events = [
+            event
+            for spec, job in zip(data.jobs, jobs, strict=True)
+            for event in _events(spec.tenant_id, JobStatus.PENDING, [job.id])
+        ]
+        await _commit_and_announce(db_session, state, events, jobs)
         return CreatedJobs(job_ids=[job.id for job in jobs])
 
     @get("/", summary="List jobs, newest first")
@@ -135,7 +159,8 @@ class JobController(Controller):
     @post("/{job_id:uuid}/retry", status_code=200, summary="Replay a FAILED or CANCELLED job")
     async def retry(self, job_id: JobId, db_session: DbSession, state: State) -> JobOut:
         job = await JobStore(db_session).retry(job_id)
-        await _commit_and_send(db_session, state.dispatcher, [Enqueued(job.id, job.type, 0)])
+        events = _events(job.tenant_id, JobStatus.PENDING, [job.id])
+        await _commit_and_announce(db_session, state, events, [Enqueued(job.id, job.type, 0)])
         return job_out(job)
 
     @post("/retry", status_code=200, summary="Replay dead letters in bulk")
@@ -149,12 +174,16 @@ class JobController(Controller):
             failed_since=data.failed_since,
             limit=data.limit,
         )
-        await _commit_and_send(db_session, state.dispatcher, jobs)
+        events = _events(data.tenant_id, JobStatus.PENDING, [job.id for job in jobs])
+        await _commit_and_announce(db_session, state, events, jobs)
         return Requeued(requeued=len(jobs), job_ids=[job.id for job in jobs])
 
     @post("/{job_id:uuid}/cancel", status_code=200, summary="Cancel a PENDING or RUNNING job")
-    async def cancel(self, job_id: JobId, db_session: DbSession) -> JobOut:
-        return job_out(await JobStore(db_session).cancel(job_id))
+    async def cancel(self, job_id: JobId, db_session: DbSession, state: State) -> JobOut:
+        job = await JobStore(db_session).cancel(job_id)
+        event = JobEvent(job.tenant_id, job.id, job.status, job.attempts, job.error, utcnow())
+        await _commit_and_announce(db_session, state, [event])
+        return job_out(job)
 
     @patch("/{job_id:uuid}", summary="Change the payload or maxAttempts of a PENDING job")
     async def update(

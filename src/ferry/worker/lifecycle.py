@@ -6,8 +6,9 @@ after it ran: record COMPLETED, a scheduled retry (PENDING + nextRunAt) or
 FAILED in the tick's batch, and return only once that is committed, so the
 ack that follows never runs ahead of the status (group commit).
 
-On worker boot it starts the process's background loop: the writer, the
-heartbeat (leases and aborts) and the recovery pass.
+On worker boot it starts the process's background loop: the writer (which
+appends each tick's events to the event log), the heartbeat (leases and
+aborts) and the recovery pass.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from dramatiq.middleware import SkipMessage, TimeLimitExceeded
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db import create_engine
-from ferry.events import RedisEventPublisher
 from ferry.messages import JOBS_QUEUE, job_message
 from ferry.models import JobStatus, utcnow
+from ferry.realtime.event import JobEvent
+from ferry.realtime.log import EventLog
+from ferry.realtime.redis_log import RedisEventLog
 from ferry.settings import Settings
 from ferry.worker.backoff import retry_delay_ms
 from ferry.worker.heartbeat import Heartbeat
@@ -39,7 +42,7 @@ from ferry.worker.runtime import (
     set_current_job,
     take_current_job,
 )
-from ferry.worker.transitions import ClaimedJob, JobEvent, Outcome
+from ferry.worker.transitions import ClaimedJob, Outcome
 from ferry.worker.writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -81,12 +84,14 @@ def describe(exception: BaseException) -> str:
 
 
 class JobLifecycle(dramatiq.Middleware):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, events: EventLog | None = None) -> None:
+        """`events`: where committed transitions go; by default the Redis event log
+        when Ferry runs on Redis (the embedded app passes its in-memory one)."""
         self.settings = settings
         self.loop = BackgroundLoop()
         self._engine: AsyncEngine | None = None
         self._redis: aioredis.Redis | None = None
-        self.publisher: RedisEventPublisher | None = None
+        self.events = events
         self.writer = StatusWriter(
             self.loop,
             self.engine,
@@ -104,8 +109,8 @@ class JobLifecycle(dramatiq.Middleware):
         return self._engine
 
     async def publish(self, events: list[JobEvent]) -> None:
-        if self.publisher is not None:
-            await self.publisher.publish(events)
+        if self.events is not None:
+            await self.events.append(events)
 
     # -- worker lifecycle ------------------------------------------------------------
 
@@ -115,9 +120,14 @@ class JobLifecycle(dramatiq.Middleware):
         # that long behind a busy thread. 1 ms roughly doubles a worker's
         # throughput (measured: bench/drain.py).
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
-        if self.settings.redis_url:
+        if self.events is None and self.settings.redis_url:
             self._redis = aioredis.Redis.from_url(self.settings.redis_url)
-            self.publisher = RedisEventPublisher(self._redis, self.settings.redis_namespace)
+            self.events = RedisEventLog(
+                self._redis,
+                self.settings.redis_namespace,
+                retain=self.settings.event_history,
+                ttl_s=self.settings.event_history_ttl_s,
+            )
         self.recovery = Recovery(self.engine, broker, self.settings, self.publish)
         self.loop.add_service(self.writer.run)
         self.loop.add_service(self.writer.publish_events)

@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ferry.dispatch import send_now
 from ferry.messages import JOBS_QUEUE
 from ferry.models import Job, JobStatus, utcnow
+from ferry.realtime.event import JobEvent
 from ferry.settings import Settings
 from ferry.store import Enqueued
-from ferry.worker.transitions import JobEvent
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Recovery:
         log.warning(
             "recovered %d orphaned job(s) from dead workers", len(failed_rows) + len(pending_rows)
         )
-        await self._send([Enqueued(row.id, row.type, 0) for row in pending_rows])
+        # Events first: the re-sent job's RUNNING must not overtake its PENDING.
         if self.publish is not None:
             events = [
                 JobEvent(row.tenant_id, row.id, status, row.attempts, LOST_WORKER, now)
@@ -135,7 +135,11 @@ class Recovery:
                 )
                 for row in rows
             ]
-            await self.publish(events)
+            try:
+                await self.publish(events)
+            except Exception:
+                log.exception("publishing %d recovery events failed", len(events))
+        await self._send([Enqueued(row.id, row.type, 0) for row in pending_rows])
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)

@@ -1,4 +1,4 @@
-"""Status transitions a worker records, and the events they produce (pure data)."""
+"""Status transitions a worker records (pure data)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-import msgspec
 
 from ferry.models import JobStatus
 
@@ -35,15 +33,3 @@ class Outcome:
     next_run_at: datetime | None = None
     # Retries only: the delay of the message that will run the next attempt.
     retry_delay_ms: int = field(default=0, compare=False)
-
-
-class JobEvent(msgspec.Struct, frozen=True, rename="camel"):
-    """One committed status change, as streamed to subscribers (seq is added by Redis)."""
-
-    tenant_id: str
-    job_id: uuid.UUID
-    status: str
-    attempts: int
-    error: str | None
-    at: datetime
-    type: str = "JOB_UPDATE"

@@ -6,7 +6,9 @@ On the worker's background loop, the writer gathers what arrived
 during one tick (up to `batch_size`), writes one `UPDATE ... WHERE id IN (...)
 RETURNING` per kind of transition (`ferry.worker.statements`), wakes the waiting
 threads with what RETURNING confirmed, and hands the committed events to
-`on_commit` (which publishes them in one Redis round trip).
+`on_commit` (which publishes them in one Redis round trip). A retry's thread
+waits for the publication too: it sends the next attempt's message, and that
+attempt's RUNNING event must not overtake this PENDING one.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.models import JobStatus, utcnow
+from ferry.realtime.event import JobEvent
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.statements import Finished, TransitionStatements, statements_for
-from ferry.worker.transitions import ClaimedJob, JobEvent, Outcome
+from ferry.worker.transitions import ClaimedJob, Outcome
 
 log = logging.getLogger(__name__)
 
 OnCommit = Callable[[list[JobEvent]], Awaitable[None]]
+
+
+_Held = tuple[Future[Any], Any]  # a reply that waits until its event is published
 
 
 @dataclass(slots=True)
@@ -62,7 +68,7 @@ class StatusWriter:
         # has started the service (asyncio primitives bind to a loop on first use).
         self._wake = asyncio.Event()
         self._idle = True  # the writer waits for work: a submit must wake it
-        self._committed: asyncio.Queue[list[JobEvent]] = asyncio.Queue()
+        self._committed: asyncio.Queue[tuple[list[JobEvent], list[_Held]]] = asyncio.Queue()
         # Statistics for benchmarks and metrics.
         self.ticks = 0
         self.statements = 0
@@ -126,23 +132,32 @@ class StatusWriter:
         replies, events = await self._write(batch)
         self.ticks += 1
         self.transitions += len(batch)
+        held: list[_Held] = []
         for request, reply in zip(batch, replies, strict=True):
-            request.future.set_result(reply)
-        if events and self.on_commit is not None:
-            self._committed.put_nowait(events)
+            if request.kind is JobStatus.PENDING and reply and self.on_commit is not None:
+                held.append((request.future, reply))
+            else:
+                request.future.set_result(reply)
+        if events or held:
+            self._committed.put_nowait((events, held))
 
     async def publish_events(self) -> None:
         """Hand committed events to `on_commit` in commit order; whatever piled up while
         the previous call ran goes out together, in one call."""
         while True:
-            events = await self._committed.get()
+            events, held = await self._committed.get()
             while not self._committed.empty():
-                events += self._committed.get_nowait()
+                more_events, more_held = self._committed.get_nowait()
+                events += more_events
+                held += more_held
             try:
-                if self.on_commit is not None:
+                if self.on_commit is not None and events:
                     await self.on_commit(events)
             except Exception:
                 log.exception("publishing %d events failed", len(events))
+            finally:
+                for future, reply in held:
+                    future.set_result(reply)
 
     async def _write(self, batch: Sequence[_Request]) -> tuple[list[Any], list[JobEvent]]:
         now = utcnow()

@@ -1,0 +1,219 @@
+"""Live job events: WebSocket `/ws` (the seeds' protocol) and Server-Sent Events `/events`.
+
+Both follow one tenant per subscription through `ferry.realtime.feed.follow`,
+so they deliver the same events in the same order: WebSocket for clients that
+can hold a socket, SSE for those behind proxies that cannot (and for resuming
+with `Last-Event-ID` after a disconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import msgspec
+from litestar import WebSocket, get, websocket
+from litestar.channels import ChannelsPlugin
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
+from litestar.params import HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from ferry.realtime.channels import subscription
+from ferry.realtime.event import channel_name, seq_of
+from ferry.realtime.feed import FeedItem, Resync, follow
+from ferry.realtime.log import EventLog
+from ferry.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class Subscribe(msgspec.Struct, tag="SUBSCRIBE", tag_field="type", rename="camel"):
+    tenant_id: TenantId
+
+
+class Unsubscribe(msgspec.Struct, tag="UNSUBSCRIBE", tag_field="type", rename="camel"):
+    tenant_id: TenantId
+
+
+_decode_request = msgspec.json.Decoder(Subscribe | Unsubscribe).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def describe_bad_message(exc: msgspec.DecodeError) -> str:
+    if not isinstance(exc, msgspec.ValidationError):
+        return "messages must be JSON objects"
+    text = str(exc)
+    if "`$.type`" in text or "missing required field `type`" in text:
+        return "unknown message type: send SUBSCRIBE or UNSUBSCRIBE with a tenantId"
+    return text.replace("`$.", "`").replace("- at `$`", "").strip()
+
+
+class LiveSocket:
+    """One WebSocket connection: one task per subscribed tenant, one send at a time."""
+
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, state: State
+    ) -> None:
+        self.socket = socket
+        self.channels = channels
+        self.events: EventLog = state.events
+        self.settings: Settings = state.settings
+        self.feeds: dict[str, asyncio.Task[None]] = {}
+        self._sending = asyncio.Lock()
+
+    async def run(self) -> None:
+        await self.socket.accept()
+        await self.send({"type": "CONNECTED", "message": "Connected to job updates"})
+        try:
+            while True:
+                message = await self.socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await self.handle(message.get("text") or message.get("bytes") or b"")  # type: ignore[arg-type]
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stop(list(self.feeds))
+
+    async def handle(self, raw: str | bytes) -> None:
+        try:
+            request = _decode_request(raw)
+        except msgspec.DecodeError as exc:
+            await self.send({"type": "ERROR", "message": describe_bad_message(exc)})
+            return
+        tenant = request.tenant_id
+        if isinstance(request, Unsubscribe):
+            await self.stop([tenant])
+            await self.send({"type": "UNSUBSCRIBED", "tenantId": tenant})
+        elif tenant in self.feeds:
+            await self.send({"type": "SUBSCRIBED", "tenantId": tenant})
+        elif len(self.feeds) >= self.settings.ws_max_subscriptions:
+            limit = self.settings.ws_max_subscriptions
+            await self.send({"type": "ERROR", "message": f"at most {limit} subscriptions"})
+        else:
+            self.feeds[tenant] = asyncio.create_task(self.follow(tenant))
+
+    async def follow(self, tenant: str) -> None:
+        channel = channel_name(self.settings.redis_namespace, tenant)
+        try:
+            async with subscription(self.channels, channel) as subscriber:
+                # Read after subscribing: every event past `seq` reaches this socket.
+                seq = await self.events.current(tenant)
+                await self.send({"type": "SUBSCRIBED", "tenantId": tenant, "seq": seq})
+                async for item in follow(self.events, tenant, subscriber.iter_events(), seq):
+                    await self.send_item(item)
+        except Exception as exc:
+            if self.socket.connection_state != "disconnect":
+                log.warning("subscription of a socket to %s failed: %s", tenant, exc)
+                self.feeds.pop(tenant, None)
+                with suppress(Exception):
+                    message = f"subscription to {tenant} failed"
+                    await self.send({"type": "ERROR", "message": message})
+
+    async def stop(self, tenants: list[str]) -> None:
+        tasks = [task for tenant in tenants if (task := self.feeds.pop(tenant, None))]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def send_item(self, item: FeedItem) -> None:
+        if isinstance(item, Resync):
+            await self.send({"type": "RESYNC", "tenantId": item.tenant_id, "seq": item.seq})
+        else:
+            await self._send(item)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self._send(_encode(message))
+
+    async def _send(self, data: bytes) -> None:
+        async with self._sending:
+            await self.socket.send_data(data, mode="text")
+
+
+@websocket("/ws")
+async def live_socket(
+    socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, state: State
+) -> None:
+    """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s out."""
+    await LiveSocket(socket, channels, state).run()
+
+
+# -- Server-Sent Events ------------------------------------------------------------------
+
+T = TypeVar("T")
+_KEEP_ALIVE = ServerSentEventMessage(comment="keep-alive", data=None)
+
+
+async def with_heartbeats(items: AsyncIterator[T], every_s: float) -> AsyncIterator[T | None]:
+    """`items`, with None whenever `every_s` passes without one. The pending `anext`
+    is waited on, never cancelled by the timeout: cancelling it would end `items`."""
+    pending: asyncio.Future[T] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait((pending,), timeout=every_s)
+            if not done:
+                yield None
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+def sse_message(item: FeedItem | None) -> ServerSentEventMessage:
+    if item is None:
+        return _KEEP_ALIVE
+    if isinstance(item, Resync):
+        data = _encode({"type": "RESYNC", "tenantId": item.tenant_id, "seq": item.seq})
+        return ServerSentEventMessage(data=data, event="RESYNC", id=item.seq)
+    return ServerSentEventMessage(data=item, event="JOB_UPDATE", id=seq_of(item))
+
+
+async def _sse_stream(
+    channels: ChannelsPlugin, state: State, tenant: str, after: int | None
+) -> AsyncIterator[ServerSentEventMessage]:
+    settings: Settings = state.settings
+    async with subscription(channels, channel_name(settings.redis_namespace, tenant)) as subscriber:
+        yield ServerSentEventMessage(comment="connected", data=None, retry=settings.sse_retry_ms)
+        items = follow(state.events, tenant, subscriber.iter_events(), after)
+        async for item in with_heartbeats(items, settings.sse_heartbeat_ms / 1000):
+            yield sse_message(item)
+
+
+@get("/events", summary="Live job events of a tenant (Server-Sent Events)", tags=["events"])
+async def live_events(
+    channels: NamedDependency[ChannelsPlugin],
+    state: State,
+    tenant_id: Annotated[str, QueryParameter(name="tenantId", min_length=1, max_length=100)],
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    last_event_id_query: Annotated[int | None, QueryParameter(name="lastEventId", ge=0)] = None,
+) -> ServerSentEvent:
+    """`event: JOB_UPDATE` with `id: <seq>`; with `Last-Event-ID` (or `?lastEventId=`)
+    it first replays what came after that seq, or sends `event: RESYNC` when it is gone."""
+    after = last_event_id_query
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise ValidationException(
+                "Last-Event-ID must be a seq this stream sent (a non-negative integer)",
+                extra=[{"key": "Last-Event-ID", "source": "header"}],
+            )
+        after = int(last_event_id)
+    return ServerSentEvent(
+        _sse_stream(channels, state, tenant_id, after),
+        # Proxies must pass each event through as it comes (nginx buffers otherwise).
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

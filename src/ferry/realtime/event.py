@@ -1,0 +1,43 @@
+"""The event of one committed status change, and its wire form."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+
+class JobEvent(msgspec.Struct, frozen=True, rename="camel"):
+    """As streamed to subscribers; the event log adds the tenant's `seq`."""
+
+    tenant_id: str
+    job_id: uuid.UUID
+    status: str
+    attempts: int
+    error: str | None
+    at: datetime
+    type: str = "JOB_UPDATE"
+
+
+_encoder = msgspec.json.Encoder()
+_SEQ_PREFIX = b'{"seq":'
+
+
+def encode(event: JobEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def with_seq(data: bytes, seq: int) -> bytes:
+    """`{"seq":N,` + the encoded event's fields: seq first, so it is cheap to read back."""
+    return b"%s%d,%s" % (_SEQ_PREFIX, seq, data[1:])
+
+
+def seq_of(data: bytes) -> int:
+    """The seq of an event as `with_seq` (or the Redis script) wrote it, without parsing it."""
+    return int(data[len(_SEQ_PREFIX) : data.index(b",", len(_SEQ_PREFIX))])
+
+
+def channel_name(namespace: str, tenant_id: str) -> str:
+    """The channel a tenant's live events are published on."""
+    return f"{namespace}:events:live:{tenant_id}"
