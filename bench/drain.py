@@ -29,6 +29,7 @@ from bench.services import REDIS_URL, plain
 from ferry.broker import build_broker, install_broker
 from ferry.dispatch import send_now
 from ferry.models import JobStatus, new_job_id
+from ferry.realtime.redis_log import RedisEventLog
 from ferry.settings import Settings
 from ferry.store import Enqueued
 from ferry.worker.lifecycle import JobLifecycle
@@ -143,11 +144,14 @@ def ferry(n: int, namespace: str, database_url: str, threads: int) -> dict[str, 
     elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads)
     completed = asyncio.run(_count_completed(database_url))
     assert completed == n, f"{completed} of {n} jobs completed"
-    publisher = lifecycle.publisher
+    events = lifecycle.events
     return {
         "jobs_per_s": n / elapsed,
         "statements_per_job": writer.statements / n,
-        "event_round_trips_per_job": (publisher.round_trips if publisher else 0) / n,
+        "event_round_trips_per_job": (
+            events.round_trips if isinstance(events, RedisEventLog) else 0
+        )
+        / n,
         "transitions_per_statement": writer.transitions / writer.statements,
     }
 

@@ -40,18 +40,15 @@ async def follow(
     Subscribe to the channel before calling: what is published while the feed
     reads back arrives on `live` as well, and is sent once."""
     last = await log.current(tenant_id) if after is None else after
-    # Live events with seq in [low, last] were already sent by a read-back.
-    low = last + 1
 
     async def read_back(before: int | None) -> AsyncIterator[FeedItem]:
-        nonlocal last, low
-        low = last + 1
+        """What was published after `last` (and before `before`), or a Resync."""
+        nonlocal last
         while before is None or last + 1 < before:
             events = await log.read(tenant_id, last, READ_CHUNK)
             if events is None:
-                latest = before - 1 if before is not None else await log.current(tenant_id)
-                last, low = latest, latest + 1
-                yield Resync(tenant_id, latest)
+                last = before - 1 if before is not None else await log.current(tenant_id)
+                yield Resync(tenant_id, last)
                 return
             for data in events:
                 seq = seq_of(data)
@@ -67,12 +64,11 @@ async def follow(
             yield item
     async for data in live:
         seq = seq_of(data)
-        if low <= seq <= last:
-            continue  # already read back
         if seq <= last:
-            # Below anything sent: the counter started again (Redis lost its data).
-            low = seq
-            yield Resync(tenant_id, seq - 1)
+            if seq != 1:
+                continue  # published while `last` was read: already counted
+            # A tenant's first event again: its counter started over (Redis lost its data).
+            yield Resync(tenant_id, 0)
         elif seq > last + 1:
             async for item in read_back(seq):
                 yield item

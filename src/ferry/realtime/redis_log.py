@@ -49,6 +49,7 @@ class RedisEventLog:
         self.retain = retain
         self.ttl_s = ttl_s
         self._append = client.register_script(_APPEND)
+        self.round_trips = 0  # appends, for benchmarks
 
     def _stream(self, tenant_id: str) -> str:
         return f"{self.prefix}:stream:{tenant_id}"
@@ -63,6 +64,7 @@ class RedisEventLog:
         for event in events:
             args += [event.tenant_id, encode(event)]
         await self._append(args=args)
+        self.round_trips += 1
 
     async def read(self, tenant_id: str, after: int, limit: int) -> list[bytes] | None:
         # One transaction: the range and the counter must describe the same moment.

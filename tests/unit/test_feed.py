@@ -1,0 +1,114 @@
+"""The feed's ordering rules, on the in-memory event log (the embedded default's)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+
+from ferry.models import utcnow
+from ferry.realtime.event import JobEvent, encode, seq_of, with_seq
+from ferry.realtime.feed import READ_CHUNK, FeedItem, Resync, follow
+from ferry.realtime.log import MemoryEventLog
+
+TENANT = "tenant-a"
+
+
+def event(tenant: str = TENANT, status: str = "PENDING") -> JobEvent:
+    return JobEvent(tenant, uuid.uuid4(), status, 0, None, utcnow())
+
+
+async def filled(count: int, *, retain: int = 100_000) -> tuple[MemoryEventLog, list[bytes]]:
+    delivered: list[bytes] = []
+    log = MemoryEventLog("ns", lambda channel, data: delivered.append(data), retain=retain)
+    await log.append([event() for _ in range(count)])
+    return log, delivered
+
+
+async def live(
+    items: list[bytes], start: int = 0, first: Callable[[], Awaitable[object]] | None = None
+) -> AsyncIterator[bytes]:
+    """A channel subscription: yields `items` from `start`, as they grow; `first`
+    runs when the feed starts listening (after it has read its starting point)."""
+    if first is not None:
+        await first()
+    while start < len(items):
+        yield items[start]
+        start += 1
+
+
+async def collect(items: AsyncIterator[FeedItem]) -> list[int | Resync]:
+    return [item if isinstance(item, Resync) else seq_of(item) for item in [i async for i in items]]
+
+
+def test_seq_goes_first_and_reads_back() -> None:
+    data = with_seq(encode(event()), 1234)
+    assert data.startswith(b'{"seq":1234,')
+    assert seq_of(data) == 1234
+    assert msgspec.json.decode(data)["seq"] == 1234
+
+
+async def test_the_memory_log_numbers_per_tenant_and_delivers_in_order() -> None:
+    delivered: list[tuple[str, int]] = []
+    log = MemoryEventLog("ns", lambda ch, data: delivered.append((ch, seq_of(data))), retain=10)
+    await log.append([event("a"), event("b"), event("a")])
+    assert delivered == [("ns:events:live:a", 1), ("ns:events:live:b", 1), ("ns:events:live:a", 2)]
+    assert (await log.current("a"), await log.current("b"), await log.current("c")) == (2, 1, 0)
+
+
+async def test_without_a_resume_point_only_later_events_are_sent() -> None:
+    log, delivered = await filled(5)
+    more = log.append([event(), event()])
+    # 4 and 5 were published between the subscription and the reading of seq 5.
+    assert await collect(follow(log, TENANT, live(delivered, 3, lambda: more), None)) == [6, 7]
+
+
+async def test_a_resume_replays_what_came_after_and_sends_live_copies_once() -> None:
+    log, delivered = await filled(8)
+    # Events 5..8 were also published while the feed read back from 2.
+    items = await collect(follow(log, TENANT, live(delivered[4:]), 2))
+    assert items == [3, 4, 5, 6, 7, 8]
+
+
+async def test_a_long_replay_is_read_in_chunks() -> None:
+    log, _ = await filled(READ_CHUNK * 2 + 7)
+    items = await collect(follow(log, TENANT, live([]), 0))
+    assert items == list(range(1, READ_CHUNK * 2 + 8))
+
+
+async def picked(
+    log: MemoryEventLog, delivered: list[bytes], more: int, seqs: list[int]
+) -> AsyncIterator[bytes]:
+    """A subscription whose backlog kept only `seqs` of the `more` events published next."""
+    await log.append([event() for _ in range(more)])
+    for seq in seqs:
+        yield delivered[seq - 1]
+
+
+async def test_events_dropped_from_a_full_backlog_are_read_back() -> None:
+    log, delivered = await filled(3)
+    backlog = picked(log, delivered, 6, [4, 7, 9])  # 5, 6 and 8 dropped
+    assert await collect(follow(log, TENANT, backlog, 3)) == [4, 5, 6, 7, 8, 9]
+
+
+async def test_a_resume_older_than_the_history_gets_a_resync() -> None:
+    log, delivered = await filled(10, retain=3)
+    items = await collect(follow(log, TENANT, live(delivered[8:]), 2))
+    assert items == [Resync(TENANT, 10)]
+    log, delivered = await filled(10, retain=3)
+    assert await collect(follow(log, TENANT, live([]), 50)) == [Resync(TENANT, 10)]
+
+
+async def test_a_gap_older_than_the_history_gets_a_resync_then_goes_on() -> None:
+    log, delivered = await filled(10, retain=3)
+    backlog = picked(log, delivered, 10, [11, 19, 20])  # 12..18 dropped, 18..20 kept
+    items = await collect(follow(log, TENANT, backlog, 10))
+    assert items == [11, Resync(TENANT, 18), 19, 20]
+
+
+async def test_a_counter_that_starts_again_is_a_resync() -> None:
+    log, _ = await filled(4)
+    again = [with_seq(encode(event()), seq) for seq in (5, 6, 1, 2)]  # Redis lost its data
+    items = await collect(follow(log, TENANT, live(again), None))
+    assert items == [5, 6, Resync(TENANT, 0), 1, 2]
