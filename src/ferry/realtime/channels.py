@@ -29,12 +29,18 @@ log = logging.getLogger(__name__)
 
 
 class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
-    """Pub/sub that outlives a lost Redis connection.
+    """Pub/sub that connects before it subscribes and outlives a lost Redis connection.
 
     The plugin reads `stream_events` in a single task; if it raised, the process
     would stop receiving events for good. redis-py reconnects and re-subscribes
     on the next read; what was published meanwhile shows up as a seq gap, which
     the feeds read back from the event log."""
+
+    async def on_startup(self) -> None:
+        # Connect before the first subscriptions: redis-py's PubSub.connect is not
+        # guarded, so concurrent first SUBSCRIBEs would each open a connection,
+        # and every one but the last would be subscribed on a connection no one reads.
+        await self._pub_sub.connect()
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
         while True:

@@ -1,0 +1,269 @@
+"""Live-event benchmarks, each in a fresh process: `python -m bench.realtime SCENARIO ...`.
+
+- latency: one API process and one worker process (`dramatiq`, 1 process);
+  one WebSocket and one SSE subscriber of a tenant; jobs created one by one at
+  a steady rate. Per event: arrival time minus `at`, the transition's
+  timestamp (taken as the transition is written, so the commit is included).
+- fanout: M WebSocket subscribers over K tenants on one API process while
+  jobs are created at R jobs/s (a batch every 100 ms, spread over the
+  tenants) for S seconds; every subscriber must get every event of its tenant.
+- redis: the baseline: the same fan-out straight from Redis pub/sub to M
+  redis-py subscribers at the same event rate (what Ferry adds is the hop
+  through the API process and its feeds).
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import redis.asyncio as aioredis
+import uvloop
+from websockets.asyncio.client import ClientConnection, connect
+
+from bench.services import REDIS_URL
+from tests.processes import PROJECT_ROOT, api_process, ferry_env, worker_process
+
+DATA = b"data: "
+
+
+class Update(msgspec.Struct):
+    seq: int
+    at: datetime
+    type: str = "JOB_UPDATE"
+
+
+_decode = msgspec.json.Decoder(Update).decode
+
+
+class Arrivals:
+    """Latencies (ms) of every event received, and anything unexpected."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.resyncs = 0
+        self.gaps = 0  # events a subscriber's seq skipped over
+
+    def record(self, data: bytes | str, last_seq: int | None = None) -> int:
+        update = _decode(data)
+        if update.type == "RESYNC":
+            self.resyncs += 1
+            return update.seq
+        self.latencies.append((time.time() - update.at.timestamp()) * 1000)
+        if last_seq is not None and update.seq != last_seq + 1:
+            self.gaps += 1
+        return update.seq
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self.latencies) or [float("nan")]
+        return {
+            "events": len(self.latencies),
+            "p50_ms": statistics.median(ordered),
+            "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            "max_ms": ordered[-1],
+            "resyncs": self.resyncs,
+            "gaps": self.gaps,
+        }
+
+
+@contextmanager
+def ferry_stack(namespace: str, database_url: str) -> Iterator[str]:
+    """One API process and one worker process; yields the API's base URL."""
+    logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+    env = ferry_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=REDIS_URL,
+        REDIS_NAMESPACE=namespace,
+        LOG_LEVEL="WARNING",
+    )
+    with ExitStack() as stack:
+        base = stack.enter_context(api_process(env, PROJECT_ROOT, logs / "api.log"))
+        stack.enter_context(worker_process(env, logs / "worker.log", threads=32))
+        yield base
+
+
+async def ws_subscriber(base: str, tenant: str, arrivals: Arrivals) -> ClientConnection:
+    ws = await connect(base.replace("http", "ws") + "/ws", open_timeout=30, max_queue=None)
+    await ws.recv()  # CONNECTED
+    await ws.send(json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}))
+    subscribed = json.loads(await ws.recv())
+    assert subscribed["type"] == "SUBSCRIBED", subscribed
+    return ws
+
+
+async def ws_receive(ws: ClientConnection, arrivals: Arrivals, seq: int = 0) -> None:
+    async for message in ws:
+        seq = arrivals.record(message, seq)
+
+
+async def sse_receive(
+    client: httpx.AsyncClient, tenant: str, arrivals: Arrivals, ready: asyncio.Event
+) -> None:
+    async with client.stream("GET", "/events", params={"tenantId": tenant}) as response:
+        ready.set()
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                arrivals.record(line[6:])
+
+
+async def wait_until(condition: Any, within_s: float) -> None:
+    """Poll `condition` (receivers count events; they signal nothing)."""
+    deadline = time.monotonic() + within_s
+    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+async def latency(base: str, jobs: int, rate: float) -> dict[str, Any]:
+    tenant = "latency"
+    over_ws, over_sse = Arrivals(), Arrivals()
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        ws = await ws_subscriber(base, tenant, over_ws)
+        ready = asyncio.Event()
+        tasks = [
+            asyncio.create_task(ws_receive(ws, over_ws)),
+            asyncio.create_task(sse_receive(client, tenant, over_sse, ready)),
+        ]
+        await ready.wait()
+        body = {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}}
+        for _ in range(jobs):
+            (await client.post("/jobs", json=body)).raise_for_status()
+            await asyncio.sleep(1 / rate)
+        expected = 3 * jobs
+        await wait_until(
+            lambda: min(len(over_ws.latencies), len(over_sse.latencies)) >= expected, 60
+        )
+        for task in tasks:
+            task.cancel()
+        await ws.close()
+    return {"expected": expected, "ws": over_ws.summary(), "sse": over_sse.summary()}
+
+
+async def produce(base: str, tenants: list[str], rate: int, seconds: float) -> dict[str, int]:
+    """Create `rate` jobs/s for `seconds`, round-robin over `tenants`; jobs per tenant."""
+    per_tick, created = max(1, rate // 10), dict.fromkeys(tenants, 0)
+    sent = 0
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        start = time.monotonic()
+        tick = 0
+        while time.monotonic() - start < seconds:
+            batch = []
+            for _ in range(per_tick):
+                tenant = tenants[sent % len(tenants)]
+                created[tenant] += 1
+                sent += 1
+                batch.append({"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}})
+            (await client.post("/jobs/batch", json={"jobs": batch})).raise_for_status()
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick * 0.1 - time.monotonic()))
+    return created
+
+
+async def fanout(
+    base: str, subscribers: int, tenants: int, rate: int, seconds: float
+) -> dict[str, Any]:
+    names = [f"tenant-{i}" for i in range(tenants)]
+    arrivals = Arrivals()
+    sockets: list[ClientConnection] = []
+    for start in range(0, subscribers, 50):  # connect in waves, as clients would
+        sockets += await asyncio.gather(
+            *[
+                ws_subscriber(base, names[i % tenants], arrivals)
+                for i in range(start, min(start + 50, subscribers))
+            ]
+        )
+    receivers = [asyncio.create_task(ws_receive(ws, arrivals)) for ws in sockets]
+    began = time.monotonic()
+    created = await produce(base, names, rate, seconds)
+    produced_s = time.monotonic() - began
+    expected = sum(3 * created[names[i % tenants]] for i in range(subscribers))
+    await wait_until(lambda: len(arrivals.latencies) >= expected, 60)
+    for task in receivers:
+        task.cancel()
+    await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
+    jobs = sum(created.values())
+    async with httpx.AsyncClient(base_url=base) as client:
+        stats = (await client.get("/jobs/stats")).json()
+    return {
+        "stats": stats,
+        "expected": expected,
+        "jobs_per_s": jobs / produced_s,
+        "deliveries_per_s": expected / produced_s,
+        **arrivals.summary(),
+    }
+
+
+async def redis_fanout(
+    namespace: str, subscribers: int, tenants: int, rate: int, seconds: float
+) -> dict[str, Any]:
+    """The baseline: the same events, straight from Redis pub/sub to redis-py subscribers."""
+    arrivals = Arrivals()
+    clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(subscribers)]
+    channels = [f"{namespace}:baseline:{i % tenants}" for i in range(subscribers)]
+    pubsubs = [client.pubsub() for client in clients]
+    for pubsub, channel in zip(pubsubs, channels, strict=True):
+        await pubsub.subscribe(channel)
+
+    async def receive(pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                arrivals.record(message["data"])
+
+    receivers = [asyncio.create_task(receive(pubsub)) for pubsub in pubsubs]
+    publisher = aioredis.Redis.from_url(REDIS_URL)
+    events_per_tick = max(1, 3 * rate // 10)
+    published: dict[int, int] = dict.fromkeys(range(tenants), 0)
+    start, tick, seq = time.monotonic(), 0, 0
+    while time.monotonic() - start < seconds:
+        async with publisher.pipeline(transaction=False) as pipe:
+            for _ in range(events_per_tick):
+                tenant = seq % tenants
+                seq += 1
+                published[tenant] += 1
+                at = datetime.now().astimezone().isoformat()
+                pipe.publish(f"{namespace}:baseline:{tenant}", json.dumps({"seq": seq, "at": at}))
+            await pipe.execute()
+        tick += 1
+        await asyncio.sleep(max(0.0, start + tick * 0.1 - time.monotonic()))
+    produced_s = time.monotonic() - start
+    expected = sum(published[i % tenants] for i in range(subscribers))
+    await wait_until(lambda: len(arrivals.latencies) >= expected, 60)
+    for task in receivers:
+        task.cancel()
+    for client in [*clients, publisher]:
+        await client.aclose()
+    return {"expected": expected, "deliveries_per_s": expected / produced_s, **arrivals.summary()}
+
+
+def main() -> None:
+    scenario, namespace, database_url, *rest = sys.argv[1:]
+    numbers = [float(value) for value in rest]
+    if scenario == "redis":
+        subscribers, tenants, rate, seconds = numbers
+        coroutine: Any = redis_fanout(namespace, int(subscribers), int(tenants), int(rate), seconds)
+        print(json.dumps(uvloop.run(coroutine)))
+        return
+    with ferry_stack(namespace, database_url) as base:
+        if scenario == "latency":
+            jobs, rate = numbers
+            coroutine = latency(base, int(jobs), rate)
+        else:
+            subscribers, tenants, rate, seconds = numbers
+            coroutine = fanout(base, int(subscribers), int(tenants), int(rate), seconds)
+        print(json.dumps(uvloop.run(coroutine)))
+
+
+if __name__ == "__main__":
+    main()
