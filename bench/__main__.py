@@ -18,11 +18,13 @@ from bench.services import bench_database, redis_namespace
 from ferry.migrate import upgrade
 
 
-def run_drain(scenario: str, n: int) -> dict[str, Any]:
+def measure(module: str, *args: object) -> dict[str, Any]:
+    """`python -m <module> <args...> <namespace> <database>` on a fresh database and
+    Redis namespace; its last line of output is the JSON result."""
     with redis_namespace() as namespace, bench_database() as database_url:
         upgrade(database_url)
         output = subprocess.run(
-            [sys.executable, "-m", "bench.drain", scenario, str(n), namespace, database_url],
+            [sys.executable, "-m", module, *map(str, args), namespace, database_url],
             check=True,
             capture_output=True,
             text=True,
@@ -31,8 +33,71 @@ def run_drain(scenario: str, n: int) -> dict[str, Any]:
     return result
 
 
+def run_drain(scenario: str, n: int) -> dict[str, Any]:
+    return measure("bench.drain", scenario, n)
+
+
 def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+# Live events: (label, module arguments). Fan-out runs 500 jobs/s for 10 s.
+REALTIME = {
+    "redis": (
+        "(a) Redis pub/sub straight to redis-py subscribers (baseline)",
+        ("redis", 1000, 1000, 500, 10),
+    ),
+    "fanout": (
+        "(b) Ferry fan-out over WebSocket, 1,000 tenants x 1 subscriber",
+        ("fanout", 1000, 1000, 500, 10),
+    ),
+    "crowd": (
+        "(c) Ferry fan-out over WebSocket, 100 tenants x 10 subscribers",
+        ("fanout", 1000, 100, 500, 10),
+    ),
+    "latency": ("Ferry latency at 100 jobs/s, 1 tenant", ("latency", 300, 100)),
+}
+
+
+def realtime(runs: int, progress: Callable[[str], None]) -> None:
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in REALTIME}
+    for run in range(1, runs + 1):
+        for name, (_, args) in REALTIME.items():
+            progress(f"realtime: run {run}/{runs}, {name}")
+            result = measure("bench.realtime", *args)
+            if name == "latency":  # one row per transport
+                results.setdefault("latency-ws", []).append(
+                    result["ws"] | {"expected": result["expected"]}
+                )
+                results.setdefault("latency-sse", []).append(
+                    result["sse"] | {"expected": result["expected"]}
+                )
+            else:
+                results[name].append(result)
+    del results["latency"]
+    table = {name: medians(rows) for name, rows in results.items()}
+    baseline = table["redis"]["p99_ms"]
+    labels = {name: label for name, (label, _) in REALTIME.items()}
+    labels |= {"latency-ws": "(d) Ferry, one WebSocket subscriber, 100 jobs/s",
+               "latency-sse": "(e) Ferry, one SSE subscriber, 100 jobs/s"}  # fmt: skip
+    print()
+    print(f"Live events: commit of a transition -> arrival at the client, median of {runs} runs")
+    print()
+    print(
+        "| scenario | events expected | delivered | deliveries/s | p50 ms | p99 ms | max ms | p99 / (a) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, row in table.items():
+        rate = f"{row['deliveries_per_s']:,.0f}" if "deliveries_per_s" in row else "-"
+        print(
+            f"| {labels[name]} | {row['expected']:,.0f} | {row['events']:,.0f} | {rate} | "
+            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.1f} | {row['p99_ms'] / baseline:.1f} |"
+        )
+    fanout = table["fanout"]
+    print()
+    print(f"fan-out (b): p99 {fanout['p99_ms']:.1f} ms (goal < 50 ms), "
+          f"{fanout['events']:,.0f} of {fanout['expected']:,.0f} events delivered, "
+          f"{fanout['jobs_per_s']:,.0f} jobs/s created")  # fmt: skip
 
 
 def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
@@ -80,12 +145,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per drain (default 5000)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are shown")
+    parser.add_argument(
+        "--only", choices=["workers", "realtime"], help="run one suite (default: all)"
+    )
     args = parser.parse_args()
 
     def progress(line: str) -> None:
         print(f"... {line}", file=sys.stderr, flush=True)
 
-    workers(args.jobs, args.runs, progress)
+    if args.only in (None, "workers"):
+        workers(args.jobs, args.runs, progress)
+    if args.only in (None, "realtime"):
+        realtime(args.runs, progress)
 
 
 if __name__ == "__main__":

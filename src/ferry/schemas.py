@@ -18,12 +18,13 @@ MAX_DELAY_MS = 7 * 24 * 3600 * 1000
 MAX_BATCH = 1000
 MAX_LIST_LIMIT = 500
 
+TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 TenantId = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=100,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        pattern=TENANT_ID_PATTERN,
         description="Letters, digits and . _ : - (starting with a letter or digit).",
     ),
 ]

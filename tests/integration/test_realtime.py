@@ -136,6 +136,8 @@ async def test_websocket_protocol(stack: Stack) -> None:
         assert error["type"] == "ERROR" and "tenantId" in error["message"]
         await ws.send({"type": "SUBSCRIBE", "tenantId": ""})
         assert (await ws.receive())["type"] == "ERROR"
+        await ws.send({"type": "SUBSCRIBE", "tenantId": "a b"})
+        assert (await ws.receive())["type"] == "ERROR"
         # Still open: subscribe to two tenants, then leave one.
         await ws.subscribe(first)
         await ws.subscribe(second)
@@ -195,8 +197,10 @@ async def test_sse_rejects_a_bad_last_event_id_and_a_missing_tenant(stack: Stack
     async with httpx.AsyncClient(base_url=stack.api1) as client:
         bad = await client.get("/events", params={"tenantId": "t"}, headers={"Last-Event-ID": "x"})
         missing = await client.get("/events")
+        malformed = await client.get("/events", params={"tenantId": "a b"})
     assert bad.status_code == 400 and "Last-Event-ID" in bad.text
     assert missing.status_code == 400 and "tenantId" in missing.text
+    assert malformed.status_code == 400 and "tenantId" in malformed.text
 
 
 async def test_an_idle_sse_stream_sends_heartbeats(stack: Stack) -> None:

@@ -28,11 +28,10 @@ from ferry.realtime.channels import subscription
 from ferry.realtime.event import channel_name, seq_of
 from ferry.realtime.feed import FeedItem, Resync, follow
 from ferry.realtime.log import EventLog
+from ferry.schemas import TENANT_ID_PATTERN, TenantId
 from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
-
-TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
 
 class Subscribe(msgspec.Struct, tag="SUBSCRIBE", tag_field="type", rename="camel"):
@@ -198,7 +197,10 @@ async def _sse_stream(
 async def live_events(
     channels: NamedDependency[ChannelsPlugin],
     state: State,
-    tenant_id: Annotated[str, QueryParameter(name="tenantId", min_length=1, max_length=100)],
+    tenant_id: Annotated[
+        str,
+        QueryParameter(name="tenantId", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN),
+    ],
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     last_event_id_query: Annotated[int | None, QueryParameter(name="lastEventId", ge=0)] = None,
 ) -> ServerSentEvent:

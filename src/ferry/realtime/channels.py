@@ -40,7 +40,7 @@ class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
         # Connect before the first subscriptions: redis-py's PubSub.connect is not
         # guarded, so concurrent first SUBSCRIBEs would each open a connection,
         # and every one but the last would be subscribed on a connection no one reads.
-        await self._pub_sub.connect()
+        await self._pub_sub.connect()  # type: ignore[no-untyped-call]
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
         while True:
