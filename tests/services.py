@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -94,3 +98,50 @@ def private_redis_db() -> Iterator[str]:
         client = redis.Redis.from_url(url)
         client.flushdb()
         client.close()
+
+
+class RedisServer:
+    """A redis-server of a test's own, on a free port, that the test may restart."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start on port {self.port}", pytrace=False)
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        """Kill it (no shutdown save): what a crash or a restart looks like to clients."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@contextmanager
+def redis_server(port: int, workdir: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (Debian package redis-server)", pytrace=False)
+    server = RedisServer(port, workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -32,6 +32,7 @@ from ferry.dispatch import Dispatcher
 from ferry.realtime.channels import build_channels
 from ferry.realtime.log import Deliver, EventLog, MemoryEventLog
 from ferry.realtime.redis_log import RedisEventLog
+from ferry.redis_client import connect
 from ferry.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class LifespanAfterPlugins(InitPluginProtocol):
 
 
 def _redis(settings: Settings, **options: Any) -> aioredis.Redis | None:
-    return aioredis.Redis.from_url(settings.redis_url, **options) if settings.redis_url else None
+    return connect(settings.redis_url, **options) if settings.redis_url else None
 
 
 def _drop(channel: str, data: bytes) -> None:

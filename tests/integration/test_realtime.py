@@ -20,8 +20,8 @@ from ferry.realtime.event import JobEvent
 from ferry.realtime.redis_log import RedisEventLog
 from tests.helpers import new_tenant, sleep_job
 from tests.live import seqs, socket, statuses, stream
-from tests.processes import api_process, ferry_env, worker_process
-from tests.services import TEST_REDIS_URL, redis_namespace
+from tests.processes import api_process, ferry_env, free_port, worker_process
+from tests.services import TEST_REDIS_URL, redis_namespace, redis_server
 
 # Small, so that the tests reach the limits: a batch of 200 jobs overflows a
 # subscriber's backlog at once (the feed reads the rest back from the history),
@@ -292,3 +292,23 @@ async def test_the_embedded_default_streams_over_both_transports(tmp_path: Path)
         assert statuses(over_ws) == statuses(over_sse) == lifecycle([job_id])
         async with stream(base, tenant, last_event_id=1) as sse:
             assert seqs(await sse.updates(2)) == [2, 3]
+
+
+async def test_subscribers_outlive_a_redis_restart(database_url: str, tmp_path: Path) -> None:
+    """Redis dies and comes back empty: the API process reconnects its subscriptions,
+    and a subscriber learns from a RESYNC that the counter started over."""
+    with redis_server(free_port(), tmp_path) as server:
+        env = ferry_env(DATABASE_URL=database_url, REDIS_URL=server.url, LOG_LEVEL="WARNING")
+        with api_process(env, Path.cwd(), tmp_path / "api.log") as base:
+            tenant = new_tenant()
+            async with socket(base) as ws:
+                await ws.subscribe(tenant)
+                await create(base, sleep_job(tenant))  # no worker here: PENDING only
+                assert seqs(await ws.updates(1)) == [1]
+                server.stop()
+                server.start()  # empty: the tenant's counter is gone
+                # Once reconnected, the feed finds the counter below what it sent.
+                assert await ws.receive(20) == {"type": "RESYNC", "tenantId": tenant, "seq": 0}
+                [job_id] = await create(base, sleep_job(tenant))
+                update = await ws.receive()
+                assert (update["type"], update["jobId"], update["seq"]) == ("JOB_UPDATE", job_id, 1)

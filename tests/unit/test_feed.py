@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 
 from ferry.models import utcnow
-from ferry.realtime.event import JobEvent, encode, seq_of, with_seq
+from ferry.realtime.event import RECONNECTED, JobEvent, encode, seq_of, with_seq
 from ferry.realtime.feed import READ_CHUNK, FeedItem, Resync, follow
 from ferry.realtime.log import MemoryEventLog
 
@@ -112,3 +112,27 @@ async def test_a_counter_that_starts_again_is_a_resync() -> None:
     again = [with_seq(encode(event()), seq) for seq in (5, 6, 1, 2)]  # Redis lost its data
     items = await collect(follow(log, TENANT, live(again), None))
     assert items == [5, 6, Resync(TENANT, 0), 1, 2]
+
+
+async def test_after_a_reconnect_the_feed_reads_what_it_missed() -> None:
+    log, delivered = await filled(2)
+    missed = log.append([event(), event()])  # 3, 4: published while disconnected
+
+    async def reconnected() -> AsyncIterator[bytes]:
+        await missed
+        yield RECONNECTED
+        await log.append([event()])
+        yield delivered[4]
+
+    assert await collect(follow(log, TENANT, reconnected(), 2)) == [3, 4, 5]
+
+
+async def test_after_a_reconnect_to_an_emptied_redis_the_feed_resyncs() -> None:
+    emptied, fresh = await filled(0)  # the counter started over
+
+    async def reconnected() -> AsyncIterator[bytes]:
+        yield RECONNECTED
+        await emptied.append([event()])
+        yield fresh[0]
+
+    assert await collect(follow(emptied, TENANT, reconnected(), 5)) == [Resync(TENANT, 0), 1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,33 +23,64 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.channels.subscriber import Subscriber
 from redis.exceptions import RedisError
 
+from ferry.realtime.event import RECONNECTED
 from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
-    """Pub/sub that connects before it subscribes and outlives a lost Redis connection.
+    """Pub/sub that subscribes safely and tells its subscribers when its
+    connection came back.
 
-    The plugin reads `stream_events` in a single task; if it raised, the process
-    would stop receiving events for good. redis-py reconnects and re-subscribes
-    on the next read; what was published meanwhile shows up as a seq gap, which
-    the feeds read back from the event log."""
+    The plugin reads `stream_events` in a single task: if it raised, the process
+    would stop receiving events for good, so errors are waited out here. redis-py
+    reconnects (and re-subscribes every channel) on the next read, silently when
+    its retries succeed; a connect callback notices, and every subscriber gets
+    `RECONNECTED`, so that its feed reads back what was published meanwhile."""
 
-    async def on_startup(self) -> None:
-        # Connect before the first subscriptions: redis-py's PubSub.connect is not
-        # guarded, so concurrent first SUBSCRIBEs would each open a connection,
-        # and every one but the last would be subscribed on a connection no one reads.
-        await self._pub_sub.connect()  # type: ignore[no-untyped-call]
+    def __init__(self, *, redis: aioredis.Redis) -> None:
+        super().__init__(redis=redis)
+        self._subscribing = asyncio.Lock()
+        self._watched: Any = None  # the connection whose reconnects are watched
+        self._reconnected = False
+
+    async def subscribe(self, channels: Iterable[str]) -> None:
+        # One at a time: redis-py's PubSub.connect is not guarded, so concurrent
+        # first SUBSCRIBEs would each open a connection, and every one but the
+        # last would be subscribed on a connection no one reads.
+        async with self._subscribing:
+            await super().subscribe(channels)
+            connection = self._pub_sub.connection
+            if connection is not None and connection is not self._watched:
+                connection.register_connect_callback(self._on_reconnect)
+                self._watched = connection
+
+    async def _on_reconnect(self, connection: Any) -> None:
+        self._reconnected = True
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        # The parent's loop, with the errors caught and the reconnects announced.
+        pubsub = self._pub_sub
         while True:
+            await self._has_subscribed.wait()
             try:
-                async for item in super().stream_events():
-                    yield item
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
             except (RedisError, OSError) as exc:
                 log.warning("event subscription lost (%s); reconnecting", exc)
                 await asyncio.sleep(0.5)
+                continue
+            if self._reconnected:
+                self._reconnected = False
+                log.warning("event subscription restored")
+                for channel in list(pubsub.channels):
+                    yield channel.decode(), RECONNECTED
+            if message is None or message["type"] != "message":
+                continue
+            channel = message["channel"]
+            # Unsubscribing takes a round trip: drop what a channel left behind.
+            if channel in pubsub.channels.keys() - pubsub.pending_unsubscribe_channels:
+                yield channel.decode(), message["data"]
 
 
 def build_channels(settings: Settings, client: aioredis.Redis | None) -> ChannelsPlugin:

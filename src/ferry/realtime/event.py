@@ -20,6 +20,11 @@ class JobEvent(msgspec.Struct, frozen=True, rename="camel"):
     type: str = "JOB_UPDATE"
 
 
+# Not an event: told to every subscriber when its process's pub/sub connection
+# came back after a loss (`ferry.realtime.channels`), so that it checks the log
+# for what was published meanwhile.
+RECONNECTED = b""
+
 _encoder = msgspec.json.Encoder()
 _SEQ_PREFIX = b'{"seq":'
 

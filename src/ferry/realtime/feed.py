@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from ferry.realtime.event import seq_of
+from ferry.realtime.event import RECONNECTED, seq_of
 from ferry.realtime.log import EventLog
 
 # Events read back per round trip while catching up.
@@ -63,6 +63,14 @@ async def follow(
         async for item in read_back(None):
             yield item
     async for data in live:
+        if data == RECONNECTED:
+            latest = await log.current(tenant_id)
+            if latest < last:  # the counter started over: Redis lost its data
+                last = latest
+                yield Resync(tenant_id, latest)
+            async for item in read_back(None):
+                yield item
+            continue
         seq = seq_of(data)
         if seq <= last:
             if seq != 1:

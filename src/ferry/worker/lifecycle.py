@@ -30,6 +30,7 @@ from ferry.models import JobStatus, utcnow
 from ferry.realtime.event import JobEvent
 from ferry.realtime.log import EventLog
 from ferry.realtime.redis_log import RedisEventLog
+from ferry.redis_client import connect
 from ferry.settings import Settings
 from ferry.worker.backoff import retry_delay_ms
 from ferry.worker.heartbeat import Heartbeat
@@ -121,7 +122,7 @@ class JobLifecycle(dramatiq.Middleware):
         # throughput (measured: bench/drain.py).
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         if self.events is None and self.settings.redis_url:
-            self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+            self._redis = connect(self.settings.redis_url)
             self.events = RedisEventLog(
                 self._redis,
                 self.settings.redis_namespace,
