@@ -312,3 +312,33 @@ async def test_subscribers_outlive_a_redis_restart(database_url: str, tmp_path: 
                 [job_id] = await create(base, sleep_job(tenant))
                 update = await ws.receive()
                 assert (update["type"], update["jobId"], update["seq"]) == ("JOB_UPDATE", job_id, 1)
+
+
+async def test_closed_subscriptions_leave_nothing_subscribed(stack: Stack) -> None:
+    """Clients that go away (SSE cancelled mid-stream, sockets closed, unsubscribed)
+    release their subscriptions: the API processes stop listening to the channel."""
+    tenant = new_tenant()
+    channel = f"{stack.namespace}:events:live:{tenant}"
+    client = aioredis.Redis.from_url(TEST_REDIS_URL)
+
+    async def listeners() -> int:
+        [(_, count)] = await client.pubsub_numsub(channel)
+        return int(count)
+
+    try:
+        for _ in range(5):
+            async with stream(stack.api1, tenant), socket(stack.api2) as ws:
+                await ws.subscribe(tenant)
+                assert await listeners() == 2  # one per API process, however many clients
+        async with socket(stack.api2) as ws:
+            await ws.subscribe(tenant)
+            await ws.send({"type": "UNSUBSCRIBE", "tenantId": tenant})
+            await ws.receive()
+            async with asyncio.timeout(5):
+                while await listeners():
+                    await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):
+            while await listeners():
+                await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()

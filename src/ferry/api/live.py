@@ -12,12 +12,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import anyio
 import msgspec
 from litestar import WebSocket, get, websocket
 from litestar.channels import ChannelsPlugin
+from litestar.channels.subscriber import Subscriber
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
@@ -55,6 +57,13 @@ def describe_bad_message(exc: msgspec.DecodeError) -> str:
     return text.replace("`$.", "`").replace("- at `$`", "").strip()
 
 
+@dataclass(frozen=True, slots=True)
+class _Following:
+    channel: str
+    subscriber: Subscriber
+    task: asyncio.Task[None]
+
+
 class LiveSocket:
     """One WebSocket connection: one task per subscribed tenant, one send at a time."""
 
@@ -65,7 +74,7 @@ class LiveSocket:
         self.channels = channels
         self.events: EventLog = state.events
         self.settings: Settings = state.settings
-        self.feeds: dict[str, asyncio.Task[None]] = {}
+        self.feeds: dict[str, _Following] = {}
         self._sending = asyncio.Lock()
 
     async def run(self) -> None:
@@ -97,30 +106,46 @@ class LiveSocket:
             limit = self.settings.ws_max_subscriptions
             await self.send({"type": "ERROR", "message": f"at most {limit} subscriptions"})
         else:
-            self.feeds[tenant] = asyncio.create_task(self.follow(tenant))
+            await self.start(tenant)
 
-    async def follow(self, tenant: str) -> None:
+    async def start(self, tenant: str) -> None:
         channel = channel_name(self.settings.redis_namespace, tenant)
+        subscriber = await self.channels.subscribe(channel)
         try:
-            async with subscription(self.channels, channel) as subscriber:
-                # Read after subscribing: every event past `seq` reaches this socket.
-                seq = await self.events.current(tenant)
-                await self.send({"type": "SUBSCRIBED", "tenantId": tenant, "seq": seq})
-                async for item in follow(self.events, tenant, subscriber.iter_events(), seq):
-                    await self.send_item(item)
+            # Read after subscribing: every event past `seq` reaches this socket.
+            seq = await self.events.current(tenant)
         except Exception as exc:
-            if self.socket.connection_state != "disconnect":
+            await self.channels.unsubscribe(subscriber, channel)
+            log.warning("subscription of a socket to %s failed: %s", tenant, exc)
+            await self.send({"type": "ERROR", "message": f"subscription to {tenant} failed"})
+            return
+        await self.send({"type": "SUBSCRIBED", "tenantId": tenant, "seq": seq})
+        task = asyncio.create_task(self.forward(tenant, subscriber, seq))
+        self.feeds[tenant] = _Following(channel, subscriber, task)
+
+    async def forward(self, tenant: str, subscriber: Subscriber, seq: int) -> None:
+        try:
+            async for item in follow(self.events, tenant, subscriber.iter_events(), seq):
+                await self.send_item(item)
+        except Exception as exc:
+            if self.socket.connection_state != "disconnect" and tenant in self.feeds:
                 log.warning("subscription of a socket to %s failed: %s", tenant, exc)
-                self.feeds.pop(tenant, None)
                 with suppress(Exception):
+                    await self.stop([tenant], current=True)
                     message = f"subscription to {tenant} failed"
                     await self.send({"type": "ERROR", "message": message})
 
-    async def stop(self, tenants: list[str]) -> None:
-        tasks = [task for tenant in tenants if (task := self.feeds.pop(tenant, None))]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def stop(self, tenants: list[str], *, current: bool = False) -> None:
+        """Unsubscribe, which ends the feeds' streams, then cancel their tasks (a
+        cancellation alone can be lost inside a Redis client call; the end of the
+        stream cannot). `current`: called from the feed's own task."""
+        stopped = [following for tenant in tenants if (following := self.feeds.pop(tenant, None))]
+        for following in stopped:
+            await self.channels.unsubscribe(following.subscriber, following.channel)
+            if not current:
+                following.task.cancel()
+        if not current:
+            await asyncio.gather(*(f.task for f in stopped), return_exceptions=True)
 
     async def send_item(self, item: FeedItem) -> None:
         if isinstance(item, Resync):
@@ -170,7 +195,15 @@ async def with_heartbeats(items: AsyncIterator[T], every_s: float) -> AsyncItera
             yield item
     finally:
         if pending is not None:
+            # If the cancellation is lost in a client call, `items` still ends when
+            # its subscription is closed; then nobody needs what the task returns.
+            pending.add_done_callback(_discard)
             pending.cancel()
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def sse_message(item: FeedItem | None) -> ServerSentEventMessage:
