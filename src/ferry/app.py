@@ -22,6 +22,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
 
+from ferry.api.dashboard import dashboard, dashboard_assets
 from ferry.api.errors import EXCEPTION_HANDLERS, internal_error
 from ferry.api.health import health, ready
 from ferry.api.jobs import JobController
@@ -91,7 +92,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         before_send_handler="autocommit",
     )
     return Litestar(
-        route_handlers=[JobController, health, ready, live_socket, live_events],
+        route_handlers=[
+            JobController,
+            health,
+            ready,
+            live_socket,
+            live_events,
+            dashboard,
+            dashboard_assets,
+        ],
         # The runtime starts after the channels plugin and stops before it: the
         # in-process worker publishes through it until it has stopped.
         plugins=[SQLAlchemyPlugin(config=db_config), channels, LifespanAfterPlugins(runtime)],

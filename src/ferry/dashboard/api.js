@@ -1,0 +1,44 @@
+// The REST API, as the dashboard uses it. Errors become ApiError with the
+// server's message and, for validation errors, each field's problem.
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const details = (body && body.extra) || [];
+    const lines = Array.isArray(details)
+      ? details.map((item) => (item.key ? `${item.key}: ${item.message}` : item.message))
+      : [];
+    super([(body && body.detail) || `HTTP ${status}`, ...lines].join("\n"));
+    this.status = status;
+  }
+}
+
+async function call(method, path, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== "" && value !== null && value !== undefined) search.set(key, value);
+  }
+  return search.toString();
+}
+
+export const api = {
+  listJobs: (params) => call("GET", `/jobs?${query(params)}`),
+  stats: (tenantId) => call("GET", `/jobs/stats?${query({ tenantId })}`),
+  getJob: (id) => call("GET", `/jobs/${id}`),
+  createJob: (spec) => call("POST", "/jobs", spec),
+  retry: (id) => call("POST", `/jobs/${id}/retry`),
+  cancel: (id) => call("POST", `/jobs/${id}/cancel`),
+  remove: (id) => call("DELETE", `/jobs/${id}`),
+};

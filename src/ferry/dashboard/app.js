@@ -1,0 +1,260 @@
+// The dashboard: one tenant's jobs (one page in the DOM), its live updates, and actions.
+
+import { api } from "./api.js";
+import { ThroughputChart } from "./chart.js";
+import { LiveFeed } from "./live.js";
+
+const PAGE_SIZE = 25;
+const LOG_SIZE = 200;
+const STATUSES = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
+const TEMPLATES = {
+  sleep: { delayMs: 1000 },
+  email: { to: "someone@example.com", subject: "Hello from Ferry", body: "It works." },
+  webhook: { url: "https://example.com/hook", method: "POST", body: { hello: "world" } },
+  data_processing: { operation: "percentiles", values: [3, 1, 4, 1, 5, 9, 2, 6] },
+};
+
+const $ = (id) => document.getElementById(id);
+const state = { tenant: "", status: "", type: "", offset: 0, total: 0, page: new Map(), selected: null };
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+const time = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
+const shortId = (id) => id.slice(-8);
+
+// -- the job table ------------------------------------------------------------------
+
+function badge(status) {
+  return element("span", { class: `badge ${status}`, "data-testid": "job-status" }, status);
+}
+
+function jobRow(job) {
+  const row = element(
+    "tr",
+    { "data-testid": "job-row", "data-job-id": job.id },
+    element("td", {}, element("code", { title: job.id }, shortId(job.id))),
+    element("td", {}, job.type),
+    element("td", {}, badge(job.status)),
+    element("td", { class: "attempts" }, `${job.attempts}/${job.maxAttempts}`),
+    element("td", {}, time(job.createdAt)),
+    element("td", { class: "updated" }, time(job.updatedAt)),
+  );
+  if (job.id === state.selected) row.classList.add("selected");
+  row.addEventListener("click", () => select(job.id));
+  return row;
+}
+
+async function loadPage() {
+  try {
+    const page = await api.listJobs({
+      tenantId: state.tenant, status: state.status, type: state.type, limit: PAGE_SIZE, offset: state.offset,
+    });
+    state.total = page.total;
+    state.page = new Map(page.jobs.map((job) => [job.id, job]));
+    $("jobs").replaceChildren(...page.jobs.map(jobRow));
+    $("empty").hidden = page.jobs.length > 0;
+    $("empty").textContent = "No jobs match.";
+    const last = Math.min(state.offset + PAGE_SIZE, page.total);
+    $("page-info").textContent = page.total ? `${state.offset + 1}–${last} of ${page.total.toLocaleString()}` : "";
+    $("prev").disabled = state.offset === 0;
+    $("next").disabled = last >= page.total;
+  } catch (error) {
+    $("jobs").replaceChildren();
+    $("empty").hidden = false;
+    $("empty").textContent = error.message;
+  }
+}
+
+async function loadStats() {
+  try {
+    const stats = await api.stats(state.tenant);
+    $("stats").replaceChildren(
+      ...["total", ...STATUSES.map((s) => s.toLowerCase())].map((name) =>
+        element("div", {}, element("dt", {}, name), element("dd", { "data-stat": name }, stats[name].toLocaleString())),
+      ),
+    );
+  } catch {
+    // The table shows the error.
+  }
+}
+
+// Live updates come in bursts: re-read the page and the counters at most a few times a second.
+function throttled(load, ms) {
+  let timer = null;
+  return () => {
+    if (timer === null) timer = setTimeout(() => { timer = null; load(); }, ms);
+  };
+}
+const refreshPage = throttled(loadPage, 250);
+const refreshStats = throttled(loadStats, 500);
+
+// -- live updates -------------------------------------------------------------------
+
+const chart = new ThroughputChart($("throughput"));
+
+function logUpdate(event) {
+  const text = `${time(event.at)}  #${event.seq}  ${shortId(event.jobId)}  ${event.status}` +
+    (event.attempts ? `  attempt ${event.attempts}` : "") + (event.error ? `  ${event.error}` : "");
+  const log = $("log");
+  log.prepend(element("li", { "data-testid": "update" }, text));
+  while (log.childElementCount > LOG_SIZE) log.lastElementChild.remove();
+}
+
+function onEvent(event) {
+  logUpdate(event);
+  chart.count(event.status, event.at);
+  refreshStats();
+  const job = state.page.get(event.jobId);
+  if (job) {
+    Object.assign(job, { status: event.status, attempts: event.attempts, error: event.error, updatedAt: event.at });
+    const row = document.querySelector(`tr[data-job-id="${job.id}"]`);
+    if (row) row.replaceWith(jobRow(job));
+    if (state.status && state.status !== event.status) refreshPage();
+  } else if (state.offset === 0) {
+    refreshPage(); // most likely a new job on the first page
+  }
+  if (event.jobId === state.selected) showDetail(event.jobId);
+}
+
+function onResync() {
+  loadPage();
+  loadStats();
+}
+
+function onStatus(status) {
+  const indicator = $("connection");
+  indicator.textContent = status;
+  indicator.className = `connection ${status.includes("WebSocket") ? "live" : status.includes("SSE") ? "fallback" : "down"}`;
+}
+
+const live = new LiveFeed({ onEvent, onStatus, onResync });
+
+// -- one job ------------------------------------------------------------------------
+
+function field(name, value, preformatted = false) {
+  const shown = preformatted ? element("pre", {}, JSON.stringify(value, null, 2)) : String(value ?? "");
+  return [element("dt", {}, name), element("dd", { "data-field": name }, shown)];
+}
+
+async function showDetail(id) {
+  let job;
+  try {
+    job = await api.getJob(id);
+  } catch (error) {
+    if (error.status === 404) { state.selected = null; $("detail").hidden = true; }
+    return;
+  }
+  if (state.selected !== id) return;
+  $("detail").hidden = false;
+  $("detail-id").textContent = job.id;
+  $("detail-fields").replaceChildren(
+    ...field("status", job.status), ...field("type", job.type),
+    ...field("attempts", `${job.attempts} of ${job.maxAttempts}`),
+    ...field("payload", job.payload, true),
+    ...(job.result !== null ? field("result", job.result, true) : []),
+    ...(job.error ? field("error", job.error) : []),
+    ...field("created", job.createdAt), ...field("updated", job.updatedAt),
+    ...(job.startedAt ? field("started", job.startedAt) : []),
+    ...(job.finishedAt ? field("finished", job.finishedAt) : []),
+    ...(job.nextRunAt && job.status === "PENDING" ? field("next run", job.nextRunAt) : []),
+  );
+  // The API's rules: retry a dead letter, cancel what has not ended, delete what is not running.
+  $("retry").disabled = !["FAILED", "CANCELLED"].includes(job.status);
+  $("cancel").disabled = !["PENDING", "RUNNING"].includes(job.status);
+  $("delete").disabled = job.status === "RUNNING";
+}
+
+function select(id) {
+  state.selected = id;
+  $("action-error").hidden = true;
+  for (const row of document.querySelectorAll("tr.selected")) row.classList.remove("selected");
+  document.querySelector(`tr[data-job-id="${id}"]`)?.classList.add("selected");
+  showDetail(id);
+}
+
+async function act(action) {
+  const id = state.selected;
+  $("action-error").hidden = true;
+  try {
+    await action(id);
+  } catch (error) {
+    $("action-error").textContent = error.message;
+    $("action-error").hidden = false;
+  }
+  await Promise.all([showDetail(id), loadPage(), loadStats()]);
+}
+
+// -- creating jobs --------------------------------------------------------------------
+
+function showTemplate() {
+  $("payload").value = JSON.stringify(TEMPLATES[$("job-type").value], null, 2);
+}
+
+async function create(submit) {
+  submit.preventDefault();
+  const error = $("create-error");
+  error.hidden = true;
+  let payload;
+  try {
+    payload = JSON.parse($("payload").value);
+  } catch (problem) {
+    error.textContent = `payload: not valid JSON (${problem.message})`;
+    error.hidden = false;
+    return;
+  }
+  const spec = { tenantId: state.tenant, type: $("job-type").value, payload };
+  if ($("max-attempts").value) spec.maxAttempts = Number($("max-attempts").value);
+  if ($("delay-ms").value) spec.delayMs = Number($("delay-ms").value);
+  try {
+    await api.createJob(spec);
+  } catch (problem) {
+    error.textContent = problem.message;
+    error.hidden = false;
+    return;
+  }
+  if (state.offset === 0) loadPage();
+  loadStats();
+}
+
+// -- wiring ---------------------------------------------------------------------------
+
+function followTenant() {
+  state.tenant = $("tenant").value.trim();
+  state.offset = 0;
+  state.selected = null;
+  $("detail").hidden = true;
+  $("log").replaceChildren();
+  localStorage.setItem("ferry.tenant", state.tenant);
+  onStatus("connecting");
+  live.follow(state.tenant);
+  loadPage();
+  loadStats();
+}
+
+function start() {
+  $("tenant").value = new URLSearchParams(location.search).get("tenant") || localStorage.getItem("ferry.tenant") || "tenant-1";
+  let typing = null;
+  $("tenant").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(followTenant, 400); });
+  $("job-type").addEventListener("change", showTemplate);
+  $("create-form").addEventListener("submit", create);
+  for (const [id, key] of [["status-filter", "status"], ["type-filter", "type"]]) {
+    $(id).addEventListener("change", () => { state[key] = $(id).value; state.offset = 0; loadPage(); });
+  }
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadPage(); });
+  $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadPage(); });
+  $("retry").addEventListener("click", () => act(api.retry));
+  $("cancel").addEventListener("click", () => act(api.cancel));
+  $("delete").addEventListener("click", () => act(async (id) => {
+    await api.remove(id);
+    state.selected = null;
+  }));
+  showTemplate();
+  followTenant();
+}
+
+start();

@@ -1,0 +1,228 @@
+"""The dashboard in a real browser (Debian's Chromium through Playwright), against an
+API process and a worker process on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
+
+from tests.helpers import new_tenant, sleep_job
+from tests.processes import api_process, ferry_env, worker_process
+from tests.servers import Hooks, webhook_server
+from tests.services import TEST_REDIS_URL, redis_namespace
+
+CHROMIUM = "/usr/bin/chromium"
+WAIT_MS = 20_000
+
+
+@dataclass
+class Ferry:
+    base: str
+    database_url: str
+    hooks: Hooks
+
+
+@pytest.fixture(scope="module")
+def ferry(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ferry]:
+    logs = tmp_path_factory.mktemp("dashboard")
+    with redis_namespace() as namespace, webhook_server() as hooks:
+        env = ferry_env(
+            DATABASE_URL=database_url,
+            REDIS_URL=TEST_REDIS_URL,
+            REDIS_NAMESPACE=namespace,
+            LOG_LEVEL="WARNING",
+        )
+        with (
+            api_process(env, Path.cwd(), logs / "api.log") as base,
+            worker_process(env, logs / "worker.log"),
+        ):
+            yield Ferry(base, database_url, hooks)
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM} (Debian package chromium)", pytrace=False
+        )
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = await context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    await context.close()
+    assert not errors, f"errors in the page: {errors}"
+
+
+async def open_dashboard(page: Page, ferry: Ferry, tenant: str, transport: str) -> None:
+    await page.goto(f"{ferry.base}/?tenant={tenant}")
+    await expect(page.get_by_test_id("connection-status")).to_have_text(
+        f"connected via {transport}", timeout=WAIT_MS
+    )
+
+
+async def create_from_form(page: Page, job_type: str, payload: str) -> None:
+    await page.get_by_test_id("job-type-select").select_option(job_type)
+    await page.locator("#payload").fill(payload)
+    await page.get_by_test_id("create-job-submit").click()
+
+
+async def watch_a_new_job_complete(page: Page, ferry: Ferry, transport: str, shot: Path) -> None:
+    tenant = new_tenant()
+    await open_dashboard(page, ferry, tenant, transport)
+    await page.evaluate("window.notReloaded = true")
+    await create_from_form(page, "sleep", '{"delayMs": 300}')
+    row = page.get_by_test_id("job-row")
+    await expect(row).to_have_count(1, timeout=WAIT_MS)
+    # RUNNING, then COMPLETED, pushed by the server: the page is never reloaded.
+    await expect(row.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=WAIT_MS)
+    assert await page.evaluate("window.notReloaded") is True
+    await expect(page.get_by_test_id("stats").locator('[data-stat="completed"]')).to_have_text("1")
+    statuses = await page.get_by_test_id("update").all_text_contents()
+    assert [line.split()[-3 if "attempt" in line else -1] for line in reversed(statuses)] == [
+        "PENDING", "RUNNING", "COMPLETED",
+    ]  # fmt: skip
+    await page.screenshot(path=shot, full_page=True)
+
+
+async def test_a_job_created_in_the_form_turns_completed_live_over_websocket(
+    page: Page, ferry: Ferry, tmp_path: Path
+) -> None:
+    await watch_a_new_job_complete(page, ferry, "WebSocket", tmp_path / "dashboard-websocket.png")
+    print(f"screenshot: {tmp_path / 'dashboard-websocket.png'}")
+
+
+async def test_with_websocket_blocked_it_falls_back_to_sse(
+    page: Page, ferry: Ferry, tmp_path: Path
+) -> None:
+    async def refuse(route: WebSocketRoute) -> None:
+        await route.close(code=1008, reason="blocked")  # as a proxy that refuses it would
+
+    await page.route_web_socket("**/ws", refuse)
+    await watch_a_new_job_complete(page, ferry, "SSE", tmp_path / "dashboard-sse.png")
+
+
+async def test_validation_errors_are_shown_in_the_form(page: Page, ferry: Ferry) -> None:
+    await open_dashboard(page, ferry, new_tenant(), "WebSocket")
+    error = page.get_by_test_id("create-error")
+    await create_from_form(page, "webhook", '{"url": "not a url"}')
+    await expect(error).to_be_visible()
+    await expect(error).to_contain_text("payload.url")
+    await create_from_form(page, "sleep", '{"delayMs": ')
+    await expect(error).to_contain_text("not valid JSON")
+    await create_from_form(page, "sleep", '{"delayMs": 10}')
+    await expect(error).to_be_hidden()
+    await expect(page.get_by_test_id("job-row")).to_have_count(1, timeout=WAIT_MS)
+
+
+async def test_a_failed_job_is_retried_from_the_ui(page: Page, ferry: Ferry) -> None:
+    tenant, key = new_tenant(), uuid.uuid4().hex
+    url = f"{ferry.hooks.base}/flaky/{key}?fail=1"  # fails once, then succeeds
+    async with httpx.AsyncClient(base_url=ferry.base) as client:
+        response = await client.post(
+            "/jobs",
+            json={"tenantId": tenant, "type": "webhook", "payload": {"url": url}, "maxAttempts": 1},
+        )
+        job_id = response.json()["jobId"]
+        for _ in range(200):
+            if (await client.get(f"/jobs/{job_id}")).json()["status"] == "FAILED":
+                break
+            await asyncio.sleep(0.05)
+    await open_dashboard(page, ferry, tenant, "WebSocket")
+    row = page.locator(f'[data-testid="job-row"][data-job-id="{job_id}"]')
+    await expect(row.get_by_test_id("job-status")).to_have_text("FAILED")
+    await row.click()
+    detail = page.get_by_test_id("job-detail")
+    await expect(detail.locator('[data-field="error"]')).to_contain_text("503")
+    await expect(page.get_by_test_id("job-cancel")).to_be_disabled()
+    await page.get_by_test_id("job-retry").click()
+    await expect(row.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=WAIT_MS)
+    await expect(detail.locator('[data-field="status"]')).to_have_text("COMPLETED")
+    await expect(page.get_by_test_id("job-retry")).to_be_disabled()
+    assert len(ferry.hooks.received(f"/flaky/{key}")) == 2
+
+
+async def test_a_tenant_with_100000_jobs_shows_one_page_at_a_time(page: Page, ferry: Ferry) -> None:
+    tenant = new_tenant()
+    conn = await asyncpg.connect(
+        ferry.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    )
+    try:
+        await conn.execute(
+            """INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
+                                 created_at, updated_at, next_run_at)
+               SELECT gen_random_uuid(), $1, 'sleep', '{"delayMs": 0}', 'COMPLETED', 1, 5,
+                      now() - make_interval(secs => n), now(), now()
+               FROM generate_series(1, 100000) AS n""",
+            tenant,
+        )
+    finally:
+        await conn.close()
+    await open_dashboard(page, ferry, tenant, "WebSocket")
+    await expect(page.get_by_test_id("page-info")).to_have_text("1\u201325 of 100,000")
+    await expect(page.get_by_test_id("job-row")).to_have_count(25)
+    await expect(page.get_by_test_id("stats").locator('[data-stat="total"]')).to_have_text(
+        "100,000"
+    )
+    first_page = await page.get_by_test_id("job-row").evaluate_all(
+        "rows => rows.map(r => r.dataset.jobId)"
+    )
+    await page.get_by_test_id("page-next").click()
+    await expect(page.get_by_test_id("page-info")).to_have_text("26\u201350 of 100,000")
+    await expect(page.get_by_test_id("job-row")).to_have_count(25)
+    second_page = await page.get_by_test_id("job-row").evaluate_all(
+        "rows => rows.map(r => r.dataset.jobId)"
+    )
+    assert not set(first_page) & set(second_page)
+    await page.get_by_test_id("status-filter").select_option("PENDING")
+    await expect(page.get_by_test_id("job-row")).to_have_count(0)
+    await create_from_form(page, "sleep", '{"delayMs": 5000}')
+    await expect(page.get_by_test_id("job-row")).to_have_count(1, timeout=WAIT_MS)
+
+
+async def test_after_the_websocket_drops_it_reconnects_and_catches_up(
+    page: Page, ferry: Ferry
+) -> None:
+    sockets: list[WebSocketRoute] = []
+    reconnect = asyncio.Event()
+
+    async def through(route: WebSocketRoute) -> None:
+        if sockets:  # the reconnect waits until the job below has run its course
+            await reconnect.wait()
+        route.connect_to_server()  # a real connection to Ferry, which the test can cut
+        sockets.append(route)
+
+    await page.route_web_socket("**/ws", through)
+    tenant = new_tenant()
+    await open_dashboard(page, ferry, tenant, "WebSocket")
+    await sockets[-1].close(code=1001, reason="gone")  # as a restarting proxy would
+    status = page.get_by_test_id("connection-status")
+    await expect(status).to_have_text("reconnecting")
+    async with httpx.AsyncClient(base_url=ferry.base) as client:
+        job_id = (await client.post("/jobs", json=sleep_job(tenant))).json()["jobId"]
+        for _ in range(200):  # every event of this job is missed
+            if (await client.get(f"/jobs/{job_id}")).json()["status"] == "COMPLETED":
+                break
+            await asyncio.sleep(0.05)
+    reconnect.set()
+    await expect(status).to_have_text("connected via WebSocket", timeout=WAIT_MS)
+    row = page.locator(f'[data-testid="job-row"][data-job-id="{job_id}"]')
+    await expect(row.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=WAIT_MS)
+    assert len(sockets) == 2
