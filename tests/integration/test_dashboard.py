@@ -226,3 +226,22 @@ async def test_after_the_websocket_drops_it_reconnects_and_catches_up(
     row = page.locator(f'[data-testid="job-row"][data-job-id="{job_id}"]')
     await expect(row.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=WAIT_MS)
     assert len(sockets) == 2
+
+
+async def test_cancel_then_delete_from_the_ui(page: Page, ferry: Ferry) -> None:
+    tenant = new_tenant()
+    await open_dashboard(page, ferry, tenant, "WebSocket")
+    await page.locator("#delay-ms").fill("60000")  # PENDING for a minute
+    await create_from_form(page, "sleep", '{"delayMs": 0}')
+    row = page.get_by_test_id("job-row")
+    await expect(row.get_by_test_id("job-status")).to_have_text("PENDING", timeout=WAIT_MS)
+    await row.click()
+    await expect(page.get_by_test_id("job-retry")).to_be_disabled()
+    await page.get_by_test_id("job-cancel").click()
+    await expect(row.get_by_test_id("job-status")).to_have_text("CANCELLED")
+    await expect(page.get_by_test_id("job-cancel")).to_be_disabled()
+    await expect(page.get_by_test_id("job-retry")).to_be_enabled()
+    await page.get_by_test_id("job-delete").click()
+    await expect(page.get_by_test_id("job-row")).to_have_count(0)
+    await expect(page.get_by_test_id("job-detail")).to_be_hidden()
+    await expect(page.get_by_test_id("stats").locator('[data-stat="total"]')).to_have_text("0")

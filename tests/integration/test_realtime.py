@@ -284,6 +284,9 @@ async def test_a_slow_subscriber_loses_nothing_and_holds_up_no_one(stack: Stack)
 async def test_the_embedded_default_streams_over_both_transports(tmp_path: Path) -> None:
     env = ferry_env(LOG_LEVEL="WARNING")
     with api_process(env, tmp_path, tmp_path / "dev.log", embedded=True) as base:
+        async with httpx.AsyncClient() as client:  # and its dashboard
+            page = await client.get(f"{base}/")
+        assert page.status_code == 200 and 'data-testid="connection-status"' in page.text
         tenant = new_tenant()
         async with socket(base) as ws, stream(base, tenant) as sse:
             await ws.subscribe(tenant)
