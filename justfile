@@ -49,3 +49,8 @@ up:
 
 down:
     docker compose down
+
+# the compose topology natively: nginx on STACK_PORT (8080) before 2 API processes, 2 workers
+stack:
+    uv sync --frozen
+    uv run --frozen python -m ferry.stack

@@ -30,6 +30,7 @@ from ferry.api.live import live_events, live_socket
 from ferry.broker import build_broker, install_broker
 from ferry.db import create_engine
 from ferry.dispatch import Dispatcher
+from ferry.draining import Draining
 from ferry.realtime.channels import build_channels
 from ferry.realtime.log import Deliver, EventLog, MemoryEventLog
 from ferry.realtime.redis_log import RedisEventLog
@@ -65,9 +66,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         # Only a process that runs jobs needs the actors (the API just sends messages).
         install_broker(broker, settings)
     engine = create_engine(settings)
+    draining = Draining()
 
     @asynccontextmanager
     async def runtime(app: Litestar) -> AsyncIterator[None]:
+        draining.bind()
         if isinstance(events, MemoryEventLog):
             events.deliver = _deliver_on(asyncio.get_running_loop(), channels)
         worker = _start_worker(broker) if run_worker else None
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             dispatcher=Dispatcher(broker),
             redis=redis_client,
             events=events,
+            draining=draining,
         )
         try:
             yield
@@ -91,7 +95,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         session_config=AsyncSessionConfig(expire_on_commit=False),
         before_send_handler="autocommit",
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             JobController,
             health,
@@ -116,6 +120,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             path="/schema",
         ),
     )
+    app.state.draining = draining  # for the server's signal handler (`ferry.serve`)
+    return app
 
 
 class LifespanAfterPlugins(InitPluginProtocol):

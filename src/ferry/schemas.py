@@ -182,4 +182,6 @@ class JobStats(msgspec.Struct, rename="camel"):
 
 class Health(msgspec.Struct, omit_defaults=True):
     status: str
+    # Which process answered (host:pid): behind a load balancer, tells replicas apart.
+    instance: str = ""
     checks: dict[str, str] = {}

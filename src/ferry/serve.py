@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+from types import FrameType
 
 import uvicorn
 
 from ferry.app import create_app
+from ferry.draining import Draining
 from ferry.migrate import upgrade
 from ferry.settings import load_settings
 
-# An open SSE or WebSocket stream would otherwise hold a graceful shutdown forever.
+# Requests still running this long after SIGTERM are cut (streams end at once).
 GRACEFUL_SHUTDOWN_S = 5
 
 
@@ -33,14 +35,29 @@ def main() -> None:
         upgrade(settings.database_url)
         mode = "embedded: in-process broker" if settings.embedded else f"Redis {settings.redis_url}"
         print(f"ferry: http://{settings.host}:{settings.port}  ({mode}; docs at /schema)")
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         proxy_headers=True,
     )
+    DrainingServer(config, app.state.draining).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that tells the app when it is asked to stop: in-flight requests
+    finish, WebSockets are closed by uvicorn (1012), event streams end at once."""
+
+    def __init__(self, config: uvicorn.Config, draining: Draining) -> None:
+        super().__init__(config)
+        self.draining = draining
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.draining.begin()
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

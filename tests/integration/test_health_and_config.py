@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,7 +19,8 @@ DOWN_REDIS = "redis://127.0.0.1:1/0"
 
 async def test_health_is_ok(client: Client) -> None:
     response = await client.get("/health")
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert (response.status_code, response.json()["status"]) == (200, "ok")
+    assert response.json()["instance"].endswith(f":{os.getpid()}")  # this process answered
 
 
 async def test_ready_checks_postgres_and_redis(client: Client) -> None:

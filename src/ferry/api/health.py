@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 
 from litestar import Response, get
 from litestar.datastructures import State
@@ -11,11 +13,12 @@ from sqlalchemy import text
 from ferry.schemas import Health
 
 CHECK_TIMEOUT_S = 2.0
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @get("/health", summary="Liveness", tags=["health"])
 async def health() -> Health:
-    return Health(status="ok")
+    return Health(status="ok", instance=INSTANCE)
 
 
 @get("/health/ready", summary="Readiness: PostgreSQL (or SQLite) and Redis", tags=["health"])

@@ -175,15 +175,23 @@ T = TypeVar("T")
 _KEEP_ALIVE = ServerSentEventMessage(comment="keep-alive", data=None)
 
 
-async def with_heartbeats(items: AsyncIterator[T], every_s: float) -> AsyncIterator[T | None]:
-    """`items`, with None whenever `every_s` passes without one. The pending `anext`
-    is waited on, never cancelled by the timeout: cancelling it would end `items`."""
+async def with_heartbeats(
+    items: AsyncIterator[T], every_s: float, until: asyncio.Event
+) -> AsyncIterator[T | None]:
+    """`items`, with None whenever `every_s` passes without one, until `until` is set.
+    The pending `anext` is waited on, never cancelled by the timeout: cancelling it
+    would end `items`."""
     pending: asyncio.Future[T] | None = None
+    stop = asyncio.ensure_future(until.wait())
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(items))
-            done, _ = await asyncio.wait((pending,), timeout=every_s)
+            done, _ = await asyncio.wait(
+                (pending, stop), timeout=every_s, return_when="FIRST_COMPLETED"
+            )
+            if stop in done:
+                return
             if not done:
                 yield None
                 continue
@@ -194,6 +202,7 @@ async def with_heartbeats(items: AsyncIterator[T], every_s: float) -> AsyncItera
             pending = None
             yield item
     finally:
+        stop.cancel()
         if pending is not None:
             # If the cancellation is lost in a client call, `items` still ends when
             # its subscription is closed; then nobody needs what the task returns.
@@ -222,7 +231,8 @@ async def _sse_stream(
     async with subscription(channels, channel_name(settings.redis_namespace, tenant)) as subscriber:
         yield ServerSentEventMessage(comment="connected", data=None, retry=settings.sse_retry_ms)
         items = follow(state.events, tenant, subscriber.iter_events(), after)
-        async for item in with_heartbeats(items, settings.sse_heartbeat_ms / 1000):
+        heartbeat_s, stopping = settings.sse_heartbeat_ms / 1000, state.draining.stopping
+        async for item in with_heartbeats(items, heartbeat_s, stopping):
             yield sse_message(item)
 
 
