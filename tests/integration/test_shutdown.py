@@ -24,7 +24,7 @@ def test_a_stopped_worker_finishes_its_jobs_and_leaves_the_rest(
             with worker_process(env, tmp_path / "first.log", threads=2) as first:
                 jobs = [sleep_job(tenant, 1500) for _ in range(8)]
                 job_ids = httpx.post(f"{base}/jobs/batch", json={"jobs": jobs}).json()["jobIds"]
-                running = []
+                running: list[str] = []
                 while len(running) < 2:  # the first worker holds two at a time
                     page = httpx.get(
                         f"{base}/jobs", params={"tenantId": tenant, "status": "RUNNING"}
