@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any
 
 import dramatiq
@@ -27,10 +27,20 @@ from ferry.api.errors import EXCEPTION_HANDLERS, internal_error
 from ferry.api.health import health, ready
 from ferry.api.jobs import JobController
 from ferry.api.live import live_events, live_socket
+from ferry.api.metrics import metrics as metrics_route
 from ferry.broker import build_broker, install_broker
 from ferry.db import create_engine
 from ferry.dispatch import Dispatcher
 from ferry.draining import Draining
+from ferry.metrics import (
+    INSTANCE,
+    MemoryMetricsStore,
+    MetricsStore,
+    RedisMetricsStore,
+    flush,
+    flush_every,
+    recorder,
+)
 from ferry.realtime.channels import build_channels
 from ferry.realtime.log import Deliver, EventLog, MemoryEventLog
 from ferry.realtime.redis_log import RedisEventLog
@@ -61,6 +71,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         )
     # An in-process worker shares the in-memory log; on Redis it opens its own
     # (a Redis client belongs to one event loop, and the worker has its own).
+    metrics: MetricsStore = (
+        MemoryMetricsStore()
+        if redis_client is None
+        else RedisMetricsStore(redis_client, settings.redis_namespace, INSTANCE)
+    )
     broker = build_broker(settings, events if isinstance(events, MemoryEventLog) else None)
     if run_worker:
         # Only a process that runs jobs needs the actors (the API just sends messages).
@@ -74,6 +89,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         if isinstance(events, MemoryEventLog):
             events.deliver = _deliver_on(asyncio.get_running_loop(), channels)
         worker = _start_worker(broker) if run_worker else None
+        flusher = asyncio.create_task(flush_every(recorder, metrics))
         app.state.update(
             settings=settings,
             engine=engine,
@@ -81,12 +97,16 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             redis=redis_client,
             events=events,
             draining=draining,
+            metrics=metrics,
         )
         try:
             yield
         finally:
             if worker is not None:
                 worker.stop()
+            flusher.cancel()
+            with suppress(Exception):
+                await flush(recorder, metrics)
             if redis_client is not None:
                 await redis_client.aclose()
 
@@ -100,6 +120,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             JobController,
             health,
             ready,
+            metrics_route,
             live_socket,
             live_events,
             dashboard,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import new_tenant, sleep_job
 from tests.live import socket, statuses, stream
@@ -102,6 +103,42 @@ async def test_live_events_reach_clients_of_either_api_through_nginx(stack: Stac
             assert statuses(await subscriber.updates(3)) == expected
 
 
+async def test_metrics_are_the_deployments_whichever_api_answers(stack: Stack) -> None:
+    tenant = new_tenant()
+    async with (
+        httpx.AsyncClient(base_url=stack.base, timeout=10) as client,
+        socket(stack.base) as ws,
+    ):
+        await ws.subscribe(tenant)
+        await client.post("/jobs/batch", json={"jobs": [sleep_job(tenant) for _ in range(7)]})
+        await client.post(
+            "/jobs",
+            json={
+                "tenantId": tenant,
+                "type": "webhook",
+                "payload": {"url": "http://127.0.0.1:1/"},
+                "maxAttempts": 1,
+            },
+        )
+        await wait_completed(client, tenant, 7)
+        created = f"ferry_jobs_created_total{sorted({'tenant': tenant, 'type': 'sleep'}.items())}"
+        completed = f"ferry_jobs_finished_total{sorted({'tenant': tenant, 'type': 'sleep', 'status': 'COMPLETED'}.items())}"
+        failed = f"ferry_jobs_finished_total{sorted({'tenant': tenant, 'type': 'webhook', 'status': 'FAILED'}.items())}"
+        async with asyncio.timeout(10):  # workers flush once a second
+            while True:
+                # Either API process answers for the whole deployment.
+                scrapes = [await asyncio.to_thread(scrape, stack.base) for _ in range(4)]
+                if all(m.get(completed) == 7 and m.get(failed) == 1 for m in scrapes):
+                    break
+                await asyncio.sleep(0.2)
+    for metrics in scrapes:
+        assert metrics[created] == 7
+        assert metrics["ferry_job_duration_seconds_count[('type', 'sleep')]"] >= 7
+        assert metrics["ferry_batch_transitions_count[('kind', 'running')]"] >= 1
+        assert metrics["ferry_live_subscribers[('transport', 'websocket')]"] >= 1
+        assert "ferry_queue_depth[('queue', 'jobs')]" in metrics
+
+
 async def test_a_stopped_api_process_hands_its_clients_to_the_other(stack: Stack) -> None:
     """SIGTERM to one API process: its event streams end at once (well before the
     graceful timeout would cut them), the clients reconnect through nginx to the
@@ -138,3 +175,13 @@ def test_sigterm_stops_the_whole_stack(stack: Stack) -> None:
     assert "ferry stack: stopped" in stack.log.read_text()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{stack.base}/health", timeout=2)
+
+
+def scrape(base: str) -> dict[str, float]:
+    """`GET /metrics`, as `name{labels}` -> value for the samples of a test's tenant."""
+    text = httpx.get(f"{base}/metrics").text
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

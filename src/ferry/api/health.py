@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 
 from litestar import Response, get
 from litestar.datastructures import State
 from sqlalchemy import text
 
+from ferry.metrics import INSTANCE
 from ferry.schemas import Health
 
 CHECK_TIMEOUT_S = 2.0
-INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @get("/health", summary="Liveness", tags=["health"])

@@ -21,6 +21,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ferry.metrics import recorder
 from ferry.models import Job, JobStatus, utcnow
 from ferry.realtime.event import JobEvent
 from ferry.schemas import (
@@ -108,6 +109,7 @@ class JobController(Controller):
         [job] = await JobStore(db_session).create([_row(data, state.settings.default_max_attempts)])
         events = _events(data.tenant_id, JobStatus.PENDING, [job.id])
         await _commit_and_announce(db_session, state, events, [job])
+        recorder.inc("ferry_jobs_created", data.tenant_id, job.type)
         return Response(
             CreatedJob(job_id=job.id, status=JobStatus.PENDING),
             status_code=201,
@@ -126,6 +128,8 @@ class JobController(Controller):
             for event in _events(spec.tenant_id, JobStatus.PENDING, [job.id])
         ]
         await _commit_and_announce(db_session, state, events, jobs)
+        for spec, job in zip(data.jobs, jobs, strict=True):
+            recorder.inc("ferry_jobs_created", spec.tenant_id, job.type)
         return CreatedJobs(job_ids=[job.id for job in jobs])
 
     @get("/", summary="List jobs, newest first")
@@ -183,6 +187,7 @@ class JobController(Controller):
         job = await JobStore(db_session).cancel(job_id)
         event = JobEvent(job.tenant_id, job.id, job.status, job.attempts, job.error, utcnow())
         await _commit_and_announce(db_session, state, [event])
+        recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, JobStatus.CANCELLED)
         return job_out(job)
 
     @patch("/{job_id:uuid}", summary="Change the payload or maxAttempts of a PENDING job")

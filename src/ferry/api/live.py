@@ -26,6 +26,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from ferry.metrics import recorder
 from ferry.realtime.channels import subscription
 from ferry.realtime.event import channel_name, seq_of
 from ferry.realtime.feed import FeedItem, Resync, follow
@@ -122,6 +123,7 @@ class LiveSocket:
         await self.send({"type": "SUBSCRIBED", "tenantId": tenant, "seq": seq})
         task = asyncio.create_task(self.forward(tenant, subscriber, seq))
         self.feeds[tenant] = _Following(channel, subscriber, task)
+        recorder.gauge("ferry_live_subscribers", "websocket", amount=1)
 
     async def forward(self, tenant: str, subscriber: Subscriber, seq: int) -> None:
         try:
@@ -141,6 +143,7 @@ class LiveSocket:
         stream cannot). `current`: called from the feed's own task."""
         stopped = [following for tenant in tenants if (following := self.feeds.pop(tenant, None))]
         for following in stopped:
+            recorder.gauge("ferry_live_subscribers", "websocket", amount=-1)
             await self.channels.unsubscribe(following.subscriber, following.channel)
             if not current:
                 following.task.cancel()
@@ -229,11 +232,17 @@ async def _sse_stream(
 ) -> AsyncIterator[ServerSentEventMessage]:
     settings: Settings = state.settings
     async with subscription(channels, channel_name(settings.redis_namespace, tenant)) as subscriber:
-        yield ServerSentEventMessage(comment="connected", data=None, retry=settings.sse_retry_ms)
-        items = follow(state.events, tenant, subscriber.iter_events(), after)
-        heartbeat_s, stopping = settings.sse_heartbeat_ms / 1000, state.draining.stopping
-        async for item in with_heartbeats(items, heartbeat_s, stopping):
-            yield sse_message(item)
+        recorder.gauge("ferry_live_subscribers", "sse", amount=1)
+        try:
+            yield ServerSentEventMessage(
+                comment="connected", data=None, retry=settings.sse_retry_ms
+            )
+            items = follow(state.events, tenant, subscriber.iter_events(), after)
+            heartbeat_s, stopping = settings.sse_heartbeat_ms / 1000, state.draining.stopping
+            async for item in with_heartbeats(items, heartbeat_s, stopping):
+                yield sse_message(item)
+        finally:
+            recorder.gauge("ferry_live_subscribers", "sse", amount=-1)
 
 
 @get("/events", summary="Live job events of a tenant (Server-Sent Events)", tags=["events"])

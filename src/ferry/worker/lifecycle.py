@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import dramatiq
@@ -26,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db import create_engine
 from ferry.messages import JOBS_QUEUE, job_message
+from ferry.metrics import INSTANCE, RedisMetricsStore, flush, flush_every, recorder
 from ferry.models import JobStatus, utcnow
 from ferry.realtime.event import JobEvent
 from ferry.realtime.log import EventLog
@@ -93,6 +97,7 @@ class JobLifecycle(dramatiq.Middleware):
         self._engine: AsyncEngine | None = None
         self._redis: aioredis.Redis | None = None
         self.events = events
+        self.metrics: RedisMetricsStore | None = None
         self.writer = StatusWriter(
             self.loop,
             self.engine,
@@ -101,6 +106,7 @@ class JobLifecycle(dramatiq.Middleware):
             on_commit=self.publish,
         )
         self.recovery: Recovery | None = None
+        self._started = threading.local()  # when the running job of a thread was claimed
 
     def engine(self) -> AsyncEngine:
         if self._engine is None:
@@ -129,6 +135,9 @@ class JobLifecycle(dramatiq.Middleware):
                 retain=self.settings.event_history,
                 ttl_s=self.settings.event_history_ttl_s,
             )
+            # A worker process of its own: its metrics join the deployment's in Redis.
+            self.metrics = RedisMetricsStore(self._redis, self.settings.redis_namespace, INSTANCE)
+            self.loop.add_service(partial(flush_every, recorder, self.metrics))
         self.recovery = Recovery(self.engine, broker, self.settings, self.publish)
         self.loop.add_service(self.writer.run)
         self.loop.add_service(self.writer.publish_events)
@@ -141,6 +150,8 @@ class JobLifecycle(dramatiq.Middleware):
         self.loop.stop()
 
     async def _close(self) -> None:
+        if self.metrics is not None:
+            await flush(recorder, self.metrics)
         if self._engine is not None:
             await self._engine.dispose()
         if self._redis is not None:
@@ -155,8 +166,14 @@ class JobLifecycle(dramatiq.Middleware):
         if job is None:
             log.debug("job %s is no longer PENDING; skipping its message", message.args[0])
             raise SkipMessage()
+        # Due when sent, or at its eta if delayed (both ms since the epoch).
+        due_ms = max(message.message_timestamp, message.options.get("eta", 0))
+        recorder.observe(
+            "ferry_job_queue_wait_seconds", max(0.0, time.time() - due_ms / 1000), job.type
+        )
         # Dramatiq runs the actor and after_process_message on this same thread.
         set_current_job(job)
+        self._started.at = time.monotonic()
 
     def after_process_message(
         self,
@@ -176,6 +193,9 @@ class JobLifecycle(dramatiq.Middleware):
             retry_base_ms=self.settings.retry_base_ms,
             retry_cap_ms=self.settings.retry_cap_ms,
         )
+        recorder.observe(
+            "ferry_job_duration_seconds", time.monotonic() - self._started.at, job.type
+        )
         if exception is not None:
             log.warning(
                 "job %s (%s) attempt %d/%d: %s -> %s",
@@ -184,6 +204,10 @@ class JobLifecycle(dramatiq.Middleware):
         if not self.writer.finish(outcome):
             log.info("job %s changed while it ran; its outcome was not recorded", job.id)
             return
+        if outcome.status is JobStatus.PENDING:
+            recorder.inc("ferry_job_retries", job.tenant_id, job.type)
+        else:
+            recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, outcome.status)
         if outcome.status is JobStatus.PENDING:
             try:
                 broker.enqueue(job_message(str(job.id), job.type), delay=outcome.retry_delay_ms)

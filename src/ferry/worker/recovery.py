@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.dispatch import send_now
 from ferry.messages import JOBS_QUEUE
+from ferry.metrics import recorder
 from ferry.models import Job, JobStatus, utcnow
 from ferry.realtime.event import JobEvent
 from ferry.settings import Settings
@@ -109,7 +110,7 @@ class Recovery:
                 update(Job)
                 .where(*stale, Job.attempts >= Job.max_attempts)
                 .values(status=JobStatus.FAILED, finished_at=now, **lost)
-                .returning(Job.id, Job.tenant_id, Job.attempts)
+                .returning(Job.id, Job.tenant_id, Job.attempts, Job.type)
             )
             failed_rows = failed.all()
             pending = await conn.execute(
@@ -122,6 +123,8 @@ class Recovery:
         if not failed_rows and not pending_rows:
             return
         self.orphans += len(failed_rows) + len(pending_rows)
+        for row in failed_rows:
+            recorder.inc("ferry_jobs_finished", row.tenant_id, row.type, JobStatus.FAILED)
         log.warning(
             "recovered %d orphaned job(s) from dead workers", len(failed_rows) + len(pending_rows)
         )

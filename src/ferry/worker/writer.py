@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ferry.metrics import recorder
 from ferry.models import JobStatus, utcnow
 from ferry.realtime.event import JobEvent
 from ferry.worker.loop import BackgroundLoop
@@ -173,6 +174,7 @@ class StatusWriter:
         events: list[JobEvent] = []
         for kind, rows in zip(kinds, results, strict=True):
             self.statements += 1
+            recorder.observe("ferry_batch_transitions", len(by_kind[kind]), kind.lower())
             for request in by_kind[kind]:
                 row = rows.pop(request.job_id, None)  # a duplicate claim gets nothing
                 replies[id(request)] = row if kind is JobStatus.RUNNING else row is not None

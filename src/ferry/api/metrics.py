@@ -1,0 +1,39 @@
+"""`GET /metrics`: the deployment's metrics in Prometheus' text format."""
+
+from __future__ import annotations
+
+import asyncio
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from litestar import Response, get
+from litestar.datastructures import State
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ferry.messages import JOBS_QUEUE
+from ferry.metrics import Snapshot, families, flush, recorder
+
+QUEUES = (JOBS_QUEUE, f"{JOBS_QUEUE}.DQ")  # ready, and delayed (retries, delayMs)
+
+
+def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
+    """Blocking: messages waiting in each queue (fetched ones are not counted)."""
+    if isinstance(broker, RedisBroker):
+        pipe = broker.client.pipeline(transaction=False)
+        for queue in QUEUES:
+            pipe.llen(f"{broker.namespace}:{queue}")
+        return dict(zip(QUEUES, map(int, pipe.execute()), strict=True))
+    if isinstance(broker, StubBroker):
+        return {queue: broker.queues[queue].qsize() for queue in QUEUES}
+    return {}
+
+
+@get("/metrics", summary="Prometheus metrics", tags=["health"])
+async def metrics(state: State) -> Response[bytes]:
+    await flush(recorder, state.metrics)  # this process's latest counts too
+    totals, gauges = await state.metrics.read()
+    depths = await asyncio.to_thread(queue_depths, state.dispatcher.broker)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot(families(totals, gauges, depths)))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
