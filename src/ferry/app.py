@@ -32,6 +32,7 @@ from ferry.broker import build_broker, install_broker
 from ferry.db import create_engine
 from ferry.dispatch import Dispatcher
 from ferry.draining import Draining
+from ferry.logs import request_ids
 from ferry.metrics import (
     INSTANCE,
     MemoryMetricsStore,
@@ -131,6 +132,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         plugins=[SQLAlchemyPlugin(config=db_config), channels, LifespanAfterPlugins(runtime)],
         # Hooks run after every lifespan, the channels plugin's included.
         on_shutdown=[pubsub_client.aclose] if pubsub_client is not None else [],
+        middleware=[request_ids],
+        logging_config=None,  # ferry.logs configures the process's logging
         cors_config=_cors(settings),
         exception_handlers={**EXCEPTION_HANDLERS, Exception: internal_error},
         request_max_body_size=settings.max_body_bytes,

@@ -50,7 +50,10 @@ def current_broker() -> dramatiq.Broker:
     """The broker Ferry installed in this process, or one built from the environment."""
     if _ferry_broker is not None:
         return _ferry_broker
+    from ferry.logs import configure as configure_logging
     from ferry.settings import load_settings
 
     settings = load_settings()
+    # Only a worker process started by `dramatiq actors` gets here: its logging is Ferry's.
+    configure_logging(settings)
     return install_broker(build_broker(settings), settings)

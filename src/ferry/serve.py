@@ -9,13 +9,13 @@ REDIS_URL, runs the worker in the same process.
 from __future__ import annotations
 
 import argparse
-import logging
 from types import FrameType
 
 import uvicorn
 
 from ferry.app import create_app
 from ferry.draining import Draining
+from ferry.logs import configure as configure_logging
 from ferry.migrate import upgrade
 from ferry.settings import load_settings
 
@@ -28,9 +28,7 @@ def main() -> None:
     parser.add_argument("--embedded", action="store_true", help="migrate first (just dev)")
     args = parser.parse_args()
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     if args.embedded:
         upgrade(settings.database_url)
         mode = "embedded: in-process broker" if settings.embedded else f"Redis {settings.redis_url}"
@@ -41,6 +39,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # ferry.logs configured the loggers
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         proxy_headers=True,
     )

@@ -25,6 +25,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     port: int = 8000
     cors_origins: str = ""
     log_level: str = "INFO"
+    # json, text, or auto: text on the embedded default (a terminal), json otherwise.
+    log_format: str = "auto"
     max_body_bytes: int = 1024 * 1024
     db_pool_size: int = 10
     # Worker: how many status transitions one tick may write, and how long a

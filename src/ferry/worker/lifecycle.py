@@ -28,6 +28,7 @@ from dramatiq.middleware import SkipMessage, TimeLimitExceeded
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db import create_engine
+from ferry.logs import job_ids
 from ferry.messages import JOBS_QUEUE, job_message
 from ferry.metrics import INSTANCE, RedisMetricsStore, flush, flush_every, recorder
 from ferry.models import JobStatus, utcnow
@@ -173,6 +174,7 @@ class JobLifecycle(dramatiq.Middleware):
         )
         # Dramatiq runs the actor and after_process_message on this same thread.
         set_current_job(job)
+        job_ids.set((str(job.id), job.tenant_id))  # on this thread's log records
         self._started.at = time.monotonic()
 
     def after_process_message(
@@ -186,6 +188,14 @@ class JobLifecycle(dramatiq.Middleware):
         job = take_current_job()
         if job is None:
             return
+        try:
+            self._finish(broker, job, result, exception)
+        finally:
+            job_ids.set(None)
+
+    def _finish(
+        self, broker: dramatiq.Broker, job: ClaimedJob, result: Any, exception: BaseException | None
+    ) -> None:
         outcome = decide(
             job,
             result,

@@ -1,0 +1,125 @@
+"""Logging: one JSON object per line in production, readable lines in development.
+
+Every record carries the ids of what it is about when they are known: the
+request (`X-Request-ID`, from nginx or made here) in the API, the job and its
+tenant in a worker thread. They travel in context variables, so a handler's own
+log lines get them too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from ferry.settings import Settings
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+job_ids: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "job", default=None
+)
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ContextFilter(logging.Filter):
+    """Puts the current request id, job id and tenant id on each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (rid := request_id.get()) is not None:
+            record.request_id = rid
+        if (job := job_ids.get()) is not None:
+            record.job_id, record.tenant_id = job
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    FIELDS = ("request_id", "job_id", "tenant_id")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in self.FIELDS:
+            if (value := getattr(record, name, None)) is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return _encode(entry).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ids = [
+            f"{name}={value}"
+            for name in JsonFormatter.FIELDS
+            if (value := getattr(record, name, None))
+        ]
+        return f"{line} [{' '.join(ids)}]" if ids else line
+
+
+def configure(settings: Settings) -> None:
+    """Root logging for a Ferry process (uvicorn's and Dramatiq's loggers included)."""
+    json = settings.log_format == "json" or (
+        settings.log_format == "auto" and not settings.embedded
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json else TextFormatter())
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "dramatiq"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+
+
+@contextmanager
+def about_job(job_id: str, tenant_id: str) -> Iterator[None]:
+    token = job_ids.set((job_id, tenant_id))
+    try:
+        yield
+    finally:
+        job_ids.reset(token)
+
+
+def request_ids(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: every request gets an id (nginx's `X-Request-ID`, or a new one),
+    in its log records and in the response's `X-Request-ID` header."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given[:100] if given else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+    return middleware

@@ -1,0 +1,82 @@
+"""Logs: JSON lines with the ids of the request, the job and its tenant."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import httpx
+
+from ferry.logs import JsonFormatter, TextFormatter, configure
+from ferry.settings import Settings
+from tests.helpers import Client, new_tenant
+from tests.processes import api_process, ferry_env, wait_for_status, worker_process
+from tests.services import TEST_REDIS_URL, redis_namespace
+
+
+async def test_each_response_carries_a_request_id(client: Client) -> None:
+    given = await client.get("/health", headers={"X-Request-ID": "from-nginx-123"})
+    made = await client.get("/health")
+    assert given.headers["x-request-id"] == "from-nginx-123"
+    assert len(made.headers["x-request-id"]) == 32
+
+
+def json_lines(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def test_processes_log_json_with_request_job_and_tenant_ids(
+    database_url: str, tmp_path: Path
+) -> None:
+    with redis_namespace() as namespace:
+        env = ferry_env(
+            DATABASE_URL=database_url,
+            REDIS_URL=TEST_REDIS_URL,
+            REDIS_NAMESPACE=namespace,
+            LOG_LEVEL="INFO",
+        )  # LOG_FORMAT=auto: JSON, since this is not the embedded default
+        with (
+            api_process(env, Path.cwd(), tmp_path / "api.log") as base,
+            worker_process(env, tmp_path / "worker.log"),
+        ):
+            tenant = new_tenant()
+            job = {
+                "tenantId": tenant,
+                "type": "webhook",
+                "payload": {"url": "http://127.0.0.1:1/"},
+                "maxAttempts": 1,
+            }
+            response = httpx.post(f"{base}/jobs", json=job, headers={"X-Request-ID": "req-42"})
+            job_id = response.json()["jobId"]
+            wait_for_status(base, job_id, {"FAILED"})
+            time.sleep(0.2)
+    access = [
+        line for line in json_lines(tmp_path / "api.log") if line.get("request_id") == "req-42"
+    ]
+    assert (
+        access
+        and access[0]["logger"] == "uvicorn.access"
+        and "POST /jobs" in str(access[0]["message"])
+    )
+    about_job = [
+        line for line in json_lines(tmp_path / "worker.log") if line.get("job_id") == job_id
+    ]
+    assert all(line["tenant_id"] == tenant for line in about_job)
+    failures = [line for line in about_job if line["level"] == "WARNING"]
+    assert failures, (tmp_path / "worker.log").read_text()[-2000:]
+    assert "Connection refused" in str(failures[0]["message"])
+
+
+def test_the_embedded_default_logs_text(settings: Settings) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure(Settings())  # embedded
+        assert isinstance(root.handlers[0].formatter, TextFormatter)
+        configure(settings)  # on Redis
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
