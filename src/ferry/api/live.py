@@ -166,7 +166,7 @@ class LiveSocket:
 
 @websocket("/ws")
 async def live_socket(
-    socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, state: State
+    socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], state: State
 ) -> None:
     """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s out."""
     await LiveSocket(socket, channels, state).run()
