@@ -2,7 +2,9 @@
 
 2xx succeeds; 429, 5xx, timeouts and connection errors are retried; any other
 status fails at once. With WEBHOOK_SECRET set, the request carries
-`X-Ferry-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+`X-Ferry-Signature: sha256=<hex HMAC-SHA256 of the body>`. Targets (and every
+redirect) must resolve to public addresses (`ferry.egress`); one that does not
+fails the job at once.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ import hashlib
 import hmac
 import threading
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import msgspec
 
+from ferry.egress import EgressGuard, RefusedTarget
 from ferry.schemas import WebhookPayload
 from ferry.worker.runtime import PermanentError, job_handler, worker_settings
 
 SIGNATURE_HEADER = "X-Ferry-Signature"
 USER_AGENT = "Ferry-Webhook/1"
 RESPONSE_PREVIEW = 500
+MAX_REDIRECTS = 5
+PUBLIC_ONLY = EgressGuard()
 _local = threading.local()
 
 
@@ -44,14 +50,16 @@ def _client() -> httpx.Client:
     # One connection pool per worker thread: keep-alive across jobs to one host.
     client: httpx.Client | None = getattr(_local, "client", None)
     if client is None:
-        client = _local.client = httpx.Client(
-            follow_redirects=True, headers={"User-Agent": USER_AGENT}
-        )
+        # Redirects are followed by `call`, which checks every hop.
+        client = _local.client = httpx.Client(headers={"User-Agent": USER_AGENT})
     return client
 
 
 def call(
-    payload: WebhookPayload, secret: str | None, client: httpx.Client | None = None
+    payload: WebhookPayload,
+    secret: str | None,
+    client: httpx.Client | None = None,
+    guard: EgressGuard = PUBLIC_ONLY,
 ) -> dict[str, Any]:
     body, content_type = encode_body(payload.body)
     headers = dict(payload.headers)
@@ -59,27 +67,56 @@ def call(
         headers["Content-Type"] = content_type
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
-    try:
-        response = (client or _client()).request(
-            payload.method,
-            payload.url,
-            content=body or None,
-            headers=headers,
-            timeout=payload.timeout_ms / 1000,
-        )
-    except httpx.TimeoutException as exc:
-        raise TimeoutError(f"no answer from {payload.url} within {payload.timeout_ms} ms") from exc
-    except httpx.TransportError as exc:
-        raise ConnectionError(f"{payload.method} {payload.url} failed: {exc}") from exc
+    method, url = payload.method, payload.url
+    for _ in range(MAX_REDIRECTS + 1):
+        response = _send(client or _client(), guard, method, url, body, headers, payload.timeout_ms)
+        if not (response.is_redirect and "location" in response.headers):
+            break
+        url = urljoin(url, response.headers["location"])
+        if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+            method, body = "GET", b""  # as browsers (and httpx) do
+    else:
+        raise PermanentError(f"{payload.url}: more than {MAX_REDIRECTS} redirects")
     status = response.status_code
     if 200 <= status < 300:
         return {"status": status, "body": response.text[:RESPONSE_PREVIEW]}
-    message = f"{payload.method} {payload.url} answered {status}: {response.text[:200]}"
+    message = f"{method} {url} answered {status}: {response.text[:200]}"
     if status == 429 or status >= 500:
         raise RetryableHTTPError(message)
     raise PermanentError(message)
 
 
+def _send(
+    client: httpx.Client,
+    guard: EgressGuard,
+    method: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_ms: int,
+) -> httpx.Response:
+    try:
+        target = guard.check(url)
+    except RefusedTarget as exc:
+        raise PermanentError(str(exc)) from exc
+    # To the address that was checked; the name goes in Host and in TLS.
+    extensions = {"sni_hostname": target.host} if url.startswith("https") else {}
+    try:
+        return client.request(
+            method,
+            target.url,
+            content=body or None,
+            headers={**headers, "Host": target.host_header},
+            timeout=timeout_ms / 1000,
+            extensions=extensions,
+        )
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(f"no answer from {url} within {timeout_ms} ms") from exc
+    except httpx.TransportError as exc:
+        raise ConnectionError(f"{method} {url} failed: {exc}") from exc
+
+
 @job_handler("webhook", time_limit_ms=90_000)
 def run(payload: WebhookPayload) -> dict[str, Any]:
-    return call(payload, worker_settings().webhook_secret)
+    settings = worker_settings()
+    return call(payload, settings.webhook_secret, guard=EgressGuard(settings.webhook_allow_private))

@@ -60,6 +60,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     smtp_url: str | None = None
     outbox_path: str = "outbox.mbox"
     webhook_secret: str | None = None
+    # Webhooks to loopback, private, link-local (cloud metadata) and other
+    # non-public addresses are refused unless this is on (the SSRF guard).
+    webhook_allow_private: bool = False
 
     @cached_property
     def cors_origin_list(self) -> list[str]:

@@ -39,6 +39,7 @@ def ferry(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             DATABASE_URL=database_url,
             REDIS_URL=TEST_REDIS_URL,
             REDIS_NAMESPACE=namespace,
+            WEBHOOK_ALLOW_PRIVATE="true",  # the test's webhook server is on loopback
             LOG_LEVEL="WARNING",
         )
         with (

@@ -27,7 +27,7 @@ def json_lines(log: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
-def test_processes_log_json_with_request_job_and_tenant_ids(
+def test_processes_log_json_with_request_job_and_tenant_ids_and_refuse_private_webhooks(
     database_url: str, tmp_path: Path
 ) -> None:
     with redis_namespace() as namespace:
@@ -45,12 +45,12 @@ def test_processes_log_json_with_request_job_and_tenant_ids(
             job = {
                 "tenantId": tenant,
                 "type": "webhook",
-                "payload": {"url": "http://127.0.0.1:1/"},
-                "maxAttempts": 1,
+                "payload": {"url": "http://localhost:1/"},
+                "maxAttempts": 3,
             }
             response = httpx.post(f"{base}/jobs", json=job, headers={"X-Request-ID": "req-42"})
             job_id = response.json()["jobId"]
-            wait_for_status(base, job_id, {"FAILED"})
+            failed = wait_for_status(base, job_id, {"FAILED"})
             time.sleep(0.2)
     access = [
         line for line in json_lines(tmp_path / "api.log") if line.get("request_id") == "req-42"
@@ -66,7 +66,9 @@ def test_processes_log_json_with_request_job_and_tenant_ids(
     assert all(line["tenant_id"] == tenant for line in about_job)
     failures = [line for line in about_job if line["level"] == "WARNING"]
     assert failures, (tmp_path / "worker.log").read_text()[-2000:]
-    assert "Connection refused" in str(failures[0]["message"])
+    assert "loopback address: refused" in str(failures[0]["message"])
+    # The SSRF guard (on by default) failed it at once: no retry.
+    assert failed["attempts"] == 1 and "localhost resolves to 127.0.0.1" in failed["error"]
 
 
 def test_the_embedded_default_logs_text(settings: Settings) -> None:

@@ -60,6 +60,7 @@ def worker_settings(
             smtp_url=mail.url,
             outbox_path=str(tmp_path_factory.mktemp("outbox") / "outbox.mbox"),
             webhook_secret="hook-secret",
+            webhook_allow_private=True,  # the test's webhook server is on loopback
             retry_base_ms=50,
             retry_cap_ms=200,
             time_limits="sleep=1500",
