@@ -79,3 +79,16 @@ class Job(Base):
         Index("ix_jobs_status_next_run", "status", "next_run_at"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
     )
+
+
+class IdempotencyKey(Base):
+    """A create request's `Idempotency-Key`: the jobs it created, for 24 hours."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # SHA-256 of the request as decoded: the same key with another body is a conflict.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_ids: Mapped[Any] = mapped_column(JsonColumn)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)

@@ -22,11 +22,13 @@ import msgspec
 import pytest
 import redis
 from litestar.testing import AsyncTestClient
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.app import create_app
 from ferry.broker import current_broker
 from ferry.messages import job_message
+from ferry.models import IdempotencyKey
 from ferry.settings import Settings
 from ferry.worker.lifecycle import JobLifecycle
 from tests.helpers import Client, force_status, new_tenant, sleep_job
@@ -398,3 +400,28 @@ async def test_an_orphan_on_its_last_attempt_fails(app_client: Client, engine: A
 
 def test_actors_are_declared_for_every_job_type() -> None:
     assert set(dramatiq.get_broker().actors) >= {"sleep", "email", "webhook", "data_processing"}
+
+
+async def test_recovery_forgets_idempotency_keys_after_a_day(
+    app_client: Client, engine: AsyncEngine
+) -> None:
+    fresh, old = uuid.uuid4().hex, uuid.uuid4().hex
+    for key in (fresh, old):
+        response = await app_client.post(
+            "/jobs", json=sleep_job(new_tenant()), headers={"Idempotency-Key": key}
+        )
+        assert response.status_code == 201
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(IdempotencyKey).where(IdempotencyKey.key == old).values(created_at=LONG_AGO)
+        )
+    for _ in range(100):  # the recovery pass runs every RECOVERY_INTERVAL_MS
+        async with engine.connect() as conn:
+            keys = await conn.execute(
+                select(IdempotencyKey.key).where(IdempotencyKey.key.in_([fresh, old]))
+            )
+            left = set(keys.scalars())
+        if old not in left:
+            break
+        await asyncio.sleep(0.1)
+    assert left == {fresh}

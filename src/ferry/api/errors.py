@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from ferry.idempotency import KeyReused
 from ferry.schemas import JOB_TYPES
 from ferry.store import Conflict, NotFound
 
@@ -36,6 +37,14 @@ def conflict(_: Request[Any, Any, Any], exc: Conflict) -> Response[dict[str, Any
     return _error(409, str(exc), {"status": exc.status})
 
 
+def key_reused(_: Request[Any, Any, Any], exc: KeyReused) -> Response[dict[str, Any]]:
+    return _error(
+        409,
+        "this Idempotency-Key was used with a different request in the last 24 hours",
+        {"key": "Idempotency-Key", "source": "header"},
+    )
+
+
 def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, DBAPIError) and not (
         exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
@@ -52,6 +61,8 @@ def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return _error(500, "internal server error")
 
 
+# Litestar names a header parameter's errors after the handler's argument.
+_HEADERS = {"idempotency_key": "Idempotency-Key", "last_event_id": "Last-Event-ID"}
 _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
@@ -67,6 +78,8 @@ def _explained(extra: Any) -> Any:
         if named:
             parent = error.get("key") if error.get("key") not in (None, "", "data") else ""
             error["key"] = f"{parent}.{named.group(1)}" if parent else named.group(1)
+        if error.get("source") == "header" and error.get("key") in _HEADERS:
+            error["key"] = _HEADERS[error["key"]]
         if error.get("key") == "type" and "Invalid value" in error["message"]:
             error["message"] += f"; expected one of: {', '.join(JOB_TYPES)}"
     return extra
@@ -75,6 +88,7 @@ def _explained(extra: Any) -> Any:
 EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     NotFound: not_found,
     Conflict: conflict,
+    KeyReused: key_reused,
     DBAPIError: database_unavailable,
     PoolTimeoutError: database_unavailable,
     ConnectionError: database_unavailable,

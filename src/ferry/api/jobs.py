@@ -18,9 +18,10 @@ from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ferry.idempotency import claim, remember, request_hash
 from ferry.metrics import recorder
 from ferry.models import Job, JobStatus, utcnow
 from ferry.realtime.event import JobEvent
@@ -40,12 +41,15 @@ from ferry.schemas import (
     Requeued,
     job_type_of,
 )
-from ferry.store import Enqueued, JobStore, NewRow
+from ferry.store import Enqueued, JobStore, NewRow, NotFound
 
 log = logging.getLogger(__name__)
 
 TenantQuery = Annotated[str | None, QueryParameter(name="tenantId", min_length=1, max_length=100)]
 DbSession = NamedDependency[AsyncSession]
+IdempotencyKeyHeader = Annotated[
+    str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200)
+]
 JobId = FromPath[uuid.UUID]
 
 
@@ -98,18 +102,43 @@ async def _commit_and_announce(
     await state.dispatcher.send(jobs)
 
 
+async def _created_before(store: JobStore, job_id: uuid.UUID) -> Response[CreatedJob]:
+    """The answer to a repeated request: the job the first one created, as it is now."""
+    try:
+        status = (await store.get(job_id)).status
+    except NotFound:
+        status = "DELETED"
+    return Response(
+        CreatedJob(job_id=job_id, status=status),
+        status_code=200,
+        headers={"Location": f"/jobs/{job_id}"},
+    )
+
+
 class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]  # noqa: RUF012  (Controller declares it as an instance attribute)
 
     @post("/", summary="Create a job")
     async def create(
-        self, data: JSONBody[NewJob], db_session: DbSession, state: State
+        self,
+        data: JSONBody[NewJob],
+        db_session: DbSession,
+        state: State,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[CreatedJob]:
-        [job] = await JobStore(db_session).create([_row(data, state.settings.default_max_attempts)])
-        events = _events(data.tenant_id, JobStatus.PENDING, [job.id])
+        store = JobStore(db_session)
+        tenant = data.tenant_id
+        if idempotency_key is not None:
+            digest = request_hash(msgspec.json.encode(data))
+            if earlier := await claim(db_session, tenant, idempotency_key, digest):
+                return await _created_before(store, earlier.job_ids[0])
+        [job] = await store.create([_row(data, state.settings.default_max_attempts)])
+        if idempotency_key is not None:
+            await remember(db_session, tenant, idempotency_key, [job.id])
+        events = _events(tenant, JobStatus.PENDING, [job.id])
         await _commit_and_announce(db_session, state, events, [job])
-        recorder.inc("ferry_jobs_created", data.tenant_id, job.type)
+        recorder.inc("ferry_jobs_created", tenant, job.type)
         return Response(
             CreatedJob(job_id=job.id, status=JobStatus.PENDING),
             status_code=201,
@@ -118,10 +147,22 @@ class JobController(Controller):
 
     @post("/batch", summary="Create up to 1000 jobs in one request")
     async def create_batch(
-        self, data: JSONBody[NewJobBatch], db_session: DbSession, state: State
-    ) -> CreatedJobs:
+        self,
+        data: JSONBody[NewJobBatch],
+        db_session: DbSession,
+        state: State,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> Response[CreatedJobs]:
+        # A batch's key belongs to the tenant of its first job.
+        tenant = data.jobs[0].tenant_id
+        if idempotency_key is not None:
+            digest = request_hash(msgspec.json.encode(data))
+            if earlier := await claim(db_session, tenant, idempotency_key, digest):
+                return Response(CreatedJobs(job_ids=earlier.job_ids), status_code=200)
         default = state.settings.default_max_attempts
         jobs = await JobStore(db_session).create([_row(spec, default) for spec in data.jobs])
+        if idempotency_key is not None:
+            await remember(db_session, tenant, idempotency_key, [job.id for job in jobs])
         events = [
             event
             for spec, job in zip(data.jobs, jobs, strict=True)
@@ -130,7 +171,7 @@ class JobController(Controller):
         await _commit_and_announce(db_session, state, events, jobs)
         for spec, job in zip(data.jobs, jobs, strict=True):
             recorder.inc("ferry_jobs_created", spec.tenant_id, job.type)
-        return CreatedJobs(job_ids=[job.id for job in jobs])
+        return Response(CreatedJobs(job_ids=[job.id for job in jobs]), status_code=201)
 
     @get("/", summary="List jobs, newest first")
     async def list_jobs(

@@ -23,13 +23,14 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.dispatch import send_now
+from ferry.idempotency import KEY_TTL
 from ferry.messages import JOBS_QUEUE
 from ferry.metrics import recorder
-from ferry.models import Job, JobStatus, utcnow
+from ferry.models import IdempotencyKey, Job, JobStatus, utcnow
 from ferry.realtime.event import JobEvent
 from ferry.settings import Settings
 from ferry.store import Enqueued
@@ -97,6 +98,12 @@ class Recovery:
     async def recover(self) -> None:
         await self.requeue_orphans()
         await self.resend_lost()
+        await self.forget_old_idempotency_keys()
+
+    async def forget_old_idempotency_keys(self) -> None:
+        cutoff = utcnow() - KEY_TTL
+        async with self.engine().begin() as conn:
+            await conn.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
 
     async def requeue_orphans(self) -> None:
         now = utcnow()
