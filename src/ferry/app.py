@@ -19,6 +19,8 @@ from litestar import Litestar
 from litestar.channels import ChannelsPlugin
 from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
 
@@ -28,6 +30,8 @@ from ferry.api.health import health, ready
 from ferry.api.jobs import JobController
 from ferry.api.live import live_events, live_socket
 from ferry.api.metrics import metrics as metrics_route
+from ferry.api.tenants import TenantKeyController
+from ferry.auth import TenantKeyAuth, provide_principal
 from ferry.broker import build_broker, install_broker
 from ferry.db import create_engine
 from ferry.dispatch import Dispatcher
@@ -119,6 +123,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app = Litestar(
         route_handlers=[
             JobController,
+            TenantKeyController,
             health,
             ready,
             metrics_route,
@@ -132,7 +137,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         plugins=[SQLAlchemyPlugin(config=db_config), channels, LifespanAfterPlugins(runtime)],
         # Hooks run after every lifespan, the channels plugin's included.
         on_shutdown=[pubsub_client.aclose] if pubsub_client is not None else [],
-        middleware=[request_ids],
+        middleware=[request_ids, *_authentication(settings)],
+        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         logging_config=None,  # ferry.logs configures the process's logging
         cors_config=_cors(settings),
         exception_handlers={**EXCEPTION_HANDLERS, Exception: internal_error},
@@ -157,6 +163,17 @@ class LifespanAfterPlugins(InitPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.lifespan.append(self.lifespan)
         return app_config
+
+
+def _authentication(settings: Settings) -> list[DefineMiddleware]:
+    if not settings.auth_on:
+        return []
+    if not settings.ferry_admin_key:
+        raise SystemExit("ferry: FERRY_AUTH=on needs FERRY_ADMIN_KEY (the key that manages keys)")
+    # Open: the probes, the API's schema, the dashboard page (it asks for a key),
+    # and the key routes (their guard checks the admin key itself).
+    exclude = ["^/health", "^/schema", "^/$", "^/static/", "^/tenants/"]
+    return [DefineMiddleware(TenantKeyAuth, exclude=exclude)]
 
 
 def _redis(settings: Settings, **options: Any) -> aioredis.Redis | None:

@@ -52,9 +52,33 @@ HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 class WebhookPayload(_Payload):
     url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2048)]
     method: HttpMethod = "POST"
-    headers: dict[str, str] = {}
+    headers: Annotated[dict[str, str], Meta(max_length=50)] = {}
     body: Any = None
     timeout_ms: Annotated[int, Meta(ge=1, le=60_000)] = 10_000
+
+    def __post_init__(self) -> None:
+        if nests_deeper_than(self.body, MAX_BODY_DEPTH):
+            raise ValueError(f"body nests deeper than {MAX_BODY_DEPTH} levels")
+
+
+MAX_BODY_DEPTH = 32
+
+
+def nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` levels deep (iteratively: a
+    hostile body must not exhaust the stack)."""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        if level >= limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
 
 
 Operation = Literal["count", "sum", "mean", "median", "min", "max", "stdev", "percentiles"]

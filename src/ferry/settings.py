@@ -57,6 +57,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     sse_heartbeat_ms: int = 15_000
     sse_retry_ms: int = 2_000
     ws_max_subscriptions: int = 100
+    # Tenant API keys: "on" requires `Authorization: Bearer <key>` everywhere but
+    # /health and /schema; the admin key creates and revokes tenant keys.
+    ferry_auth: str = "off"
+    ferry_admin_key: str | None = None
     smtp_url: str | None = None
     outbox_path: str = "outbox.mbox"
     webhook_secret: str | None = None
@@ -72,6 +76,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     def time_limit_overrides(self) -> dict[str, int]:
         pairs = (item.split("=", 1) for item in self.time_limits.split(",") if "=" in item)
         return {name.strip(): int(value) for name, value in pairs}
+
+    @property
+    def auth_on(self) -> bool:
+        return self.ferry_auth.lower() in ("on", "true", "1")
 
     @property
     def embedded(self) -> bool:

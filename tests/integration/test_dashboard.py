@@ -29,6 +29,8 @@ class Ferry:
     base: str
     database_url: str
     hooks: Hooks
+    env: dict[str, str]
+    logs: Path
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def ferry(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             api_process(env, Path.cwd(), logs / "api.log") as base,
             worker_process(env, logs / "worker.log"),
         ):
-            yield Ferry(base, database_url, hooks)
+            yield Ferry(base, database_url, hooks, env, logs)
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +248,27 @@ async def test_cancel_then_delete_from_the_ui(page: Page, ferry: Ferry) -> None:
     await expect(page.get_by_test_id("job-row")).to_have_count(0)
     await expect(page.get_by_test_id("job-detail")).to_be_hidden()
     await expect(page.get_by_test_id("stats").locator('[data-stat="total"]')).to_have_text("0")
+
+
+async def test_with_auth_on_the_page_asks_for_a_key(page: Page, ferry: Ferry) -> None:
+    admin = "dashboard-admin-key"
+    env = {**ferry.env, "FERRY_AUTH": "on", "FERRY_ADMIN_KEY": admin}
+    with api_process(env, Path.cwd(), ferry.logs / "auth-api.log") as base:
+        tenant = new_tenant()
+        async with httpx.AsyncClient(base_url=base) as client:
+            created = await client.post(
+                f"/tenants/{tenant}/keys", headers={"Authorization": f"Bearer {admin}"}
+            )
+        key = created.json()["key"]
+        await page.goto(f"{base}/?tenant={tenant}")
+        key_input = page.get_by_test_id("api-key-input")
+        await expect(key_input).to_be_visible()
+        await expect(page.get_by_test_id("connection-status")).to_have_text("API key needed")
+        await key_input.fill(key)
+        await key_input.press("Enter")
+        await expect(page.get_by_test_id("connection-status")).to_have_text(
+            "connected via WebSocket", timeout=WAIT_MS
+        )
+        await create_from_form(page, "sleep", '{"delayMs": 10}')
+        row = page.get_by_test_id("job-row")
+        await expect(row.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=WAIT_MS)

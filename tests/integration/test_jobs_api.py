@@ -440,3 +440,27 @@ async def test_openapi_schema_documents_the_routes(client: Client) -> None:
     assert {"/jobs", "/jobs/batch", "/jobs/stats", "/jobs/{job_id}", "/health/ready"} <= set(
         schema["paths"]
     )
+
+
+async def test_over_limit_requests_are_4xx_with_a_message(client: Client) -> None:
+    tenant = new_tenant()
+    deep: Any = 1
+    for _ in range(40):
+        deep = [deep]
+    webhook = {
+        "tenantId": tenant,
+        "type": "webhook",
+        "payload": {"url": "https://example.com", "body": deep},
+    }
+    too_deep = await client.post("/jobs", json=webhook)
+    assert too_deep.status_code == 400 and "nests deeper than 32" in too_deep.text
+    too_many = await client.post("/jobs/batch", json={"jobs": [sleep_job(tenant)] * 1001})
+    assert too_many.status_code == 400 and "1000" in too_many.text
+    too_long = await client.get("/jobs", params={"tenantId": tenant, "limit": 501})
+    assert too_long.status_code == 400 and "limit" in too_long.text
+    too_big = await client.post(
+        "/jobs",
+        content=b'{"tenantId": "' + b"x" * (1024 * 1024) + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert too_big.status_code == 413

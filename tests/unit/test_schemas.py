@@ -68,3 +68,24 @@ def test_errors_name_the_field(body: bytes, where: str) -> None:
     with pytest.raises(msgspec.ValidationError) as info:
         decode(body)
     assert str(info.value).endswith(f"`{where}`")
+
+
+def test_payloads_nesting_too_deep_are_refused() -> None:
+    from ferry.schemas import MAX_BODY_DEPTH, NewJob, nests_deeper_than
+
+    def nested(levels: int) -> object:
+        value: object = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    assert not nests_deeper_than(nested(MAX_BODY_DEPTH), MAX_BODY_DEPTH)
+    assert nests_deeper_than(nested(MAX_BODY_DEPTH + 1), MAX_BODY_DEPTH)
+    assert nests_deeper_than(nested(100_000), MAX_BODY_DEPTH)  # no recursion to exhaust
+    job = {
+        "tenantId": "t",
+        "type": "webhook",
+        "payload": {"url": "https://example.com", "body": nested(40)},
+    }
+    with pytest.raises(msgspec.ValidationError, match="nests deeper than 32"):
+        msgspec.convert(job, NewJob)

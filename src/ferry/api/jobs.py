@@ -21,6 +21,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ferry.auth import Principal
 from ferry.idempotency import claim, remember, request_hash
 from ferry.metrics import recorder
 from ferry.models import Job, JobStatus, utcnow
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TenantQuery = Annotated[str | None, QueryParameter(name="tenantId", min_length=1, max_length=100)]
 DbSession = NamedDependency[AsyncSession]
+Caller = NamedDependency[Principal]  # who the request acts as (ferry.auth)
 IdempotencyKeyHeader = Annotated[
     str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200)
 ]
@@ -102,6 +104,13 @@ async def _commit_and_announce(
     await state.dispatcher.send(jobs)
 
 
+async def _owned(store: JobStore, caller: Principal, job_id: uuid.UUID) -> None:
+    """A tenant key sees its own tenant's jobs only: another's is 404, not 403, so
+    that a key cannot learn which job ids exist."""
+    if caller.tenant_id is not None and (await store.get(job_id)).tenant_id != caller.tenant_id:
+        raise NotFound(job_id)
+
+
 async def _created_before(store: JobStore, job_id: uuid.UUID) -> Response[CreatedJob]:
     """The answer to a repeated request: the job the first one created, as it is now."""
     try:
@@ -125,8 +134,10 @@ class JobController(Controller):
         data: JSONBody[NewJob],
         db_session: DbSession,
         state: State,
+        principal: Caller,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[CreatedJob]:
+        principal.check(data.tenant_id)
         store = JobStore(db_session)
         tenant = data.tenant_id
         if idempotency_key is not None:
@@ -151,8 +162,11 @@ class JobController(Controller):
         data: JSONBody[NewJobBatch],
         db_session: DbSession,
         state: State,
+        principal: Caller,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[CreatedJobs]:
+        for spec in data.jobs:
+            principal.check(spec.tenant_id)
         # A batch's key belongs to the tenant of its first job.
         tenant = data.jobs[0].tenant_id
         if idempotency_key is not None:
@@ -177,6 +191,7 @@ class JobController(Controller):
     async def list_jobs(
         self,
         db_session: DbSession,
+        principal: Caller,
         tenant_id: TenantQuery = None,
         status: Annotated[JobStatus | None, QueryParameter()] = None,
         job_type: Annotated[JobTypeName | None, QueryParameter(name="type")] = None,
@@ -184,12 +199,19 @@ class JobController(Controller):
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> JobPage:
         jobs, total = await JobStore(db_session).page(
-            tenant_id=tenant_id, status=status, job_type=job_type, limit=limit, offset=offset
+            tenant_id=principal.scope(tenant_id),
+            status=status,
+            job_type=job_type,
+            limit=limit,
+            offset=offset,
         )
         return JobPage(jobs=[job_out(job) for job in jobs], total=total, limit=limit, offset=offset)
 
     @get("/stats", summary="Job counts per status")
-    async def stats(self, db_session: DbSession, tenant_id: TenantQuery = None) -> JobStats:
+    async def stats(
+        self, db_session: DbSession, principal: Caller, tenant_id: TenantQuery = None
+    ) -> JobStats:
+        tenant_id = principal.scope(tenant_id)
         counts = await JobStore(db_session).counts(tenant_id)
         return JobStats(
             tenant_id=tenant_id,
@@ -198,20 +220,27 @@ class JobController(Controller):
         )
 
     @get("/{job_id:uuid}", summary="One job")
-    async def get_job(self, job_id: JobId, db_session: DbSession) -> JobOut:
-        return job_out(await JobStore(db_session).get(job_id))
+    async def get_job(self, job_id: JobId, db_session: DbSession, principal: Caller) -> JobOut:
+        store = JobStore(db_session)
+        await _owned(store, principal, job_id)
+        return job_out(await store.get(job_id))
 
     @post("/{job_id:uuid}/retry", status_code=200, summary="Replay a FAILED or CANCELLED job")
-    async def retry(self, job_id: JobId, db_session: DbSession, state: State) -> JobOut:
-        job = await JobStore(db_session).retry(job_id)
+    async def retry(
+        self, job_id: JobId, db_session: DbSession, state: State, principal: Caller
+    ) -> JobOut:
+        store = JobStore(db_session)
+        await _owned(store, principal, job_id)
+        job = await store.retry(job_id)
         events = _events(job.tenant_id, JobStatus.PENDING, [job.id])
         await _commit_and_announce(db_session, state, events, [Enqueued(job.id, job.type, 0)])
         return job_out(job)
 
     @post("/retry", status_code=200, summary="Replay dead letters in bulk")
     async def retry_many(
-        self, data: JSONBody[BulkRetry], db_session: DbSession, state: State
+        self, data: JSONBody[BulkRetry], db_session: DbSession, state: State, principal: Caller
     ) -> Requeued:
+        principal.check(data.tenant_id)
         jobs = await JobStore(db_session).retry_many(
             data.tenant_id,
             ids=data.ids,
@@ -224,8 +253,12 @@ class JobController(Controller):
         return Requeued(requeued=len(jobs), job_ids=[job.id for job in jobs])
 
     @post("/{job_id:uuid}/cancel", status_code=200, summary="Cancel a PENDING or RUNNING job")
-    async def cancel(self, job_id: JobId, db_session: DbSession, state: State) -> JobOut:
-        job = await JobStore(db_session).cancel(job_id)
+    async def cancel(
+        self, job_id: JobId, db_session: DbSession, state: State, principal: Caller
+    ) -> JobOut:
+        store = JobStore(db_session)
+        await _owned(store, principal, job_id)
+        job = await store.cancel(job_id)
         event = JobEvent(job.tenant_id, job.id, job.status, job.attempts, job.error, utcnow())
         await _commit_and_announce(db_session, state, [event])
         recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, JobStatus.CANCELLED)
@@ -233,9 +266,10 @@ class JobController(Controller):
 
     @patch("/{job_id:uuid}", summary="Change the payload or maxAttempts of a PENDING job")
     async def update(
-        self, job_id: JobId, data: JSONBody[JobPatch], db_session: DbSession
+        self, job_id: JobId, data: JSONBody[JobPatch], db_session: DbSession, principal: Caller
     ) -> JobOut:
         store = JobStore(db_session)
+        await _owned(store, principal, job_id)
         changes: dict[str, Any] = {}
         if data.max_attempts is not None:
             changes["max_attempts"] = data.max_attempts
@@ -249,8 +283,10 @@ class JobController(Controller):
         return job_out(await store.patch(job_id, **changes))
 
     @delete("/{job_id:uuid}", summary="Delete a job that is not RUNNING")
-    async def remove(self, job_id: JobId, db_session: DbSession) -> None:
-        await JobStore(db_session).delete(job_id)
+    async def remove(self, job_id: JobId, db_session: DbSession, principal: Caller) -> None:
+        store = JobStore(db_session)
+        await _owned(store, principal, job_id)
+        await store.delete(job_id)
 
 
 def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:

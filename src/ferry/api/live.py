@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import msgspec
-from litestar import WebSocket, get, websocket
+from litestar import Request, WebSocket, get, websocket
 from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
 from litestar.datastructures import State
@@ -26,6 +26,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from ferry.auth import principal_of
 from ferry.metrics import recorder
 from ferry.realtime.channels import subscription
 from ferry.realtime.event import channel_name, seq_of
@@ -72,6 +73,7 @@ class LiveSocket:
         self, socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, state: State
     ) -> None:
         self.socket = socket
+        self.principal = principal_of(socket)
         self.channels = channels
         self.events: EventLog = state.events
         self.settings: Settings = state.settings
@@ -101,6 +103,9 @@ class LiveSocket:
         if isinstance(request, Unsubscribe):
             await self.stop([tenant])
             await self.send({"type": "UNSUBSCRIBED", "tenantId": tenant})
+        elif not self.principal.may_act_for(tenant):
+            message = f"this key acts for tenant {self.principal.tenant_id} only, not {tenant}"
+            await self.send({"type": "ERROR", "message": message})
         elif tenant in self.feeds:
             await self.send({"type": "SUBSCRIBED", "tenantId": tenant})
         elif len(self.feeds) >= self.settings.ws_max_subscriptions:
@@ -247,6 +252,7 @@ async def _sse_stream(
 
 @get("/events", summary="Live job events of a tenant (Server-Sent Events)", tags=["events"])
 async def live_events(
+    request: Request[Any, Any, Any],
     channels: NamedDependency[ChannelsPlugin],
     state: State,
     tenant_id: Annotated[
@@ -258,6 +264,7 @@ async def live_events(
 ) -> ServerSentEvent:
     """`event: JOB_UPDATE` with `id: <seq>`; with `Last-Event-ID` (or `?lastEventId=`)
     it first replays what came after that seq, or sends `event: RESYNC` when it is gone."""
+    principal_of(request).check(tenant_id)
     after = last_event_id_query
     if last_event_id is not None:
         if not last_event_id.isdigit():

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from litestar import Response, get
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ferry.auth import principal_of
 from ferry.messages import JOBS_QUEUE
 from ferry.metrics import Snapshot, families, flush, recorder
 
@@ -29,7 +33,13 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
     return {}
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["health"])
+def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
+    """Every tenant's numbers are here: a tenant key may not read them."""
+    if principal_of(connection).tenant_id is not None:
+        raise PermissionDeniedException("/metrics needs the admin key")
+
+
+@get("/metrics", summary="Prometheus metrics", tags=["health"], guards=[admin_only])
 async def metrics(state: State) -> Response[bytes]:
     await flush(recorder, state.metrics)  # this process's latest counts too
     totals, gauges = await state.metrics.read()

@@ -12,8 +12,19 @@ export class ApiError extends Error {
   }
 }
 
+// With FERRY_AUTH=on every call carries the key; a 401 asks the page for one.
+let apiKey = localStorage.getItem("ferry.key") || "";
+
+export function useKey(key) {
+  apiKey = key;
+  localStorage.setItem("ferry.key", key);
+}
+
+export const currentKey = () => apiKey;
+
 async function call(method, path, body) {
   const options = { method, headers: {} };
+  if (apiKey) options.headers.Authorization = `Bearer ${apiKey}`;
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
@@ -21,6 +32,7 @@ async function call(method, path, body) {
   const response = await fetch(path, options);
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);
+  if (response.status === 401) window.dispatchEvent(new Event("ferry:key-needed"));
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
 }

@@ -1,6 +1,6 @@
 // The dashboard: one tenant's jobs (one page in the DOM), its live updates, and actions.
 
-import { api } from "./api.js";
+import { api, currentKey, useKey } from "./api.js";
 import { ThroughputChart } from "./chart.js";
 import { LiveFeed } from "./live.js";
 
@@ -253,6 +253,18 @@ function start() {
     await api.remove(id);
     state.selected = null;
   }));
+  $("api-key").value = currentKey();
+  $("api-key-label").hidden = !currentKey();
+  window.addEventListener("ferry:key-needed", () => {
+    $("api-key-label").hidden = false;
+    $("api-key").focus();
+    onStatus("API key needed");
+  });
+  $("api-key").addEventListener("change", () => {
+    useKey($("api-key").value.trim());
+    live.transport = "ws"; // a refusal without a key said nothing about WebSocket
+    followTenant();
+  });
   showTemplate();
   followTenant();
 }

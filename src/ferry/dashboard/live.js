@@ -3,7 +3,12 @@
 // "connected via SSE" or "reconnecting"; `onEvent` every JOB_UPDATE;
 // `onResync` whenever updates may have been missed and state must be re-read.
 
+import { currentKey } from "./api.js";
+
 const WS_ATTEMPTS = 2; // sockets that failed to subscribe before falling back to SSE
+
+// Browsers cannot put headers on WebSocket and EventSource requests: the key goes in the URL.
+const token = (separator) => (currentKey() ? `${separator}token=${encodeURIComponent(currentKey())}` : "");
 
 export class LiveFeed {
   constructor({ onEvent, onStatus, onResync }) {
@@ -36,7 +41,7 @@ export class LiveFeed {
   }
 
   openSocket() {
-    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${token("?")}`;
     let subscribed = false; // a socket that never confirms the subscription has failed
     let socket;
     try {
@@ -80,7 +85,7 @@ export class LiveFeed {
 
   openStream() {
     // EventSource reconnects by itself, sending Last-Event-ID: nothing is missed.
-    const stream = new EventSource(`/events?tenantId=${encodeURIComponent(this.tenant)}`);
+    const stream = new EventSource(`/events?tenantId=${encodeURIComponent(this.tenant)}${token("&")}`);
     this.stream = stream;
     stream.onopen = () => this.onStatus("connected via SSE");
     stream.onerror = () => this.onStatus("reconnecting");
