@@ -17,6 +17,8 @@ MAX_ATTEMPTS_LIMIT = 25
 MAX_DELAY_MS = 7 * 24 * 3600 * 1000
 MAX_BATCH = 1000
 MAX_LIST_LIMIT = 500
+# Deep offsets are slow (the database walks past them) and past this are no use.
+MAX_LIST_OFFSET = 10_000_000
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 TenantId = Annotated[

@@ -28,7 +28,9 @@ from ferry.models import Job, JobStatus, utcnow
 from ferry.realtime.event import JobEvent
 from ferry.schemas import (
     MAX_LIST_LIMIT,
+    MAX_LIST_OFFSET,
     PAYLOAD_TYPES,
+    TENANT_ID_PATTERN,
     BulkRetry,
     CreatedJob,
     CreatedJobs,
@@ -46,7 +48,10 @@ from ferry.store import Enqueued, JobStore, NewRow, NotFound
 
 log = logging.getLogger(__name__)
 
-TenantQuery = Annotated[str | None, QueryParameter(name="tenantId", min_length=1, max_length=100)]
+TenantQuery = Annotated[
+    str | None,
+    QueryParameter(name="tenantId", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN),
+]
 DbSession = NamedDependency[AsyncSession]
 Caller = NamedDependency[Principal]  # who the request acts as (ferry.auth)
 IdempotencyKeyHeader = Annotated[
@@ -196,7 +201,7 @@ class JobController(Controller):
         status: Annotated[JobStatus | None, QueryParameter()] = None,
         job_type: Annotated[JobTypeName | None, QueryParameter(name="type")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST_LIMIT)] = 20,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_LIST_OFFSET)] = 0,
     ) -> JobPage:
         jobs, total = await JobStore(db_session).page(
             tenant_id=principal.scope(tenant_id),
