@@ -45,10 +45,19 @@ def key_reused(_: Request[Any, Any, Any], exc: KeyReused) -> Response[dict[str, 
     )
 
 
+def _lost_the_database(exc: DBAPIError) -> bool:
+    """The database could not be reached (as opposed to a statement that failed)."""
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return (
+        exc.connection_invalidated
+        or isinstance(exc, OperationalError | InterfaceError)
+        or exc.statement is None  # raised while connecting, before any statement
+        or sqlstate.startswith(("08", "57P"))  # connection exception, shutting down
+    )
+
+
 def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    if isinstance(exc, DBAPIError) and not (
-        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    ):
+    if isinstance(exc, DBAPIError) and not _lost_the_database(exc):
         return internal_error(request, exc)
     log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
     return _error(503, "the database is unavailable; try again shortly")
