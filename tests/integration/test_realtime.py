@@ -48,6 +48,7 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             EVENT_HISTORY=str(HISTORY),
             EVENT_BACKLOG=str(BACKLOG),
             SSE_HEARTBEAT_MS="300",
+            WS_MAX_SUBSCRIPTIONS="3",
             LOG_LEVEL="WARNING",
         )
         with (
@@ -152,6 +153,12 @@ async def test_websocket_protocol(stack: Stack) -> None:
         [job3] = await create(stack.api1, sleep_job(second))
         assert statuses(await ws.updates(3)) == lifecycle([job3])
         assert await ws.silent(0.5)
+        # At most WS_MAX_SUBSCRIPTIONS tenants per socket (3 here).
+        for tenant in (new_tenant(), new_tenant()):
+            await ws.subscribe(tenant)
+        await ws.send({"type": "SUBSCRIBE", "tenantId": new_tenant()})
+        limited = await ws.receive()
+        assert limited == {"type": "ERROR", "message": "at most 3 subscriptions"}
 
 
 async def test_sse_resumes_after_a_disconnect_with_last_event_id(stack: Stack) -> None:
