@@ -256,6 +256,7 @@ function start() {
   $("api-key").value = currentKey();
   $("api-key-label").hidden = !currentKey();
   window.addEventListener("ferry:key-needed", () => {
+    live.close(); // nothing streams without a key: wait for one
     $("api-key-label").hidden = false;
     $("api-key").focus();
     onStatus("API key needed");
