@@ -108,3 +108,12 @@ def wait_for_status(base: str, job_id: str, statuses: set[str], timeout: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} is still {job['status']} after {timeout}s")
         time.sleep(0.05)
+
+
+def shared_env(database_url: str, namespace: str, **values: str) -> dict[str, str]:
+    """The environment of Ferry processes sharing the test database and a Redis namespace."""
+    from tests.services import TEST_REDIS_URL
+
+    return ferry_env(
+        DATABASE_URL=database_url, REDIS_URL=TEST_REDIS_URL, REDIS_NAMESPACE=namespace, **values
+    )

@@ -58,7 +58,7 @@ def native_nginx_conf(api_ports: list[int], listen: str, workdir: Path) -> str:
     for old, new in (
         ("server api:8000;", servers),
         ("listen 8080;", f"listen {listen};"),
-        ("/tmp/nginx", str(workdir)),
+        ("/var/cache/nginx/ferry", str(workdir)),
     ):
         if old not in text:
             raise SystemExit(f"ferry stack: {NGINX_CONF} no longer contains {old!r}")

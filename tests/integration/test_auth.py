@@ -13,8 +13,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.helpers import new_tenant, sleep_job
-from tests.processes import api_process, ferry_env
-from tests.services import TEST_REDIS_URL, redis_namespace
+from tests.processes import api_process, shared_env
+from tests.services import redis_namespace
 
 ADMIN_KEY = "admin-key-for-tests"
 
@@ -38,10 +38,9 @@ class Api:
 def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     logs = tmp_path_factory.mktemp("auth")
     with redis_namespace() as namespace:
-        env = ferry_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=TEST_REDIS_URL,
-            REDIS_NAMESPACE=namespace,
+        env = shared_env(
+            database_url,
+            namespace,
             FERRY_AUTH="on",
             FERRY_ADMIN_KEY=ADMIN_KEY,
             LOG_LEVEL="WARNING",

@@ -15,8 +15,8 @@ import httpx
 from tests.audit import audited_database, counts, sql, transitions, wait_until
 from tests.helpers import new_tenant, sleep_job
 from tests.live import seqs, statuses, stream
-from tests.processes import api_process, ferry_env, free_port, worker_process
-from tests.services import ADMIN_DATABASE_URL, TEST_REDIS_URL, redis_namespace, redis_server
+from tests.processes import api_process, ferry_env, free_port, shared_env, worker_process
+from tests.services import ADMIN_DATABASE_URL, redis_namespace, redis_server
 
 FAST_RECOVERY = {"RECOVERY_INTERVAL_MS": "500", "RECOVERY_GRACE_MS": "1000", "LOG_LEVEL": "WARNING"}
 
@@ -56,9 +56,7 @@ def test_redis_restarted_empty_mid_run_loses_no_job(tmp_path: Path) -> None:
 def test_postgres_refusing_connections_mid_run_loses_no_job(tmp_path: Path) -> None:
     with audited_database() as url, redis_namespace() as namespace:
         database = url.rsplit("/", 1)[1]
-        env = ferry_env(
-            DATABASE_URL=url, REDIS_URL=TEST_REDIS_URL, REDIS_NAMESPACE=namespace, **FAST_RECOVERY
-        )
+        env = shared_env(url, namespace, **FAST_RECOVERY)
         jobs = [sleep_job(new_tenant(), 100) for _ in range(60)]
         with (
             api_process(env, tmp_path, tmp_path / "api.log") as base,
@@ -94,10 +92,9 @@ async def test_an_api_killed_with_open_streams_loses_its_clients_no_events(
     tmp_path: Path, database_url: str
 ) -> None:
     with redis_namespace() as namespace:
-        env = ferry_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=TEST_REDIS_URL,
-            REDIS_NAMESPACE=namespace,
+        env = shared_env(
+            database_url,
+            namespace,
             LOG_LEVEL="WARNING",
         )
         tenant = new_tenant()

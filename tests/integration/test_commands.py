@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import new_tenant
-from tests.processes import api_process, ferry_env, wait_for_status, worker_process
-from tests.services import TEST_REDIS_URL
+from tests.processes import api_process, ferry_env, shared_env, wait_for_status, worker_process
 
 
 def test_dev_runs_everything_in_one_process_on_sqlite(tmp_path: Path) -> None:
@@ -37,7 +36,10 @@ def test_api_and_worker_processes_on_postgres_and_redis(
     database_url: str, namespace: str, tmp_path: Path
 ) -> None:
     """`just api` and `just worker`, configured only by the environment."""
-    env = ferry_env(DATABASE_URL=database_url, REDIS_URL=TEST_REDIS_URL, REDIS_NAMESPACE=namespace)
+    env = shared_env(
+        database_url,
+        namespace,
+    )
     tenant = new_tenant()
     with (
         api_process(env, tmp_path, tmp_path / "api.log") as base,

@@ -16,9 +16,9 @@ import pytest
 from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
 
 from tests.helpers import new_tenant, sleep_job
-from tests.processes import api_process, ferry_env, worker_process
+from tests.processes import api_process, shared_env, worker_process
 from tests.servers import Hooks, webhook_server
-from tests.services import TEST_REDIS_URL, redis_namespace
+from tests.services import redis_namespace
 
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 20_000
@@ -37,10 +37,9 @@ class Ferry:
 def ferry(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ferry]:
     logs = tmp_path_factory.mktemp("dashboard")
     with redis_namespace() as namespace, webhook_server() as hooks:
-        env = ferry_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=TEST_REDIS_URL,
-            REDIS_NAMESPACE=namespace,
+        env = shared_env(
+            database_url,
+            namespace,
             WEBHOOK_ALLOW_PRIVATE="true",  # the test's webhook server is on loopback
             LOG_LEVEL="WARNING",
         )

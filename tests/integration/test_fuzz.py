@@ -14,8 +14,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.schemas import BaseSchema
 
-from tests.processes import api_process, ferry_env
-from tests.services import TEST_REDIS_URL, redis_namespace
+from tests.processes import api_process, shared_env
+from tests.services import redis_namespace
 
 EXAMPLES = 25  # per operation: bounded, so the suite stays quick
 
@@ -24,10 +24,9 @@ EXAMPLES = 25  # per operation: bounded, so the suite stays quick
 def api_schema(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaseSchema]:
     logs = tmp_path_factory.mktemp("fuzz")
     with redis_namespace() as namespace:
-        env = ferry_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=TEST_REDIS_URL,
-            REDIS_NAMESPACE=namespace,
+        env = shared_env(
+            database_url,
+            namespace,
             LOG_LEVEL="WARNING",
         )
         with api_process(env, Path.cwd(), logs / "api.log") as base:

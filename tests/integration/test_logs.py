@@ -12,8 +12,8 @@ import httpx
 from ferry.logs import JsonFormatter, TextFormatter, configure
 from ferry.settings import Settings
 from tests.helpers import Client, new_tenant
-from tests.processes import api_process, ferry_env, wait_for_status, worker_process
-from tests.services import TEST_REDIS_URL, redis_namespace
+from tests.processes import api_process, shared_env, wait_for_status, worker_process
+from tests.services import redis_namespace
 
 
 async def test_each_response_carries_a_request_id(client: Client) -> None:
@@ -31,10 +31,9 @@ def test_processes_log_json_with_request_job_and_tenant_ids_and_refuse_private_w
     database_url: str, tmp_path: Path
 ) -> None:
     with redis_namespace() as namespace:
-        env = ferry_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=TEST_REDIS_URL,
-            REDIS_NAMESPACE=namespace,
+        env = shared_env(
+            database_url,
+            namespace,
             LOG_LEVEL="INFO",
         )  # LOG_FORMAT=auto: JSON, since this is not the embedded default
         with (

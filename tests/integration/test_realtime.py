@@ -20,7 +20,7 @@ from ferry.realtime.event import JobEvent
 from ferry.realtime.redis_log import RedisEventLog
 from tests.helpers import new_tenant, sleep_job
 from tests.live import seqs, socket, statuses, stream
-from tests.processes import api_process, ferry_env, free_port, worker_process
+from tests.processes import api_process, ferry_env, free_port, shared_env, worker_process
 from tests.services import TEST_REDIS_URL, redis_namespace, redis_server
 
 # Small, so that the tests reach the limits: a batch of 200 jobs overflows a
@@ -41,10 +41,9 @@ class Stack:
 def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("realtime")
     with redis_namespace() as namespace:
-        env = ferry_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=TEST_REDIS_URL,
-            REDIS_NAMESPACE=namespace,
+        env = shared_env(
+            database_url,
+            namespace,
             EVENT_HISTORY=str(HISTORY),
             EVENT_BACKLOG=str(BACKLOG),
             SSE_HEARTBEAT_MS="300",

@@ -8,16 +8,17 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import new_tenant, sleep_job
-from tests.processes import api_process, ferry_env, wait_for_status, worker_process
-from tests.services import TEST_REDIS_URL, redis_namespace
+from tests.processes import api_process, shared_env, wait_for_status, worker_process
+from tests.services import redis_namespace
 
 
 def test_a_stopped_worker_finishes_its_jobs_and_leaves_the_rest(
     database_url: str, tmp_path: Path
 ) -> None:
     with redis_namespace() as namespace:
-        env = ferry_env(
-            DATABASE_URL=database_url, REDIS_URL=TEST_REDIS_URL, REDIS_NAMESPACE=namespace
+        env = shared_env(
+            database_url,
+            namespace,
         )
         with api_process(env, Path.cwd(), tmp_path / "api.log") as base:
             tenant = new_tenant()

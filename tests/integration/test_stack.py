@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import new_tenant, sleep_job
 from tests.live import socket, statuses, stream
-from tests.processes import PROJECT_ROOT, ferry_env, free_port, running
-from tests.services import TEST_REDIS_URL, redis_namespace
+from tests.processes import PROJECT_ROOT, free_port, running, shared_env
+from tests.services import redis_namespace
 
 
 @dataclass
@@ -41,10 +41,9 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     log = tmp_path_factory.mktemp("stack") / "stack.log"
     port = free_port()
     with redis_namespace() as namespace:
-        env = ferry_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=TEST_REDIS_URL,
-            REDIS_NAMESPACE=namespace,
+        env = shared_env(
+            database_url,
+            namespace,
             STACK_PORT=str(port),
             WORKER_THREADS="8",
             LOG_LEVEL="WARNING",
