@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from ferry.stack import free_port as free_port  # re-exported for the tests
+from ferry.stack import worker_command
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ferry_env(**values: str) -> dict[str, str]:
@@ -85,17 +81,7 @@ def worker_process(
     env: dict[str, str], log: Path, *, threads: int = 8
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`dramatiq actors` (what `just worker` runs)."""
-    args = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "actors",
-        "--processes",
-        "1",
-        "--threads",
-        str(threads),
-    ]
-    with running(args, env, PROJECT_ROOT, log) as process:
+    with running(worker_command(threads), env, PROJECT_ROOT, log) as process:
         yield process
 
 

@@ -29,6 +29,20 @@ NGINX_CONF = Path(__file__).resolve().parents[2] / "infra" / "nginx.conf"
 STOP_TIMEOUT_S = 30
 
 
+def worker_command(threads: int) -> list[str]:
+    """`dramatiq actors` as one worker process (what `just worker` runs)."""
+    return [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "actors",
+        "--processes",
+        "1",
+        "--threads",
+        str(threads),
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -122,19 +136,9 @@ def start_ferry(stack: Stack, apis: int, workers: int) -> list[int]:
         wait_healthy(
             f"http://127.0.0.1:{api_port}", stack.start(f"api {number} on :{api_port}", args, env)
         )
-    threads = os.environ.get("WORKER_THREADS", "32")
+    threads = env_int("WORKER_THREADS", 32)
     for number in range(1, workers + 1):
-        args = [
-            sys.executable,
-            "-m",
-            "dramatiq",
-            "actors",
-            "--processes",
-            "1",
-            "--threads",
-            threads,
-        ]
-        stack.start(f"worker {number}", args, dict(os.environ))
+        stack.start(f"worker {number}", worker_command(threads), dict(os.environ))
     return api_ports
 
 

@@ -109,6 +109,37 @@ async def _commit_and_announce(
     await state.dispatcher.send(jobs)
 
 
+async def _create_jobs(
+    session: AsyncSession,
+    state: State,
+    specs: Sequence[NewJob],
+    request: NewJob | NewJobBatch,
+    idempotency_key: str | None,
+) -> tuple[list[uuid.UUID], bool]:
+    """Create `specs`, announce and send them: (their ids, True). With an
+    Idempotency-Key already used for this request: (the first request's ids, False).
+    A key belongs to the tenant of the first job."""
+    tenant = specs[0].tenant_id
+    if idempotency_key is not None:
+        digest = request_hash(msgspec.json.encode(request))
+        if earlier := await claim(session, tenant, idempotency_key, digest):
+            return earlier.job_ids, False
+    default = state.settings.default_max_attempts
+    jobs = await JobStore(session).create([_row(spec, default) for spec in specs])
+    job_ids = [job.id for job in jobs]
+    if idempotency_key is not None:
+        await remember(session, tenant, idempotency_key, job_ids)
+    at = utcnow()
+    events = [
+        JobEvent(spec.tenant_id, job.id, JobStatus.PENDING, 0, None, at)
+        for spec, job in zip(specs, jobs, strict=True)
+    ]
+    await _commit_and_announce(session, state, events, jobs)
+    for spec, job in zip(specs, jobs, strict=True):
+        recorder.inc("ferry_jobs_created", spec.tenant_id, job.type)
+    return job_ids, True
+
+
 async def _owned(store: JobStore, caller: Principal, job_id: uuid.UUID) -> None:
     """A tenant key sees its own tenant's jobs only: another's is 404, not 403, so
     that a key cannot learn which job ids exist."""
@@ -143,22 +174,13 @@ class JobController(Controller):
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[CreatedJob]:
         principal.check(data.tenant_id)
-        store = JobStore(db_session)
-        tenant = data.tenant_id
-        if idempotency_key is not None:
-            digest = request_hash(msgspec.json.encode(data))
-            if earlier := await claim(db_session, tenant, idempotency_key, digest):
-                return await _created_before(store, earlier.job_ids[0])
-        [job] = await store.create([_row(data, state.settings.default_max_attempts)])
-        if idempotency_key is not None:
-            await remember(db_session, tenant, idempotency_key, [job.id])
-        events = _events(tenant, JobStatus.PENDING, [job.id])
-        await _commit_and_announce(db_session, state, events, [job])
-        recorder.inc("ferry_jobs_created", tenant, job.type)
+        [job_id], created = await _create_jobs(db_session, state, [data], data, idempotency_key)
+        if not created:
+            return await _created_before(JobStore(db_session), job_id)
         return Response(
-            CreatedJob(job_id=job.id, status=JobStatus.PENDING),
+            CreatedJob(job_id=job_id, status=JobStatus.PENDING),
             status_code=201,
-            headers={"Location": f"/jobs/{job.id}"},
+            headers={"Location": f"/jobs/{job_id}"},
         )
 
     @post("/batch", summary="Create up to 1000 jobs in one request")
@@ -172,25 +194,8 @@ class JobController(Controller):
     ) -> Response[CreatedJobs]:
         for spec in data.jobs:
             principal.check(spec.tenant_id)
-        # A batch's key belongs to the tenant of its first job.
-        tenant = data.jobs[0].tenant_id
-        if idempotency_key is not None:
-            digest = request_hash(msgspec.json.encode(data))
-            if earlier := await claim(db_session, tenant, idempotency_key, digest):
-                return Response(CreatedJobs(job_ids=earlier.job_ids), status_code=200)
-        default = state.settings.default_max_attempts
-        jobs = await JobStore(db_session).create([_row(spec, default) for spec in data.jobs])
-        if idempotency_key is not None:
-            await remember(db_session, tenant, idempotency_key, [job.id for job in jobs])
-        events = [
-            event
-            for spec, job in zip(data.jobs, jobs, strict=True)
-            for event in _events(spec.tenant_id, JobStatus.PENDING, [job.id])
-        ]
-        await _commit_and_announce(db_session, state, events, jobs)
-        for spec, job in zip(data.jobs, jobs, strict=True):
-            recorder.inc("ferry_jobs_created", spec.tenant_id, job.type)
-        return Response(CreatedJobs(job_ids=[job.id for job in jobs]), status_code=201)
+        job_ids, created = await _create_jobs(db_session, state, data.jobs, data, idempotency_key)
+        return Response(CreatedJobs(job_ids=job_ids), status_code=201 if created else 200)
 
     @get("/", summary="List jobs, newest first")
     async def list_jobs(
