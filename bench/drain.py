@@ -138,7 +138,7 @@ def ferry(n: int, namespace: str, database_url: str, threads: int) -> dict[str, 
     ids = insert_pending(database_url, n)
     settings = Settings(database_url=database_url, redis_url=REDIS_URL, redis_namespace=namespace)
     broker = install_broker(build_broker(settings), settings)
-    send_now(broker, [Enqueued(job_id, "sleep", 0) for job_id in ids])
+    send_now(broker, [Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
     lifecycle = next(m for m in broker.middleware if isinstance(m, JobLifecycle))
     writer = lifecycle.writer
     elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads)

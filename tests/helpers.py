@@ -40,10 +40,13 @@ async def count_rows(engine: AsyncEngine) -> int:
 
 
 def queued_job_ids(namespace: str, queue: str = "jobs") -> list[str]:
-    """Job ids of the messages waiting in a Dramatiq queue on the test Redis."""
+    """Job ids of the messages waiting in a Dramatiq queue on the test Redis (for the
+    jobs queue, those waiting for their tenant's turn too: see ferry.fairness)."""
     client = redis.Redis.from_url(TEST_REDIS_URL)
     try:
         messages = client.hvals(f"{namespace}:{queue}.msgs")
+        if queue == "jobs":
+            messages += client.hvals(f"{namespace}:fair:msgs")
     finally:
         client.close()
     return [json.loads(message)["args"][0] for message in messages]

@@ -30,7 +30,7 @@ from ferry.api.health import health, ready
 from ferry.api.jobs import JobController
 from ferry.api.live import live_events, live_socket
 from ferry.api.metrics import metrics as metrics_route
-from ferry.api.tenants import TenantKeyController
+from ferry.api.tenants import TenantKeyController, TenantLimitsController
 from ferry.auth import TenantKeyAuth, provide_principal
 from ferry.broker import build_broker, install_broker
 from ferry.db import create_engine
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         route_handlers=[
             JobController,
             TenantKeyController,
+            TenantLimitsController,
             health,
             ready,
             metrics_route,

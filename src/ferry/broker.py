@@ -7,6 +7,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import TimeLimit
 
+from ferry.fairness.broker import FairRedisBroker
 from ferry.messages import JOBS_QUEUE
 from ferry.realtime.log import EventLog
 from ferry.settings import Settings
@@ -23,6 +24,13 @@ def build_broker(settings: Settings, events: EventLog | None = None) -> dramatiq
     broker: dramatiq.Broker
     if settings.redis_url is None:
         broker = StubBroker(middleware=middleware)
+    elif settings.fair_scheduling:
+        broker = FairRedisBroker(
+            depth=settings.fair_queue_depth,
+            url=settings.redis_url,
+            namespace=settings.redis_namespace,
+            middleware=middleware,
+        )
     else:
         broker = RedisBroker(  # type: ignore[no-untyped-call]
             url=settings.redis_url, namespace=settings.redis_namespace, middleware=middleware

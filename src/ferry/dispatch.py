@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import anyio.to_thread
 import dramatiq
 
+from ferry.fairness.broker import FairRedisBroker
 from ferry.messages import job_message
 from ferry.store import Enqueued
 
@@ -21,9 +22,20 @@ log = logging.getLogger(__name__)
 
 
 def send_now(broker: dramatiq.Broker, jobs: Iterable[Enqueued]) -> None:
-    """Blocking: enqueue each job (Redis round trips), delayed ones on the delay queue."""
+    """Blocking: enqueue the jobs, delayed ones on the delay queue; on the fair
+    broker the others go to their tenants' queues a chunk per round trip."""
+    fair = broker if isinstance(broker, FairRedisBroker) else None
+    now = []
     for job in jobs:
-        broker.enqueue(job_message(str(job.id), job.type), delay=job.delay_ms or None)
+        message = job_message(str(job.id), job.type, job.tenant_id)
+        if job.delay_ms:
+            broker.enqueue(message, delay=job.delay_ms)
+        elif fair is not None:
+            now.append(message)
+        else:
+            broker.enqueue(message)
+    if fair is not None and now:
+        fair.enqueue_many(now)
 
 
 class Dispatcher:

@@ -9,7 +9,7 @@ from typing import Any
 
 import uuid_utils
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import JSON, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Float, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -104,3 +104,16 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+class TenantLimit(Base):
+    """A tenant's share of the workers (fair scheduling): weight, running cap, rate."""
+
+    __tablename__ = "tenant_limits"
+
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)

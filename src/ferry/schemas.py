@@ -204,6 +204,10 @@ class JobStats(msgspec.Struct, rename="camel"):
     completed: int
     failed: int
     cancelled: int
+    # Fair scheduling: jobs waiting in the tenant's queue for their turn, and how
+    # long the oldest of them has waited (null when fair scheduling is off).
+    waiting: int | None = None
+    oldest_wait_ms: int | None = None
 
 
 class Health(msgspec.Struct, omit_defaults=True):

@@ -48,6 +48,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # the pass checks that a queue still holds its message.
     recovery_interval_ms: int = 5_000
     recovery_grace_ms: int = 5_000
+    # Fair scheduling (on Redis): jobs wait in per-tenant queues and are fed in
+    # weighted round robin into the shared queue, kept at most this deep (a
+    # newcomer waits behind one round of the tenants plus this many jobs).
+    # Off: one first-in-first-out queue.
+    fair_scheduling: bool = True
+    fair_queue_depth: int = 32
     # Live events: how many each tenant keeps for replay (Last-Event-ID), how long
     # an idle tenant's history lives, and how many may wait for one slow subscriber
     # (beyond that its oldest are dropped, then read back from the history).

@@ -33,6 +33,7 @@ class Enqueued:
 
     id: uuid.UUID
     type: str
+    tenant_id: str
     delay_ms: int
 
 
@@ -85,7 +86,7 @@ class JobStore:
                     "next_run_at": now + timedelta(milliseconds=row.delay_ms),
                 }
             )
-            enqueued.append(Enqueued(job_id, row.type, row.delay_ms))
+            enqueued.append(Enqueued(job_id, row.type, row.tenant_id, row.delay_ms))
         await self.session.execute(insert(Job), values)
         return enqueued
 
@@ -179,7 +180,7 @@ class JobStore:
             .execution_options(synchronize_session=False)
         )
         rows = (await self.session.execute(statement)).all()
-        return [Enqueued(row.id, row.type, 0) for row in rows]
+        return [Enqueued(row.id, row.type, tenant_id, 0) for row in rows]
 
     async def cancel(self, job_id: uuid.UUID) -> Job:
         # A RUNNING job's worker notices at its next heartbeat and aborts it.

@@ -280,7 +280,7 @@ async def test_duplicate_messages_run_a_job_once(
     job_id = await create(app_client, sleep_job(tenant, 200))
     broker = current_broker()
     for _ in range(5):
-        broker.enqueue(job_message(job_id, "sleep"))
+        broker.enqueue(job_message(job_id, "sleep", tenant))
     job = await finished(app_client, job_id)
     await asyncio.sleep(0.5)  # let the duplicates arrive and be skipped
     assert (job["status"], job["attempts"]) == ("COMPLETED", 1)

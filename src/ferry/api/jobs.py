@@ -9,10 +9,12 @@ re-sends what no queue holds.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import anyio.to_thread
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import State
@@ -22,6 +24,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.auth import Principal
+from ferry.fairness.broker import FairRedisBroker
 from ferry.idempotency import claim, remember, request_hash
 from ferry.metrics import recorder
 from ferry.models import Job, JobStatus, utcnow
@@ -87,6 +90,15 @@ def _row(spec: NewJob, default_max_attempts: int) -> NewRow:
         max_attempts=spec.max_attempts or default_max_attempts,
         delay_ms=spec.delay_ms,
     )
+
+
+async def _queue_of(broker: Any, tenant_id: str | None) -> tuple[int | None, int | None]:
+    """Jobs waiting for their turn and the oldest one's wait: of a tenant, or of all."""
+    if not isinstance(broker, FairRedisBroker):
+        return None, None
+    queues = await anyio.to_thread.run_sync(broker.fair.peek, [tenant_id] if tenant_id else [])
+    now_ms = int(time.time() * 1000)
+    return sum(q.waiting for q in queues), max((q.wait_ms(now_ms) for q in queues), default=0)
 
 
 def _events(tenant_id: str, status: JobStatus, job_ids: list[uuid.UUID]) -> list[JobEvent]:
@@ -219,14 +231,17 @@ class JobController(Controller):
 
     @get("/stats", summary="Job counts per status")
     async def stats(
-        self, db_session: DbSession, principal: Caller, tenant_id: TenantQuery = None
+        self, db_session: DbSession, state: State, principal: Caller, tenant_id: TenantQuery = None
     ) -> JobStats:
         tenant_id = principal.scope(tenant_id)
         counts = await JobStore(db_session).counts(tenant_id)
+        waiting, oldest_wait_ms = await _queue_of(state.dispatcher.broker, tenant_id)
         return JobStats(
             tenant_id=tenant_id,
             total=sum(counts.values()),
             **{status.lower(): counts.get(status, 0) for status in JobStatus},
+            waiting=waiting,
+            oldest_wait_ms=oldest_wait_ms,
         )
 
     @get("/{job_id:uuid}", summary="One job")
@@ -243,7 +258,9 @@ class JobController(Controller):
         await _owned(store, principal, job_id)
         job = await store.retry(job_id)
         events = _events(job.tenant_id, JobStatus.PENDING, [job.id])
-        await _commit_and_announce(db_session, state, events, [Enqueued(job.id, job.type, 0)])
+        await _commit_and_announce(
+            db_session, state, events, [Enqueued(job.id, job.type, job.tenant_id, 0)]
+        )
         return job_out(job)
 
     @post("/retry", status_code=200, summary="Replay dead letters in bulk")

@@ -1,18 +1,23 @@
-"""Tenant API keys: created (shown once) and revoked with the admin key."""
+"""Tenants: API keys (created, shown once, and revoked with the admin key) and limits."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
+import anyio.to_thread
 import msgspec
-from litestar import Controller, delete, post
-from litestar.params import FromPath, PathParameter
+from litestar import Controller, delete, get, post, put
+from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import FromPath, JSONBody, PathParameter
 from sqlalchemy import update
 
-from ferry.api.jobs import DbSession
+from ferry.api.jobs import Caller, DbSession
 from ferry.auth import key_cache, key_hash, new_key, require_admin
-from ferry.models import ApiKey, utcnow
+from ferry.fairness.broker import FairRedisBroker
+from ferry.fairness.limits import TenantLimits, TenantLimitsOut, limits_of, mirror
+from ferry.models import ApiKey, TenantLimit, utcnow
 from ferry.schemas import TENANT_ID_PATTERN
 from ferry.store import NotFound
 
@@ -54,3 +59,55 @@ class TenantKeyController(Controller):
         if digest is None:
             raise NotFound(key_id)
         key_cache.forget(digest)
+
+
+class TenantLimitsController(Controller):
+    path = "/tenants/{tenant_id:str}/limits"
+    tags = ["tenants"]  # noqa: RUF012
+
+    @get("/", summary="A tenant's weight, running cap and rate")
+    async def get_limits(
+        self, tenant_id: TenantPath, db_session: DbSession, state: State, principal: Caller
+    ) -> TenantLimitsOut:
+        principal.check(tenant_id)
+        row = await db_session.get(TenantLimit, tenant_id)
+        return _out(tenant_id, limits_of(row), state)
+
+    @put("/", summary="Set a tenant's weight, running cap and rate (admin)")
+    async def set_limits(
+        self,
+        tenant_id: TenantPath,
+        data: JSONBody[TenantLimits],
+        db_session: DbSession,
+        state: State,
+        principal: Caller,
+    ) -> TenantLimitsOut:
+        if principal.tenant_id is not None:
+            raise PermissionDeniedException("a tenant's limits are set with the admin key")
+        await db_session.merge(
+            TenantLimit(
+                tenant_id=tenant_id,
+                weight=data.weight,
+                max_running=data.max_running,
+                rate_per_second=data.rate_per_second,
+                burst=data.burst,
+                updated_at=utcnow(),
+            )
+        )
+        await db_session.commit()
+        broker = state.dispatcher.broker
+        if isinstance(broker, FairRedisBroker):
+            # Should this fail, the next recovery pass writes it (it copies every row).
+            await anyio.to_thread.run_sync(mirror, broker.fair, [(tenant_id, data)])
+        return _out(tenant_id, data, state)
+
+
+def _out(tenant_id: str, limits: TenantLimits, state: State) -> TenantLimitsOut:
+    return TenantLimitsOut(
+        tenant_id=tenant_id,
+        weight=limits.weight,
+        max_running=limits.max_running,
+        rate_per_second=limits.rate_per_second,
+        burst=limits.burst,
+        enforced=isinstance(state.dispatcher.broker, FairRedisBroker),
+    )

@@ -28,8 +28,10 @@ from dramatiq.middleware import SkipMessage, TimeLimitExceeded
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db import create_engine
+from ferry.fairness.broker import FairRedisBroker
+from ferry.fairness.feeder import Feeder
 from ferry.logs import job_ids
-from ferry.messages import JOBS_QUEUE, job_message
+from ferry.messages import JOBS_QUEUE, job_message, tenant_of
 from ferry.metrics import INSTANCE, RedisMetricsStore, flush, flush_every, recorder
 from ferry.models import JobStatus, utcnow
 from ferry.realtime.event import JobEvent
@@ -107,6 +109,7 @@ class JobLifecycle(dramatiq.Middleware):
             on_commit=self.publish,
         )
         self.recovery: Recovery | None = None
+        self.feeder: Feeder | None = None  # on the fair broker
         self._started = threading.local()  # when the running job of a thread was claimed
 
     def engine(self) -> AsyncEngine:
@@ -139,6 +142,13 @@ class JobLifecycle(dramatiq.Middleware):
             # A worker process of its own: its metrics join the deployment's in Redis.
             self.metrics = RedisMetricsStore(self._redis, self.settings.redis_namespace, INSTANCE)
             self.loop.add_service(partial(flush_every, recorder, self.metrics))
+        if isinstance(broker, FairRedisBroker):
+            self.feeder = Feeder(
+                broker.fair,
+                lease_ms=self.settings.lease_ms,
+                heartbeat_ms=self.settings.heartbeat_ms,
+            )
+            self.loop.add_service(self.feeder.run)
         self.recovery = Recovery(self.engine, broker, self.settings, self.publish)
         self.loop.add_service(self.writer.run)
         self.loop.add_service(self.writer.publish_events)
@@ -172,6 +182,8 @@ class JobLifecycle(dramatiq.Middleware):
         recorder.observe(
             "ferry_job_queue_wait_seconds", max(0.0, time.time() - due_ms / 1000), job.type
         )
+        if self.feeder is not None:
+            self.feeder.started(job.tenant_id, message.options["redis_message_id"])
         # Dramatiq runs the actor and after_process_message on this same thread.
         set_current_job(job)
         job_ids.set((str(job.id), job.tenant_id))  # on this thread's log records
@@ -192,6 +204,7 @@ class JobLifecycle(dramatiq.Middleware):
             self._finish(broker, job, result, exception)
         finally:
             job_ids.set(None)
+            self._release(message)
 
     def _finish(
         self, broker: dramatiq.Broker, job: ClaimedJob, result: Any, exception: BaseException | None
@@ -220,9 +233,18 @@ class JobLifecycle(dramatiq.Middleware):
             recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, outcome.status)
         if outcome.status is JobStatus.PENDING:
             try:
-                broker.enqueue(job_message(str(job.id), job.type), delay=outcome.retry_delay_ms)
+                broker.enqueue(
+                    job_message(str(job.id), job.type, job.tenant_id), delay=outcome.retry_delay_ms
+                )
             except Exception:
                 log.exception("re-enqueue of job %s failed; recovery will re-send it", job.id)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         set_current_job(None)
+        self._release(message)
+
+    def _release(self, message: Any) -> None:
+        """The message is done with: its tenant's slot (if capped) is free again."""
+        tenant = tenant_of(message)
+        if self.feeder is not None and tenant is not None:
+            self.feeder.finished(tenant, message.options["redis_message_id"])

@@ -1,12 +1,13 @@
 """The recovery pass: no job is lost, whatever happened to its message or worker.
 
 Every `recovery_interval_ms` one worker process (a Redis lock elects it per
-pass; several may run it safely) does two things:
+pass; several may run it safely) sees to:
 - orphans: RUNNING jobs whose lease expired (their worker died) go back to
   PENDING and are re-sent, or become FAILED if that was their last attempt;
 - lost messages: PENDING jobs overdue by more than `recovery_grace_ms` whose
   message no queue holds (the enqueue failed, or Redis lost its data) are
-  re-sent.
+  re-sent (a message waiting in its tenant's queue counts as held);
+- tenants' limits: written from PostgreSQL to Redis again.
 A duplicate message is harmless: the claim lets exactly one of them run.
 """
 
@@ -27,6 +28,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.dispatch import send_now
+from ferry.fairness.broker import FairRedisBroker
+from ferry.fairness.limits import all_limits, mirror
 from ferry.idempotency import KEY_TTL
 from ferry.messages import JOBS_QUEUE
 from ferry.metrics import recorder
@@ -46,10 +49,11 @@ def queued_job_ids(broker: dramatiq.Broker) -> set[str]:
     """Job ids of every message a queue holds: ready, delayed or fetched but not acked."""
     queues = (JOBS_QUEUE, f"{JOBS_QUEUE}.DQ")
     if isinstance(broker, RedisBroker):
+        hashes = [f"{broker.namespace}:{queue}.msgs" for queue in queues]
+        if isinstance(broker, FairRedisBroker):
+            hashes.append(broker.fair.messages_key)  # waiting for their tenant's turn
         encoded: Iterable[Any] = (
-            value
-            for queue in queues
-            for _, value in broker.client.hscan_iter(f"{broker.namespace}:{queue}.msgs", count=1000)
+            value for key in hashes for _, value in broker.client.hscan_iter(key, count=1000)
         )
     elif isinstance(broker, StubBroker):
         encoded = [message for queue in queues for message in list(broker.queues[queue].queue)]
@@ -96,9 +100,17 @@ class Recovery:
         return bool(await asyncio.to_thread(self.broker.client.set, key, "1", nx=True, px=ttl_ms))
 
     async def recover(self) -> None:
+        await self.mirror_tenant_limits()
         await self.requeue_orphans()
         await self.resend_lost()
         await self.forget_old_idempotency_keys()
+
+    async def mirror_tenant_limits(self) -> None:
+        """Tenants' limits, from PostgreSQL to Redis again (after a Redis loss, say)."""
+        if isinstance(self.broker, FairRedisBroker):
+            async with self.engine().connect() as conn:
+                limits = await all_limits(conn)
+            await asyncio.to_thread(mirror, self.broker.fair, limits)
 
     async def forget_old_idempotency_keys(self) -> None:
         cutoff = utcnow() - KEY_TTL
@@ -149,7 +161,7 @@ class Recovery:
                 await self.publish(events)
             except Exception:
                 log.exception("publishing %d recovery events failed", len(events))
-        await self._send([Enqueued(row.id, row.type, 0) for row in pending_rows])
+        await self._send([Enqueued(row.id, row.type, row.tenant_id, 0) for row in pending_rows])
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
@@ -165,18 +177,19 @@ class Recovery:
         missing = await self._pending(Job.id.in_(unseen))
         if missing:
             log.warning("re-sending %d PENDING job(s) that no queue holds", len(missing))
-            await self._send([Enqueued(job_id, kind, 0) for job_id, kind in missing.items()])
+            await self._send(list(missing.values()))
             self.resent += len(missing)
 
-    async def _pending(self, condition: Any) -> dict[uuid.UUID, str]:
+    async def _pending(self, condition: Any) -> dict[uuid.UUID, Enqueued]:
         query = (
-            select(Job.id, Job.type)
+            select(Job.id, Job.type, Job.tenant_id)
             .where(Job.status == JobStatus.PENDING, condition)
             .order_by(Job.next_run_at)
             .limit(SCAN_LIMIT)
         )
         async with self.engine().connect() as conn:
-            return {row.id: row.type for row in await conn.execute(query)}
+            rows = await conn.execute(query)
+            return {row.id: Enqueued(row.id, row.type, row.tenant_id, 0) for row in rows}
 
     async def _send(self, jobs: list[Enqueued]) -> None:
         if jobs:

@@ -1,0 +1,131 @@
+-- Fair scheduling across tenants (docs/architecture.md), atomic in Redis.
+--
+-- Every tenant with waiting jobs has its own list of message ids
+-- (<ns>:fair:q:<tenant>) and a place in the ring (<ns>:fair:ring). Messages
+-- wait in <ns>:fair:msgs until `refill` moves them, in deficit round robin
+-- over the ring, into Dramatiq's own queue, which is kept at most `depth`
+-- long: a newcomer waits behind at most one round of the ring plus `depth`.
+-- A tenant's limits (<ns>:fair:limits:<tenant>) weigh its turn, cap the jobs
+-- it has moved and not yet finished (slots: a sorted set of message ids by
+-- lease expiry) and its rate (a token bucket).
+--
+-- ARGV: command, namespace, queue name, now (ms), depth, hold (ms), then
+--   push:    (tenant, message id, encoded message) triples; then refills
+--   refill:  lease (ms), number of releases R, R (tenant, message id) pairs
+--            released, then (tenant, message id) pairs whose lease is renewed
+--   peek:    tenants (empty: every tenant of the ring, up to 1000)
+-- Returns: push/refill {moved, tenants waiting}; peek {tenant, waiting,
+--   oldest message timestamp (ms)} triples.
+
+local command = ARGV[1]
+local ns = ARGV[2]
+local queue = ns .. ":" .. ARGV[3]
+local queue_msgs = queue .. ".msgs"
+local now = tonumber(ARGV[4])
+local depth = tonumber(ARGV[5])
+local hold = tonumber(ARGV[6])
+
+local msgs = ns .. ":fair:msgs"
+local ring = ns .. ":fair:ring"
+local credits = ns .. ":fair:credit"
+local function waiting(t) return ns .. ":fair:q:" .. t end
+local function limits(t) return ns .. ":fair:limits:" .. t end
+local function slots(t) return ns .. ":fair:slots:" .. t end
+local function bucket(t) return ns .. ":fair:bucket:" .. t end
+
+-- How many of its messages tenant `t` may move now (and its bucket, if any).
+local function allowance(t, credit)
+  local l = redis.call("hmget", limits(t), "max_running", "rate", "burst")
+  local allowed = credit
+  local cap = tonumber(l[1])
+  if cap then
+    redis.call("zremrangebyscore", slots(t), "-inf", now)
+    allowed = math.min(allowed, cap - redis.call("zcard", slots(t)))
+  end
+  local rate, tokens = tonumber(l[2]), nil
+  if rate then
+    local burst = tonumber(l[3]) or 1
+    local b = redis.call("hmget", bucket(t), "tokens", "at")
+    tokens = math.min(burst, (tonumber(b[1]) or burst) + (now - (tonumber(b[2]) or now)) * rate / 1000)
+    allowed = math.min(allowed, math.floor(tokens))
+  end
+  return allowed, cap, tokens
+end
+
+local function refill()
+  local room = depth - redis.call("llen", queue)
+  local active = redis.call("llen", ring)
+  local idle, total = 0, 0
+  while room > 0 and active > 0 and idle < active do
+    local t = redis.call("lindex", ring, 0)
+    local credit = tonumber(redis.call("hget", credits, t))
+      or tonumber(redis.call("hget", limits(t), "weight")) or 1
+    local allowed, cap, tokens = allowance(t, credit)
+    local take, moved = math.min(allowed, room), 0
+    while moved < take do
+      local id = redis.call("lpop", waiting(t))
+      if not id then break end
+      local data = redis.call("hget", msgs, id)
+      if data then
+        redis.call("hdel", msgs, id)
+        redis.call("hset", queue_msgs, id, data)
+        redis.call("rpush", queue, id)
+        if cap then redis.call("zadd", slots(t), now + hold, id) end
+        moved = moved + 1
+      end
+    end
+    if tokens then redis.call("hset", bucket(t), "tokens", tokens - moved, "at", now) end
+    room, credit, total = room - moved, credit - moved, total + moved
+    if redis.call("llen", waiting(t)) == 0 then
+      -- Nothing left: the tenant leaves the ring (a new job brings it back).
+      redis.call("lpop", ring)
+      redis.call("hdel", credits, t)
+      active, idle = active - 1, 0
+    elseif credit > 0 and room <= 0 then
+      -- Out of room mid-turn: the tenant keeps the head and the rest of its turn.
+      redis.call("hset", credits, t, credit)
+    else
+      -- Turn spent, or held back by a cap: next tenant.
+      redis.call("lmove", ring, ring, "LEFT", "RIGHT")
+      redis.call("hdel", credits, t)
+      if moved == 0 then idle = idle + 1 else idle = 0 end
+    end
+  end
+  return {total, active}
+end
+
+if command == "push" then
+  for i = 7, #ARGV, 3 do
+    local t, id = ARGV[i], ARGV[i + 1]
+    redis.call("hset", msgs, id, ARGV[i + 2])
+    if redis.call("rpush", waiting(t), id) == 1 then redis.call("rpush", ring, t) end
+  end
+  return refill()
+elseif command == "refill" then
+  local lease = tonumber(ARGV[7])
+  local released = tonumber(ARGV[8])
+  local first_renewal = 9 + 2 * released
+  for i = 9, first_renewal - 1, 2 do redis.call("zrem", slots(ARGV[i]), ARGV[i + 1]) end
+  for i = first_renewal, #ARGV, 2 do
+    redis.call("zadd", slots(ARGV[i]), "XX", now + lease, ARGV[i + 1])
+  end
+  return refill()
+elseif command == "peek" then
+  local tenants = {}
+  for i = 7, #ARGV do tenants[#tenants + 1] = ARGV[i] end
+  if #tenants == 0 then tenants = redis.call("lrange", ring, 0, 999) end
+  local out = {}
+  for _, t in ipairs(tenants) do
+    local n = redis.call("llen", waiting(t))
+    local oldest = 0
+    if n > 0 then
+      local data = redis.call("hget", msgs, redis.call("lindex", waiting(t), 0))
+      if data then oldest = cjson.decode(data)["message_timestamp"] or 0 end
+    end
+    out[#out + 1] = t
+    out[#out + 1] = n
+    out[#out + 1] = oldest
+  end
+  return out
+end
+return redis.error_reply("fair.lua: unknown command " .. tostring(command))

@@ -1,0 +1,68 @@
+"""Each worker process keeps Dramatiq's queue fed from the tenants' queues.
+
+While any tenant has jobs waiting the feeder refills every `BUSY_POLL_S`
+(well before workers, which prefetch, can empty a queue `depth` deep), else
+every `IDLE_POLL_S` (a push refills by itself when there is room). Each call
+also frees the slots of the messages this process finished and, every
+heartbeat, renews those of the messages it is running, so a capped tenant's
+slots outlive neither a finished job nor a dead worker by more than a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from ferry.fairness.queue import FairQueue, Slot
+
+log = logging.getLogger(__name__)
+
+BUSY_POLL_S = 0.005
+IDLE_POLL_S = 0.1
+
+
+class Feeder:
+    def __init__(self, fair: FairQueue, *, lease_ms: int, heartbeat_ms: int) -> None:
+        self.fair = fair
+        self.lease_ms = lease_ms
+        self.renew_every = heartbeat_ms / 1000
+        self._lock = threading.Lock()
+        self._running: dict[str, str] = {}  # Redis message id -> tenant
+        self._released: list[Slot] = []
+
+    # Called from worker threads.
+    def started(self, tenant: str, message_id: str) -> None:
+        with self._lock:
+            self._running[message_id] = tenant
+
+    def finished(self, tenant: str, message_id: str) -> None:
+        with self._lock:
+            self._running.pop(message_id, None)
+            self._released.append((tenant, message_id))
+
+    def _take(self, renew: bool) -> tuple[list[Slot], list[Slot]]:
+        with self._lock:
+            released, self._released = self._released, []
+            running = [(tenant, id_) for id_, tenant in self._running.items()] if renew else []
+        return released, running
+
+    async def run(self) -> None:
+        next_renewal = 0.0
+        while True:
+            renew = time.monotonic() >= next_renewal
+            released, running = self._take(renew)
+            try:
+                refilled = await asyncio.to_thread(
+                    self.fair.refill, released, running, self.lease_ms
+                )
+            except Exception:
+                log.exception("refilling the jobs queue failed; trying again")
+                with self._lock:
+                    self._released[:0] = released
+                await asyncio.sleep(1)
+                continue
+            if renew:
+                next_renewal = time.monotonic() + self.renew_every
+            await asyncio.sleep(BUSY_POLL_S if refilled.tenants_waiting else IDLE_POLL_S)

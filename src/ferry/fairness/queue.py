@@ -1,0 +1,102 @@
+"""The per-tenant queues in Redis (`fair.lua` does the work, atomically).
+
+Jobs wait in their tenant's queue; `refill` moves them into Dramatiq's queue
+in weighted round robin while that queue is shorter than `depth`, honouring
+each tenant's running cap and rate. The API's push refills at once (a tenant
+alone sees no added latency); each worker process refills as it drains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import redis
+
+SCRIPT = (Path(__file__).parent / "fair.lua").read_text()
+# How long a message moved for a capped tenant holds its slot before its job
+# starts; once it runs, the worker renews the slot for `lease_ms` at a time.
+HOLD_MS = 10 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Refilled:
+    moved: int
+    tenants_waiting: int  # tenants whose queue still holds jobs
+
+
+@dataclass(frozen=True, slots=True)
+class TenantQueue:
+    tenant_id: str
+    waiting: int
+    oldest_ms: int  # when the oldest waiting message was sent (ms since the epoch), 0 if none
+
+    def wait_ms(self, now_ms: int) -> int:
+        return max(0, now_ms - self.oldest_ms) if self.waiting and self.oldest_ms else 0
+
+
+Slot = tuple[str, str]  # (tenant, Redis message id)
+
+
+class FairQueue:
+    def __init__(self, client: redis.Redis, namespace: str, queue_name: str, depth: int) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.queue_name = queue_name
+        self.depth = depth
+        self._script = client.register_script(SCRIPT)
+        self.clock: Callable[[], int] = lambda: int(time.time() * 1000)  # ms; tests set it
+
+    def _run(self, command: str, *args: Any) -> list[Any]:
+        head = (command, self.namespace, self.queue_name, self.clock(), self.depth, HOLD_MS)
+        result: list[Any] = self._script(args=[*head, *args])
+        return result
+
+    def push(self, messages: Sequence[dramatiq.Message]) -> Refilled:  # type: ignore[type-arg]
+        """Append each message to its tenant's queue (option `tenant`), then refill."""
+        args: list[Any] = []
+        for message in messages:
+            args += (
+                message.options["tenant"],
+                message.options["redis_message_id"],
+                message.encode(),
+            )
+        moved, waiting = self._run("push", *args)
+        return Refilled(int(moved), int(waiting))
+
+    def refill(
+        self, released: Sequence[Slot] = (), renewed: Iterable[Slot] = (), lease_ms: int = 0
+    ) -> Refilled:
+        """Free the slots of finished messages, renew those of running ones, then refill."""
+        args: list[Any] = [lease_ms, len(released)]
+        for pair in (*released, *renewed):
+            args += pair
+        moved, waiting = self._run("refill", *args)
+        return Refilled(int(moved), int(waiting))
+
+    def peek(self, tenants: Sequence[str] = ()) -> list[TenantQueue]:
+        """Waiting jobs and the oldest one's send time, of `tenants` (default: all waiting)."""
+        flat = self._run("peek", *tenants)
+        return [
+            TenantQueue(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        ]
+
+    @property
+    def messages_key(self) -> str:
+        """The hash of every message waiting in a tenant's queue (by Redis message id)."""
+        return f"{self.namespace}:fair:msgs"
+
+    def set_limits(self, limits: Iterable[tuple[str, dict[Any, Any]]]) -> None:
+        """Replace the limits of each (tenant, {weight, max_running, rate, burst}) given."""
+        pipe = self.client.pipeline(transaction=True)
+        for tenant, fields in limits:
+            key = f"{self.namespace}:fair:limits:{tenant}"
+            pipe.delete(key)
+            if fields:
+                pipe.hset(key, mapping=fields)
+        pipe.execute()
