@@ -106,6 +106,7 @@ def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
         "naive": [],
         "ferry-8": [],
         "ferry-32": [],
+        "fifo-32": [],
     }
     for run in range(1, runs + 1):
         for scenario in results:  # interleaved, so drift hits every scenario alike
@@ -125,6 +126,7 @@ def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
         "naive": ("(b) naive per-job design", 8),
         "ferry-8": ("(c) Ferry, batching middleware", 8),
         "ferry-32": ("(c) Ferry, batching middleware (default)", 32),
+        "fifo-32": ("(c') Ferry, one FIFO queue (FAIR_SCHEDULING=false)", 32),
     }
     for scenario, (label, threads) in labels.items():
         row = table[scenario]
@@ -139,6 +141,38 @@ def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
         print(f"{scenario}: c/a = {row['jobs_per_s'] / bare:.2f} (goal >= 0.8), "
               f"c/b = {row['jobs_per_s'] / naive:.2f} (goal >= 3), "
               f"transitions per statement = {row['transitions_per_statement']:.1f}")  # fmt: skip
+    fair, fifo = table["ferry-32"]["jobs_per_s"], table["fifo-32"]["jobs_per_s"]
+    print(f"fair scheduling for a tenant alone: {fair / fifo:.2f} x FIFO throughput "
+          f"(cost {1 - fair / fifo:.0%}, goal < 10%)")  # fmt: skip
+
+
+# The noisy neighbour: (flood jobs, quiet jobs).
+FLOOD, QUIET = 20_000, 20
+
+
+def fairness(runs: int, progress: Callable[[str], None]) -> None:
+    results: dict[str, list[dict[str, Any]]] = {"fair": [], "fifo": []}
+    for run in range(1, runs + 1):
+        for mode in results:
+            progress(f"fairness: run {run}/{runs}, {mode} ({FLOOD} + {QUIET} jobs)")
+            results[mode].append(measure("bench.fairness", mode, FLOOD, QUIET))
+    table = {mode: medians(rows) for mode, rows in results.items()}
+    print()
+    print(f"Noisy neighbour: tenant A sends {FLOOD:,} jobs, 0.5 s later tenant B sends {QUIET}; "
+          f"1 worker process x 32 threads, median of {runs} runs")  # fmt: skip
+    print()
+    print("| scheduling | B's wait p50 ms | B's wait p99 ms | A's drain s | jobs/s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    labels = {"fifo": "one FIFO queue (FAIR_SCHEDULING=false)", "fair": "fair (default)"}
+    for mode in ("fifo", "fair"):
+        row = table[mode]
+        print(f"| {labels[mode]} | {row['quiet_p50_ms']:,.0f} | {row['quiet_p99_ms']:,.0f} | "
+              f"{row['flood_drain_s']:.1f} | {row['jobs_per_s']:,.0f} |")  # fmt: skip
+    fair, fifo = table["fair"], table["fifo"]
+    print()
+    print(f"B's p99 wait: {fair['quiet_p99_ms']:,.0f} ms fair vs {fifo['quiet_p99_ms']:,.0f} ms "
+          f"FIFO ({fifo['quiet_p99_ms'] / max(fair['quiet_p99_ms'], 1):,.0f}x shorter), "
+          f"{fair['quiet_p99_ms'] / 1000 / fair['flood_drain_s']:.1%} of A's drain")  # fmt: skip
 
 
 def main() -> None:
@@ -146,7 +180,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per drain (default 5000)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are shown")
     parser.add_argument(
-        "--only", choices=["workers", "realtime"], help="run one suite (default: all)"
+        "--only",
+        choices=["workers", "fairness", "realtime"],
+        help="run one suite (default: all)",
     )
     args = parser.parse_args()
 
@@ -155,6 +191,8 @@ def main() -> None:
 
     if args.only in (None, "workers"):
         workers(args.jobs, args.runs, progress)
+    if args.only in (None, "fairness"):
+        fairness(args.runs, progress)
     if args.only in (None, "realtime"):
         realtime(args.runs, progress)
 

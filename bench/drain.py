@@ -6,7 +6,9 @@ Dramatiq worker of 1 process (8 threads unless said) has processed all of them.
 - naive: the seeds' per-job design: UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
          PUBLISH, each its own round trip (asyncpg pool of 8, one per thread);
 - ferry-T: Ferry's worker with T threads: `sleep` jobs of 0 ms from PENDING to
-         COMPLETED through the batching lifecycle middleware, every event published.
+         COMPLETED through the batching lifecycle middleware, every event published,
+         fed through the tenants' queues (fair scheduling, the default);
+- fifo-T: the same with FAIR_SCHEDULING off (one shared first-in-first-out queue).
 Prints one JSON line: jobs/s, SQL statements per job, Redis event round trips.
 """
 
@@ -37,7 +39,7 @@ from ferry.worker.lifecycle import JobLifecycle
 THREADS = 8
 
 
-def insert_pending(database_url: str, n: int) -> list[uuid.UUID]:
+def insert_pending(database_url: str, n: int, tenant: str = "bench") -> list[uuid.UUID]:
     ids = [new_job_id() for _ in range(n)]
 
     async def run() -> None:
@@ -45,9 +47,9 @@ def insert_pending(database_url: str, n: int) -> list[uuid.UUID]:
         try:
             await conn.executemany(
                 "INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,"
-                " created_at, updated_at, next_run_at) VALUES ($1, 'bench', 'sleep', '{\"delayMs\": 0}',"
+                " created_at, updated_at, next_run_at) VALUES ($1, $2, 'sleep', '{\"delayMs\": 0}',"
                 " 'PENDING', 0, 5, now(), now(), now())",
-                [(job_id,) for job_id in ids],
+                [(job_id, tenant) for job_id in ids],
             )
         finally:
             await conn.close()
@@ -134,9 +136,14 @@ def naive(n: int, namespace: str, database_url: str) -> dict[str, Any]:
     return {"jobs_per_s": n / elapsed, "statements_per_job": 2.0, "event_round_trips_per_job": 2.0}
 
 
-def ferry(n: int, namespace: str, database_url: str, threads: int) -> dict[str, Any]:
+def ferry(n: int, namespace: str, database_url: str, threads: int, fair: bool) -> dict[str, Any]:
     ids = insert_pending(database_url, n)
-    settings = Settings(database_url=database_url, redis_url=REDIS_URL, redis_namespace=namespace)
+    settings = Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        redis_namespace=namespace,
+        fair_scheduling=fair,
+    )
     broker = install_broker(build_broker(settings), settings)
     send_now(broker, [Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
     lifecycle = next(m for m in broker.middleware if isinstance(m, JobLifecycle))
@@ -173,8 +180,9 @@ def main() -> None:
         result = bare(n, namespace)
     elif scenario == "naive":
         result = naive(n, namespace, database_url)
-    else:  # ferry-<threads>
-        result = ferry(n, namespace, database_url, int(scenario.split("-")[1]))
+    else:  # ferry-<threads> (fair scheduling, the default) or fifo-<threads>
+        kind, threads = scenario.split("-")
+        result = ferry(n, namespace, database_url, int(threads), fair=kind == "ferry")
     print(json.dumps(result))
 
 

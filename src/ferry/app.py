@@ -173,7 +173,7 @@ def _authentication(settings: Settings) -> list[DefineMiddleware]:
         raise SystemExit("ferry: FERRY_AUTH=on needs FERRY_ADMIN_KEY (the key that manages keys)")
     # Open: the probes, the API's schema, the dashboard page (it asks for a key),
     # and the key routes (their guard checks the admin key itself).
-    exclude = ["^/health", "^/schema", "^/$", "^/static/", "^/tenants/"]
+    exclude = ["^/health", "^/schema", "^/$", "^/static/", "^/tenants/[^/]+/keys"]
     return [DefineMiddleware(TenantKeyAuth, exclude=exclude)]
 
 

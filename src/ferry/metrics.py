@@ -30,6 +30,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from ferry.fairness.queue import TenantQueue
+
 log = logging.getLogger(__name__)
 
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
@@ -202,6 +204,25 @@ def families(
     for queue, count in queue_depths.items():
         depth.add_metric([queue], count)
     yield depth
+
+
+def tenant_queue_families(queues: Iterable[TenantQueue], now_ms: int) -> Iterator[Metric]:
+    """Fair scheduling: each waiting tenant's queue, read from Redis at scrape time."""
+    waiting = GaugeMetricFamily(
+        "ferry_tenant_waiting_jobs",
+        "Jobs waiting in a tenant's queue for a turn",
+        labels=["tenant"],
+    )
+    wait = GaugeMetricFamily(
+        "ferry_tenant_oldest_wait_seconds",
+        "How long the oldest job in a tenant's queue has waited",
+        labels=["tenant"],
+    )
+    for queue in queues:
+        waiting.add_metric([queue.tenant_id], queue.waiting)
+        wait.add_metric([queue.tenant_id], queue.wait_ms(now_ms) / 1000)
+    yield waiting
+    yield wait
 
 
 class Snapshot:

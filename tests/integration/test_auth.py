@@ -97,6 +97,17 @@ def test_only_the_admin_key_manages_keys_and_reads_metrics(api: Api) -> None:
     assert api.client(ADMIN_KEY).post("/tenants/not a tenant/keys").status_code == 400
 
 
+def test_limits_are_set_by_the_admin_and_read_by_their_tenant(api: Api) -> None:
+    mine, theirs = new_tenant(), new_tenant()
+    me, admin = api.client(api.new_key(mine)), api.client(ADMIN_KEY)
+    assert me.put(f"/tenants/{mine}/limits", json={"weight": 9}).status_code == 403
+    assert api.client().put(f"/tenants/{mine}/limits", json={"weight": 9}).status_code == 401
+    assert admin.put(f"/tenants/{mine}/limits", json={"maxRunning": 3}).status_code == 200
+    assert me.get(f"/tenants/{mine}/limits").json()["maxRunning"] == 3
+    assert me.get(f"/tenants/{theirs}/limits").status_code == 403
+    assert me.get(f"/tenants/{mine}/limits").json()["weight"] == 1  # the refused PUT: no change
+
+
 def test_a_revoked_key_stops_working(api: Api) -> None:
     tenant = new_tenant()
     admin = api.client(ADMIN_KEY)

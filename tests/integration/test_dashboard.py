@@ -4,6 +4,7 @@ API process and a worker process on PostgreSQL and Redis."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -271,3 +272,16 @@ async def test_with_auth_on_the_page_asks_for_a_key(page: Page, ferry: Ferry) ->
         await create_from_form(page, "sleep", '{"delayMs": 10}')
         row = page.get_by_test_id("job-row")
         await expect(row.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=WAIT_MS)
+
+
+async def test_the_tenants_queue_shows_in_the_counters(page: Page, ferry: Ferry) -> None:
+    tenant = new_tenant()
+    async with httpx.AsyncClient(base_url=ferry.base) as client:
+        limits = await client.put(f"/tenants/{tenant}/limits", json={"maxRunning": 1})
+        assert limits.status_code == 200
+        # One runs (the cap), two wait in the tenant's queue for a slot.
+        await client.post("/jobs/batch", json={"jobs": [sleep_job(tenant, 20_000)] * 3})
+    await open_dashboard(page, ferry, tenant, "WebSocket")
+    stats = page.get_by_test_id("stats")
+    await expect(stats.locator('[data-stat="waiting"]')).to_have_text("2", timeout=WAIT_MS)
+    await expect(stats.locator('[data-stat="oldest-wait"]')).to_have_text(re.compile(r"\d"))

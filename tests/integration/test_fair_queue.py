@@ -40,7 +40,9 @@ def push(fair: FairQueue, tenant: str, count: int) -> list[str]:
 def take_all(fair: FairQueue) -> list[str]:
     """Empty Dramatiq's queue (as workers would), returning its message ids in order."""
     key = f"{fair.namespace}:{JOBS_QUEUE}"
-    ids = [raw.decode() for raw in fair.client.lrange(key, 0, -1)]
+    ids = [
+        raw.decode() if isinstance(raw, bytes) else raw for raw in fair.client.lrange(key, 0, -1)
+    ]
     fair.client.delete(key, f"{key}.msgs")
     return ids
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import dramatiq
@@ -15,19 +16,24 @@ from litestar.exceptions import PermissionDeniedException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ferry.auth import principal_of
+from ferry.fairness.broker import FairRedisBroker
 from ferry.messages import JOBS_QUEUE
-from ferry.metrics import Snapshot, families, flush, recorder
+from ferry.metrics import Snapshot, families, flush, recorder, tenant_queue_families
 
 QUEUES = (JOBS_QUEUE, f"{JOBS_QUEUE}.DQ")  # ready, and delayed (retries, delayMs)
 
 
 def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
-    """Blocking: messages waiting in each queue (fetched ones are not counted)."""
+    """Blocking: messages waiting in each queue (fetched ones are not counted), and on
+    the fair broker those waiting in the tenants' queues (as `jobs.fair`)."""
     if isinstance(broker, RedisBroker):
         pipe = broker.client.pipeline(transaction=False)
         for queue in QUEUES:
             pipe.llen(f"{broker.namespace}:{queue}")
-        return dict(zip(QUEUES, map(int, pipe.execute()), strict=True))
+        depths = dict(zip(QUEUES, map(int, pipe.execute()), strict=True))
+        if isinstance(broker, FairRedisBroker):
+            depths[f"{JOBS_QUEUE}.fair"] = int(broker.client.hlen(broker.fair.messages_key))
+        return depths
     if isinstance(broker, StubBroker):
         return {queue: broker.queues[queue].qsize() for queue in QUEUES}
     return {}
@@ -43,7 +49,12 @@ def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
 async def metrics(state: State) -> Response[bytes]:
     await flush(recorder, state.metrics)  # this process's latest counts too
     totals, gauges = await state.metrics.read()
-    depths = await asyncio.to_thread(queue_depths, state.dispatcher.broker)
+    broker = state.dispatcher.broker
+    depths = await asyncio.to_thread(queue_depths, broker)
+    snapshot = list(families(totals, gauges, depths))
+    if isinstance(broker, FairRedisBroker):
+        tenants = await asyncio.to_thread(broker.fair.peek)
+        snapshot += tenant_queue_families(tenants, int(time.time() * 1000))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot(families(totals, gauges, depths)))
+    registry.register(Snapshot(snapshot))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -73,14 +73,23 @@ async function loadPage() {
 async function loadStats() {
   try {
     const stats = await api.stats(state.tenant);
+    const shown = ["total", ...STATUSES.map((s) => s.toLowerCase())].map((name) => [name, name, stats[name].toLocaleString()]);
+    // Fair scheduling (null when off): jobs waiting for the tenant's turn, and the oldest one's wait.
+    if (stats.waiting !== null) {
+      shown.push(["waiting", "waiting", stats.waiting.toLocaleString()], ["oldest-wait", "oldest wait", duration(stats.oldestWaitMs)]);
+    }
     $("stats").replaceChildren(
-      ...["total", ...STATUSES.map((s) => s.toLowerCase())].map((name) =>
-        element("div", {}, element("dt", {}, name), element("dd", { "data-stat": name }, stats[name].toLocaleString())),
+      ...shown.map(([key, label, value]) =>
+        element("div", {}, element("dt", {}, label), element("dd", { "data-stat": key }, value)),
       ),
     );
   } catch {
     // The table shows the error.
   }
+}
+
+function duration(ms) {
+  return ms < 1000 ? `${ms} ms` : ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60_000)} min`;
 }
 
 // Live updates come in bursts: re-read the page and the counters at most a few times a second.
