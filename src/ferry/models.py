@@ -117,3 +117,16 @@ class TenantLimit(Base):
     rate_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
     burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+
+
+class JobCount(Base):
+    """Jobs per (tenant, type, status), summed over shards: kept by triggers on
+    PostgreSQL (migration 0006), absent on SQLite (which counts rows instead)."""
+
+    __tablename__ = "job_counts"
+
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers import Client, count_rows, force_status, new_tenant, queued_job_ids, sleep_job
@@ -465,3 +466,44 @@ async def test_over_limit_requests_are_4xx_with_a_message(client: Client) -> Non
         headers={"Content-Type": "application/json"},
     )
     assert too_big.status_code == 413
+
+
+async def test_the_counters_follow_every_kind_of_change(
+    client: Client, engine: AsyncEngine
+) -> None:
+    """Totals and stats read trigger-kept counters on PostgreSQL: after creates, batch
+    creates, transitions, cancels, retries and deletes they equal a count of the rows."""
+    tenants = [new_tenant(), new_tenant()]
+    ids = []
+    for tenant in tenants:
+        ids += [await create(client, sleep_job(tenant)) for _ in range(3)]
+        batch = {"jobs": [sleep_job(tenant), {**sleep_job(tenant), "type": "email",
+                 "payload": {"to": "a@example.com", "subject": "s"}}]}  # fmt: skip
+        ids += (await client.post("/jobs/batch", json=batch)).json()["jobIds"]
+    await force_status(engine, ids[0], "RUNNING")
+    await force_status(engine, ids[1], "FAILED")
+    await client.post(f"/jobs/{ids[1]}/retry")
+    await client.post(f"/jobs/{ids[2]}/cancel")
+    await client.delete(f"/jobs/{ids[3]}")
+    await force_status(engine, ids[5], "COMPLETED")
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT tenant_id, type, status, count(*) FROM jobs"
+                 " WHERE tenant_id = ANY(:t) GROUP BY 1, 2, 3"), {"t": tenants}
+        )  # fmt: skip
+        counted = {(r[0], r[1], r[2]): r[3] for r in rows}
+    for tenant in tenants:
+        stats = (await client.get("/jobs/stats", params={"tenantId": tenant})).json()
+        for status in ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"):
+            expected = sum(n for (t, _, s), n in counted.items() if (t, s) == (tenant, status))
+            assert stats[status.lower()] == expected, (tenant, status)
+        for job_type in ("sleep", "email"):
+            page = (await client.get("/jobs", params={"tenantId": tenant, "type": job_type})).json()
+            assert page["total"] == sum(
+                n for (t, ty, _), n in counted.items() if (t, ty) == (tenant, job_type)
+            )
+    assert (stats["total"], stats["completed"], stats["running"]) == (5, 1, 0)  # the second
+    first = (await client.get("/jobs/stats", params={"tenantId": tenants[0]})).json()
+    assert (first["running"], first["cancelled"], first["completed"], first["total"]) == (
+        1, 1, 0, 4,
+    )  # fmt: skip

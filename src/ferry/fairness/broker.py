@@ -17,7 +17,7 @@ from uuid import uuid4
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from ferry.fairness.queue import FairQueue, Refilled
+from ferry.fairness.queue import FairQueue
 from ferry.messages import JOBS_QUEUE, tenant_of
 
 PUSH_CHUNK = 500  # messages per script call: keeps Redis responsive to others
@@ -44,6 +44,3 @@ class FairRedisBroker(RedisBroker):
             for message in chunk:
                 self.emit_after("enqueue", message, None)
         return sent
-
-    def refill(self) -> Refilled:
-        return self.fair.refill()
