@@ -20,13 +20,13 @@ from ferry.migrate import upgrade
 
 def measure(module: str, *args: object) -> dict[str, Any]:
     """`python -m <module> <args...> <namespace> <database>` on a fresh database and
-    Redis namespace; its last line of output is the JSON result."""
+    Redis namespace; the last line of its standard output is the JSON result."""
     with redis_namespace() as namespace, bench_database() as database_url:
         upgrade(database_url)
         output = subprocess.run(
             [sys.executable, "-m", module, *map(str, args), namespace, database_url],
             check=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,  # stderr passes through: progress, and errors
             text=True,
         ).stdout
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
@@ -175,13 +175,88 @@ def fairness(runs: int, progress: Callable[[str], None]) -> None:
           f"{fair['quiet_p99_ms'] / 1000 / fair['flood_drain_s']:.1%} of A's drain")  # fmt: skip
 
 
+def endtoend(n: int, runs: int, progress: Callable[[str], None]) -> None:
+    results: dict[str, list[dict[str, Any]]] = {"naive": [], "single": [], "batch": []}
+    limits: list[dict[str, Any]] = []
+    bare: list[dict[str, Any]] = []
+    for run in range(1, runs + 1):
+        progress(f"end to end: run {run}/{runs}, the machine's limits")
+        limits.append(measure("bench.limits"))
+        progress(f"end to end: run {run}/{runs}, bare Dramatiq drain ({n} jobs)")
+        bare.append(run_drain("bare", n))
+        for mode in results:
+            progress(f"end to end: run {run}/{runs}, {mode} ({n} jobs)")
+            results[mode].append(measure("bench.e2e", mode, n))
+    progress(f"end to end: batch at 10 x N ({10 * n} jobs, one run)")
+    grown = measure("bench.e2e", "batch", 10 * n)
+    limit, drain = medians(limits), medians(bare)["jobs_per_s"]
+    table = {mode: medians(rows) for mode, rows in results.items()} | {"batch-10x": grown}
+    print()
+    print(f"The machine's limits, median of {runs} runs")
+    print()
+    print("| Redis LPUSH/s | Redis PUBLISH/s | PostgreSQL INSERT rows/s (1,000 per statement) "
+          "| PostgreSQL UPDATE = ANY rows/s | bare Dramatiq no-op drain jobs/s |")  # fmt: skip
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {limit['redis_lpush_per_s']:,.0f} | {limit['redis_publish_per_s']:,.0f} | "
+          f"{limit['pg_insert_rows_per_s']:,.0f} | {limit['pg_update_rows_per_s']:,.0f} | "
+          f"{drain:,.0f} |")  # fmt: skip
+    print()
+    print(f"End to end: {n:,} jobs created, run by 1 worker process, every COMPLETED event "
+          f"received by a WebSocket subscriber; median of {runs} runs (10 x N: one run)")  # fmt: skip
+    print()
+    print("| scenario | jobs/s | created/s | create p50/p99 ms | create to COMPLETED p50/p99 ms "
+          "| event p99 ms | API / worker peak RSS MiB | / bare drain | / naive |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    labels = {
+        "naive": "(b) the seeds' design, naive (INSERT + 2 UPDATE + 2 PUBLISH per job, no HTTP)",
+        "single": "(c) Ferry, `POST /jobs`, 32 in flight",
+        "batch": "(d) Ferry, `POST /jobs/batch` of 1,000",
+        "batch-10x": f"(d) at 10 x N ({10 * n:,} jobs)",
+    }
+    naive = table["naive"]["jobs_per_s"]
+    for mode, label in labels.items():
+        row = table[mode]
+        print(f"| {label} | {row['jobs_per_s']:,.0f} | {row['create_per_s']:,.0f} | "
+              f"{row['create_p50_ms']:,.0f} / {row['create_p99_ms']:,.0f} | "
+              f"{row['complete_p50_ms']:,.0f} / {row['complete_p99_ms']:,.0f} | "
+              f"{row['event_p99_ms']:,.0f} | {row['api_rss_mib']:.0f} / {row['worker_rss_mib']:.0f} | "
+              f"{row['jobs_per_s'] / drain:.2f} | {row['jobs_per_s'] / naive:.2f} |")  # fmt: skip
+    print()
+    print(f"batch: {table['batch']['jobs_per_s'] / drain:.2f} x bare drain (goal >= 0.6), "
+          f"{table['batch']['jobs_per_s'] / naive:.2f} x naive (goal >= 3); "
+          f"single POSTs: {table['single']['create_per_s']:,.0f} created/s (goal >= 1,500)")  # fmt: skip
+
+
+SCALE_ROWS = 1_000_000
+
+
+def scale(progress: Callable[[str], None]) -> None:
+    progress(f"scale: {SCALE_ROWS:,} jobs in the table (one run)")
+    row = measure("bench.scale", SCALE_ROWS)
+    print()
+    print(f"Reads with {SCALE_ROWS:,} jobs in the table (900,000 of them the tenant's), "
+          "one request at a time, ms")  # fmt: skip
+    print()
+    print("| request | Ferry p50 | Ferry p99 | baseline: counting the rows, p50 | p99 |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, label in (("list", "`GET /jobs?tenantId` (first page, with `total`)"),
+                        ("list_failed", "`GET /jobs?tenantId&status=FAILED`"),
+                        ("stats", "`GET /jobs/stats?tenantId`")):  # fmt: skip
+        print(f"| {label} | {row[f'{name}_p50_ms']:.1f} | {row[f'{name}_p99_ms']:.1f} | "
+              f"{row[f'{name}_count_p50_ms']:.1f} | {row[f'{name}_count_p99_ms']:.1f} |")  # fmt: skip
+    print()
+    print(f"Drain of 5,000 new jobs (32 threads): {row['drain_empty_jobs_per_s']:,.0f} jobs/s "
+          f"on the empty table, {row['drain_jobs_per_s']:,.0f} jobs/s beside the "
+          f"{SCALE_ROWS:,} ({row['drain_jobs_per_s'] / row['drain_empty_jobs_per_s']:.2f} x)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per drain (default 5000)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are shown")
     parser.add_argument(
         "--only",
-        choices=["workers", "fairness", "realtime"],
+        choices=["workers", "fairness", "realtime", "e2e", "scale"],
         help="run one suite (default: all)",
     )
     args = parser.parse_args()
@@ -195,6 +270,10 @@ def main() -> None:
         fairness(args.runs, progress)
     if args.only in (None, "realtime"):
         realtime(args.runs, progress)
+    if args.only in (None, "e2e"):
+        endtoend(args.jobs, args.runs, progress)
+    if args.only in (None, "scale"):
+        scale(progress)
 
 
 if __name__ == "__main__":

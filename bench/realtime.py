@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,8 +80,8 @@ class Arrivals:
 
 
 @contextmanager
-def ferry_stack(namespace: str, database_url: str) -> Iterator[str]:
-    """One API process and one worker process; yields the API's base URL."""
+def ferry_stack(namespace: str, database_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """One API process and one worker process; yields the API's base URL and the worker."""
     logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     env = ferry_env(
         DATABASE_URL=database_url,
@@ -90,8 +91,7 @@ def ferry_stack(namespace: str, database_url: str) -> Iterator[str]:
     )
     with ExitStack() as stack:
         base = stack.enter_context(api_process(env, PROJECT_ROOT, logs / "api.log"))
-        stack.enter_context(worker_process(env, logs / "worker.log", threads=32))
-        yield base
+        yield base, stack.enter_context(worker_process(env, logs / "worker.log", threads=32))
 
 
 async def ws_subscriber(base: str, tenant: str, arrivals: Arrivals) -> ClientConnection:
@@ -251,7 +251,7 @@ def main() -> None:
         coroutine: Any = redis_fanout(namespace, int(subscribers), int(tenants), int(rate), seconds)
         print(json.dumps(uvloop.run(coroutine)))
         return
-    with ferry_stack(namespace, database_url) as base:
+    with ferry_stack(namespace, database_url) as (base, _):
         if scenario == "latency":
             jobs, rate = numbers
             coroutine = latency(base, int(jobs), rate)

@@ -53,7 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # newcomer waits behind one round of the tenants plus this many jobs).
     # Off: one first-in-first-out queue.
     fair_scheduling: bool = True
-    fair_queue_depth: int = 32
+    fair_queue_depth: int = 128
     # Live events: how many each tenant keeps for replay (Last-Event-ID), how long
     # an idle tenant's history lives, and how many may wait for one slow subscriber
     # (beyond that its oldest are dropped, then read back from the history).

@@ -22,17 +22,20 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.migrate import upgrade
+from ferry.settings import Settings
 from tests.helpers import Client, new_tenant, sleep_job
 from tests.processes import api_process, shared_env, worker_process
 from tests.services import postgres_database, redis_namespace
 
-DEPTH = 32  # FAIR_QUEUE_DEPTH's default
+# The workers here run 8 threads (prefetch 16): a shared queue of twice that, as
+# the default (128) is for the 32 threads of `just worker`.
+DEPTH = 32
 
 
 @pytest.fixture
 def env(database_url: str) -> Iterator[dict[str, str]]:
     with redis_namespace() as namespace:
-        yield shared_env(database_url, namespace)
+        yield shared_env(database_url, namespace, FAIR_QUEUE_DEPTH=str(DEPTH))
 
 
 def create(base: str, tenant: str, count: int, delay_ms: int = 0) -> list[str]:
@@ -192,9 +195,10 @@ async def test_bad_limits_are_refused_and_change_nothing(
 async def test_stats_show_the_tenants_queue(client: Client) -> None:
     tenant = new_tenant()
     # No worker runs here: past the shared queue's depth, jobs wait in the tenant's queue.
-    await client.post("/jobs/batch", json={"jobs": [sleep_job(tenant)] * (DEPTH + 10)})
+    count = Settings().fair_queue_depth + 10
+    await client.post("/jobs/batch", json={"jobs": [sleep_job(tenant)] * count})
     stats = (await client.get("/jobs/stats", params={"tenantId": tenant})).json()
-    assert stats["pending"] == DEPTH + 10
+    assert stats["pending"] == count
     assert stats["waiting"] >= 10
     assert stats["oldestWaitMs"] >= 0
     metrics = (await client.get("/metrics")).text

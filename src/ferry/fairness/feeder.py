@@ -1,8 +1,10 @@
 """Each worker process keeps Dramatiq's queue fed from the tenants' queues.
 
-While any tenant has jobs waiting the feeder refills every `BUSY_POLL_S`
-(well before workers, which prefetch, can empty a queue `depth` deep), else
-every `IDLE_POLL_S` (a push refills by itself when there is room). Each call
+While any tenant has jobs waiting the feeder refills often enough that
+workers never find Dramatiq's queue empty: it polls faster when a refill
+finds the queue half drained, slower when it finds it still full (between
+`FASTEST_S` and `SLOWEST_S`); with no job waiting, every `IDLE_POLL_S` (a
+push refills by itself when there is room). Each call
 also frees the slots of the messages this process finished and, every
 heartbeat, renews those of the messages it is running, so a capped tenant's
 slots outlive neither a finished job nor a dead worker by more than a lease.
@@ -19,7 +21,7 @@ from ferry.fairness.queue import FairQueue, Slot
 
 log = logging.getLogger(__name__)
 
-BUSY_POLL_S = 0.005
+FASTEST_S, SLOWEST_S = 0.002, 0.01
 IDLE_POLL_S = 0.1
 
 
@@ -50,6 +52,7 @@ class Feeder:
 
     async def run(self) -> None:
         next_renewal = 0.0
+        delay = FASTEST_S
         while True:
             renew = time.monotonic() >= next_renewal
             released, running = self._take(renew)
@@ -65,4 +68,11 @@ class Feeder:
                 continue
             if renew:
                 next_renewal = time.monotonic() + self.renew_every
-            await asyncio.sleep(BUSY_POLL_S if refilled.tenants_waiting else IDLE_POLL_S)
+            if not refilled.tenants_waiting:
+                await asyncio.sleep(IDLE_POLL_S)
+                continue
+            if refilled.moved == 0:
+                delay = min(delay * 2, SLOWEST_S)
+            elif refilled.moved >= self.fair.depth // 2:
+                delay = max(delay / 2, FASTEST_S)
+            await asyncio.sleep(delay)

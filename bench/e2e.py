@@ -1,0 +1,232 @@
+"""End to end, in a fresh process: `python -m bench.e2e MODE N ...`.
+
+One API process (uvicorn) and one worker process (`dramatiq`, 32 threads) on
+PostgreSQL and Redis, and a WebSocket subscriber of the tenant, all on this
+machine. The clock runs from the first create request until the subscriber
+has received the COMPLETED event of every job.
+- single: N jobs, one `POST /jobs` each, 32 requests in flight;
+- batch:  N jobs in `POST /jobs/batch` requests of 1,000, 2 in flight;
+- naive:  the seeds' design without HTTP: per job an INSERT and a message
+          (32 in flight), and a worker (1 process x 8 threads, as in
+          bench/drain.py) that runs UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
+          PUBLISH, each its own round trip.
+Prints one JSON line (jobs/s, latencies in ms, peak RSS in MiB) and, on
+stderr, the completions per second as the run goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import dramatiq
+import httpx
+from dramatiq.brokers.redis import RedisBroker
+from websockets.asyncio.client import connect
+
+from bench.drain import THREADS, naive_actor
+from bench.realtime import ferry_stack, wait_until
+from bench.services import REDIS_URL, plain
+
+TENANT = "e2e"
+IN_FLIGHT = 32
+BATCH = 1000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values) or [float("nan")]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Completions:
+    """What the subscriber saw: when each job's COMPLETED arrived, and every event's lag."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, float] = {}
+        self.lags_ms: list[float] = []
+
+    def record(self, raw: str | bytes) -> None:
+        event = json.loads(raw)
+        if event.get("type") != "JOB_UPDATE":
+            return
+        now = time.time()
+        self.lags_ms.append((now - datetime.fromisoformat(event["at"]).timestamp()) * 1000)
+        if event["status"] == "COMPLETED":
+            self.done[event["jobId"]] = now
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a process and its children (a `dramatiq` main process forks the worker)."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total = max(total, int(line.split()[1]) / 1024)
+    return total
+
+
+async def subscribe(base: str, seen: Completions) -> asyncio.Task[None]:
+    ws = await connect(base.replace("http", "ws") + "/ws", max_queue=None)
+    await ws.recv()
+    await ws.send(json.dumps({"type": "SUBSCRIBE", "tenantId": TENANT}))
+    await ws.recv()
+
+    async def receive() -> None:
+        async for message in ws:
+            seen.record(message)
+
+    return asyncio.create_task(receive())
+
+
+async def create_single(base: str, n: int, created: dict[str, float], lat: list[float]) -> None:
+    body = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
+    left = iter(range(n))
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+
+        async def loop() -> None:
+            for _ in left:
+                start = time.time()
+                response = await client.post("/jobs", json=body)
+                created[response.json()["jobId"]] = start
+                lat.append((time.time() - start) * 1000)
+
+        await asyncio.gather(*(loop() for _ in range(IN_FLIGHT)))
+
+
+async def create_batch(base: str, n: int, created: dict[str, float], lat: list[float]) -> None:
+    job = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
+    sizes = iter([min(BATCH, n - start) for start in range(0, n, BATCH)])
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+
+        async def loop() -> None:
+            for size in sizes:
+                start = time.time()
+                response = await client.post("/jobs/batch", json={"jobs": [job] * size})
+                for job_id in response.json()["jobIds"]:
+                    created[job_id] = start
+                lat.append((time.time() - start) * 1000)
+
+        await asyncio.gather(loop(), loop())
+
+
+async def progress(seen: Completions, n: int, start: float) -> None:
+    last = 0
+    while True:
+        await asyncio.sleep(1)
+        done = len(seen.done)
+        print(f"... {time.time() - start:5.1f} s: {done:,}/{n:,} completed "
+              f"({done - last:,}/s)", file=sys.stderr, flush=True)  # fmt: skip
+        last = done
+
+
+async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dict[str, Any]:
+    with ferry_stack(namespace, database_url) as (base, worker):
+        health = await asyncio.to_thread(httpx.get, f"{base}/health")
+        api_pid = int(health.json()["instance"].rsplit(":", 1)[1])
+        seen = Completions()
+        receiver = await subscribe(base, seen)
+        created: dict[str, float] = {}
+        create_ms: list[float] = []
+        start = time.time()
+        reporter = asyncio.create_task(progress(seen, n, start))
+        creator = create_single if mode == "single" else create_batch
+        await creator(base, n, created, create_ms)
+        created_s = time.time() - start
+        await wait_until(lambda: len(seen.done) >= n, 600)
+        elapsed = max(seen.done.values()) - start
+        reporter.cancel()
+        receiver.cancel()
+        rss = {"api_rss_mib": peak_rss_mib(api_pid), "worker_rss_mib": peak_rss_mib(worker.pid)}
+    completed = await count_completed(database_url)
+    assert completed == n == len(seen.done), (completed, n, len(seen.done))
+    to_complete = [(seen.done[job_id] - created[job_id]) * 1000 for job_id in created]
+    return {
+        "jobs_per_s": n / elapsed,
+        "create_per_s": n / created_s,
+        "create_p50_ms": statistics.median(create_ms),
+        "create_p99_ms": percentile(create_ms, 0.99),
+        "complete_p50_ms": statistics.median(to_complete),
+        "complete_p99_ms": percentile(to_complete, 0.99),
+        "event_p99_ms": percentile(seen.lags_ms, 0.99),
+        **rss,
+    }
+
+
+async def count_completed(database_url: str) -> int:
+    conn = await asyncpg.connect(plain(database_url))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'"))
+    finally:
+        await conn.close()
+
+
+async def naive_run(n: int, namespace: str, database_url: str) -> dict[str, Any]:
+    """Per job: INSERT, send; the worker: two UPDATEs and two PUBLISHes."""
+    pool = await asyncpg.create_pool(plain(database_url), min_size=IN_FLIGHT, max_size=IN_FLIGHT)
+    broker = RedisBroker(url=REDIS_URL, namespace=namespace)  # type: ignore[no-untyped-call]
+    actor = naive_actor(broker, database_url)
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, worker_threads=THREADS)
+    worker.start()
+    created: dict[str, float] = {}
+    create_ms: list[float] = []
+    start = time.time()
+    left = iter(range(n))
+
+    async def loop() -> None:
+        for _ in left:
+            job_id = uuid.uuid4()
+            began = time.time()
+            await pool.execute(
+                "INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,"
+                " created_at, updated_at, next_run_at) VALUES ($1, $2, 'sleep',"
+                " '{\"delayMs\": 0}', 'PENDING', 0, 5, now(), now(), now())",
+                job_id,
+                TENANT,
+            )
+            await asyncio.to_thread(actor.send, str(job_id))
+            created[str(job_id)] = began
+            create_ms.append((time.time() - began) * 1000)
+
+    await asyncio.gather(*(loop() for _ in range(IN_FLIGHT)))
+    await wait_until(lambda: actor.done[0] >= n, 600)  # type: ignore[attr-defined]
+    elapsed = time.time() - start
+    worker.stop()
+    await pool.close()
+    return {
+        "jobs_per_s": n / elapsed,
+        "create_per_s": float("nan"),
+        "create_p50_ms": statistics.median(create_ms),
+        "create_p99_ms": percentile(create_ms, 0.99),
+        "complete_p50_ms": float("nan"),
+        "complete_p99_ms": float("nan"),
+        "event_p99_ms": float("nan"),
+        "api_rss_mib": float("nan"),
+        "worker_rss_mib": float("nan"),
+    }
+
+
+def main() -> None:
+    mode, n, namespace, database_url = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    if mode == "naive":
+        result = asyncio.run(naive_run(n, namespace, database_url))
+    else:
+        result = asyncio.run(ferry_run(mode, n, namespace, database_url))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
