@@ -144,8 +144,10 @@ def naive_actor(broker: dramatiq.Broker, database_url: str) -> dramatiq.Actor:  
     return actor
 
 
-def ferry(n: int, namespace: str, database_url: str, threads: int, fair: bool) -> dict[str, Any]:
-    ids = insert_pending(database_url, n)
+def ferry_broker(
+    namespace: str, database_url: str, fair: bool
+) -> tuple[dramatiq.Broker, JobLifecycle]:
+    """Ferry's broker installed in this process (as a worker's), and its lifecycle middleware."""
     settings = Settings(
         database_url=database_url,
         redis_url=REDIS_URL,
@@ -153,8 +155,13 @@ def ferry(n: int, namespace: str, database_url: str, threads: int, fair: bool) -
         fair_scheduling=fair,
     )
     broker = install_broker(build_broker(settings), settings)
+    return broker, next(m for m in broker.middleware if isinstance(m, JobLifecycle))
+
+
+def ferry(n: int, namespace: str, database_url: str, threads: int, fair: bool) -> dict[str, Any]:
+    ids = insert_pending(database_url, n)
+    broker, lifecycle = ferry_broker(namespace, database_url, fair)
     send_now(broker, [Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
-    lifecycle = next(m for m in broker.middleware if isinstance(m, JobLifecycle))
     writer = lifecycle.writer
     elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads)
     completed = asyncio.run(_count_completed(database_url, ids))

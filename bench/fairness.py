@@ -22,13 +22,10 @@ from typing import Any
 import asyncpg
 import dramatiq
 
-from bench.drain import insert_pending, wait_for
-from bench.services import REDIS_URL, plain
-from ferry.broker import build_broker, install_broker
+from bench.drain import ferry_broker, insert_pending, wait_for
+from bench.services import plain
 from ferry.dispatch import send_now
-from ferry.settings import Settings
 from ferry.store import Enqueued
-from ferry.worker.lifecycle import JobLifecycle
 
 THREADS = 32
 HEAD_START_S = 0.5
@@ -55,16 +52,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def noisy(fair: bool, flood: int, quiet: int, namespace: str, database_url: str) -> dict[str, Any]:
-    settings = Settings(
-        database_url=database_url,
-        redis_url=REDIS_URL,
-        redis_namespace=namespace,
-        fair_scheduling=fair,
-    )
-    broker = install_broker(build_broker(settings), settings)
+    broker, lifecycle = ferry_broker(namespace, database_url, fair)
+    writer = lifecycle.writer
     flood_ids = insert_pending(database_url, flood, "flood")
     quiet_ids = insert_pending(database_url, quiet, "quiet")
-    writer = next(m for m in broker.middleware if isinstance(m, JobLifecycle)).writer
     send_now(broker, enqueued(flood_ids, "flood"))
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=THREADS)
