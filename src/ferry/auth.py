@@ -130,6 +130,13 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return user if isinstance(user, Principal) else OPEN
 
 
+def not_a_tenant_key(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
+    """Guard of routes about every tenant (`/metrics`, setting limits): a tenant key
+    is refused; the admin key passes, and so does everyone with FERRY_AUTH off."""
+    if principal_of(connection).tenant_id is not None:
+        raise PermissionDeniedException(f"{connection.scope['path']} needs the admin key")
+
+
 def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
     """Guard of the key routes: the admin key, whether FERRY_AUTH is on or off."""
     admin_key = connection.app.state.settings.ferry_admin_key

@@ -9,12 +9,11 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.datastructures import State
-from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, PathParameter
 from sqlalchemy import update
 
 from ferry.api.jobs import Caller, DbSession
-from ferry.auth import key_cache, key_hash, new_key, require_admin
+from ferry.auth import key_cache, key_hash, new_key, not_a_tenant_key, require_admin
 from ferry.fairness.broker import FairRedisBroker
 from ferry.fairness.limits import TenantLimits, TenantLimitsOut, limits_of, mirror
 from ferry.models import ApiKey, TenantLimit, utcnow
@@ -73,17 +72,18 @@ class TenantLimitsController(Controller):
         row = await db_session.get(TenantLimit, tenant_id)
         return _out(tenant_id, limits_of(row), state)
 
-    @put("/", summary="Set a tenant's weight, running cap and rate (admin)")
+    @put(
+        "/",
+        summary="Set a tenant's weight, running cap and rate (admin)",
+        guards=[not_a_tenant_key],
+    )
     async def set_limits(
         self,
         tenant_id: TenantPath,
         data: JSONBody[TenantLimits],
         db_session: DbSession,
         state: State,
-        principal: Caller,
     ) -> TenantLimitsOut:
-        if principal.tenant_id is not None:
-            raise PermissionDeniedException("a tenant's limits are set with the admin key")
         await db_session.merge(
             TenantLimit(
                 tenant_id=tenant_id,
