@@ -206,7 +206,7 @@ def families(
     yield depth
 
 
-def tenant_queue_families(queues: Iterable[TenantQueue], now_ms: int) -> Iterator[Metric]:
+def tenant_queue_families(queues: Iterable[TenantQueue]) -> Iterator[Metric]:
     """Fair scheduling: each waiting tenant's queue, read from Redis at scrape time."""
     waiting = GaugeMetricFamily(
         "ferry_tenant_waiting_jobs",
@@ -220,7 +220,7 @@ def tenant_queue_families(queues: Iterable[TenantQueue], now_ms: int) -> Iterato
     )
     for queue in queues:
         waiting.add_metric([queue.tenant_id], queue.waiting)
-        wait.add_metric([queue.tenant_id], queue.wait_ms(now_ms) / 1000)
+        wait.add_metric([queue.tenant_id], queue.wait_ms / 1000)
     yield waiting
     yield wait
 

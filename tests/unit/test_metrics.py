@@ -81,9 +81,9 @@ async def test_gauges_and_queue_depths() -> None:
 
 
 def test_tenant_queues_become_gauges() -> None:
-    queues = [TenantQueue("a", 40, 1_000_000), TenantQueue("b", 0, 0)]
+    queues = [TenantQueue("a", 40, 2_500), TenantQueue("b", 0, 0)]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot(tenant_queue_families(queues, now_ms=1_002_500)))
+    registry.register(Snapshot(tenant_queue_families(queues)))
     samples = {
         (sample.name, sample.labels["tenant"]): sample.value
         for family in text_string_to_metric_families(generate_latest(registry).decode())

@@ -9,7 +9,6 @@ re-sends what no queue holds.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -97,8 +96,7 @@ async def _queue_of(broker: Any, tenant_id: str | None) -> tuple[int | None, int
     if not isinstance(broker, FairRedisBroker):
         return None, None
     queues = await anyio.to_thread.run_sync(broker.fair.peek, [tenant_id] if tenant_id else [])
-    now_ms = int(time.time() * 1000)
-    return sum(q.waiting for q in queues), max((q.wait_ms(now_ms) for q in queues), default=0)
+    return sum(q.waiting for q in queues), max((q.wait_ms for q in queues), default=0)
 
 
 def _events(tenant_id: str, status: JobStatus, job_ids: list[uuid.UUID]) -> list[JobEvent]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -46,7 +45,7 @@ async def metrics(state: State) -> Response[bytes]:
     snapshot = list(families(totals, gauges, depths))
     if isinstance(broker, FairRedisBroker):
         tenants = await asyncio.to_thread(broker.fair.peek)
-        snapshot += tenant_queue_families(tenants, int(time.time() * 1000))
+        snapshot += tenant_queue_families(tenants)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot(snapshot))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,7 +15,7 @@
 --            released, then (tenant, message id) pairs whose lease is renewed
 --   peek:    tenants (empty: every tenant of the ring, up to 1000)
 -- Returns: push/refill {moved, tenants waiting}; peek {tenant, waiting,
---   oldest message timestamp (ms)} triples.
+--   how long the oldest has waited (ms)} triples.
 
 local command = ARGV[1]
 local ns = ARGV[2]
@@ -117,14 +117,15 @@ elseif command == "peek" then
   local out = {}
   for _, t in ipairs(tenants) do
     local n = redis.call("llen", waiting(t))
-    local oldest = 0
+    local wait = 0
     if n > 0 then
       local data = redis.call("hget", msgs, redis.call("lindex", waiting(t), 0))
-      if data then oldest = cjson.decode(data)["message_timestamp"] or 0 end
+      local sent = data and cjson.decode(data)["message_timestamp"]
+      if sent then wait = math.max(0, now - sent) end
     end
     out[#out + 1] = t
     out[#out + 1] = n
-    out[#out + 1] = oldest
+    out[#out + 1] = wait
   end
   return out
 end

@@ -33,10 +33,7 @@ class Refilled:
 class TenantQueue:
     tenant_id: str
     waiting: int
-    oldest_ms: int  # when the oldest waiting message was sent (ms since the epoch), 0 if none
-
-    def wait_ms(self, now_ms: int) -> int:
-        return max(0, now_ms - self.oldest_ms) if self.waiting and self.oldest_ms else 0
+    wait_ms: int  # how long the oldest waiting message has waited, 0 if none
 
 
 Slot = tuple[str, str]  # (tenant, Redis message id)
@@ -79,7 +76,7 @@ class FairQueue:
         return Refilled(int(moved), int(waiting))
 
     def peek(self, tenants: Sequence[str] = ()) -> list[TenantQueue]:
-        """Waiting jobs and the oldest one's send time, of `tenants` (default: all waiting)."""
+        """Waiting jobs and the oldest one's wait, of `tenants` (default: all waiting)."""
         flat = self._run("peek", *tenants)
         return [
             TenantQueue(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]))
