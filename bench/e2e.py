@@ -35,15 +35,11 @@ from websockets.asyncio.client import connect
 from bench.drain import THREADS, naive_actor
 from bench.realtime import ferry_stack, wait_until
 from bench.services import REDIS_URL, plain
+from bench.stats import percentile
 
 TENANT = "e2e"
 IN_FLIGHT = 32
 BATCH = 1000
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values) or [float("nan")]
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Completions:

@@ -24,6 +24,7 @@ import dramatiq
 
 from bench.drain import ferry_broker, insert_pending, wait_for
 from bench.services import plain
+from bench.stats import percentile
 from ferry.dispatch import send_now
 from ferry.store import Enqueued
 
@@ -44,11 +45,6 @@ async def started_at(database_url: str, tenant: str) -> list[float]:
     finally:
         await conn.close()
     return [float(row["s"]) for row in rows]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def noisy(fair: bool, flood: int, quiet: int, namespace: str, database_url: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.services import REDIS_URL
+from bench.stats import percentile
 from tests.processes import PROJECT_ROOT, api_process, ferry_env, worker_process
 
 DATA = b"data: "
@@ -72,7 +73,7 @@ class Arrivals:
         return {
             "events": len(self.latencies),
             "p50_ms": statistics.median(ordered),
-            "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            "p99_ms": percentile(ordered, 0.99),
             "max_ms": ordered[-1],
             "resyncs": self.resyncs,
             "gaps": self.gaps,

@@ -28,6 +28,7 @@ import httpx
 
 from bench.drain import ferry as drain
 from bench.services import REDIS_URL, plain
+from bench.stats import percentile
 from tests.processes import PROJECT_ROOT, api_process, ferry_env
 
 TENANT = "big"
@@ -57,8 +58,7 @@ ROUTES = {
 
 
 def summary(latencies: list[float]) -> tuple[float, float]:
-    ordered = sorted(latencies)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return statistics.median(latencies), percentile(latencies, 0.99)
 
 
 async def fill(database_url: str, rows: int) -> dict[str, tuple[float, float]]:
