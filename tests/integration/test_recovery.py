@@ -10,15 +10,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
+from ferry.fairness.broker import FairRedisBroker
+from ferry.messages import JOBS_QUEUE, job_message
+from ferry.worker.recovery import queued_job_ids
 from tests.audit import attempts, audited_database, counts, transitions, wait_until
 from tests.helpers import new_tenant
 from tests.processes import api_process, ferry_env, kill_hard, worker_process
-from tests.services import private_redis_db
+from tests.services import TEST_REDIS_URL, private_redis_db, redis_namespace
 
 
 @pytest.fixture
@@ -70,3 +74,26 @@ def test_no_job_is_lost_when_a_worker_dies_and_redis_is_flushed(
         # The jobs the dead worker held were run again, after their lease expired.
         assert sum(1 for n in tries.values() if n > 1) >= 1
         assert "re-sending" in (tmp_path / "survivor.log").read_text()
+
+
+def test_a_message_moving_between_queues_while_they_are_read_is_still_seen() -> None:
+    """The recovery pass must not take a message for lost (and send it twice) because the
+    feeder moved it from its tenant's queue into Dramatiq's between two reads."""
+    with redis_namespace() as namespace:
+        broker = FairRedisBroker(depth=2, url=TEST_REDIS_URL, namespace=namespace)
+        sent = broker.enqueue_many([job_message(f"job-{i}", "sleep", "t") for i in range(10)])
+        ready = f"{namespace}:{JOBS_QUEUE}"
+        scan = broker.client.hscan_iter
+
+        def scan_then_move(key: str, **options: Any) -> Iterator[Any]:
+            yield from scan(key, **options)
+            # A worker fetches what is ready (its data stays until acked) and the
+            # feeder moves the next messages in, after each hash has been read.
+            broker.client.delete(ready)
+            broker.fair.refill()
+
+        broker.client.hscan_iter = scan_then_move  # type: ignore[method-assign]
+        try:
+            assert queued_job_ids(broker) == {message.args[0] for message in sent}
+        finally:
+            broker.client.close()

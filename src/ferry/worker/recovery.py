@@ -46,12 +46,16 @@ Publish = Callable[[list[JobEvent]], Awaitable[None]]
 
 
 def queued_job_ids(broker: dramatiq.Broker) -> set[str]:
-    """Job ids of every message a queue holds: ready, delayed or fetched but not acked."""
-    queues = (JOBS_QUEUE, f"{JOBS_QUEUE}.DQ")
+    """Job ids of every message a queue holds: ready, delayed or fetched but not acked.
+
+    Messages flow from the delay queue through their tenant's queue into Dramatiq's
+    queue; read upstream first, so a message that moves meanwhile is seen downstream.
+    """
+    queues = (f"{JOBS_QUEUE}.DQ", JOBS_QUEUE)
     if isinstance(broker, RedisBroker):
         hashes = [f"{broker.namespace}:{queue}.msgs" for queue in queues]
         if isinstance(broker, FairRedisBroker):
-            hashes.append(broker.fair.messages_key)  # waiting for their tenant's turn
+            hashes.insert(1, broker.fair.messages_key)  # waiting for their tenant's turn
         encoded: Iterable[Any] = (
             value for key in hashes for _, value in broker.client.hscan_iter(key, count=1000)
         )
