@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import TimeLimit
 
@@ -11,6 +10,7 @@ from ferry.fairness.broker import FairRedisBroker
 from ferry.messages import JOBS_QUEUE
 from ferry.realtime.log import EventLog
 from ferry.settings import Settings
+from ferry.worker.acks import GroupAckRedisBroker
 from ferry.worker.lifecycle import JobLifecycle
 
 
@@ -32,7 +32,7 @@ def build_broker(settings: Settings, events: EventLog | None = None) -> dramatiq
             middleware=middleware,
         )
     else:
-        broker = RedisBroker(  # type: ignore[no-untyped-call]
+        broker = GroupAckRedisBroker(  # type: ignore[no-untyped-call]
             url=settings.redis_url, namespace=settings.redis_namespace, middleware=middleware
         )
     broker.declare_queue(JOBS_QUEUE)

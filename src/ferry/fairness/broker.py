@@ -15,15 +15,15 @@ from typing import Any
 from uuid import uuid4
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 
 from ferry.fairness.queue import FairQueue
 from ferry.messages import JOBS_QUEUE, tenant_of
+from ferry.worker.acks import GroupAckRedisBroker
 
 PUSH_CHUNK = 500  # messages per script call: keeps Redis responsive to others
 
 
-class FairRedisBroker(RedisBroker):
+class FairRedisBroker(GroupAckRedisBroker):
     def __init__(self, *, depth: int, **options: Any) -> None:
         super().__init__(**options)  # type: ignore[no-untyped-call]
         self.fair = FairQueue(self.client, self.namespace, JOBS_QUEUE, depth)

@@ -1,0 +1,60 @@
+"""Acks in groups (`ferry.worker.acks`) on a real Redis, with Dramatiq's own key layout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import dramatiq
+import pytest
+
+from ferry.worker.acks import GroupAckConsumer, GroupAckRedisBroker
+from tests.services import TEST_REDIS_URL, redis_namespace
+
+QUEUE = "acks"
+
+
+@pytest.fixture
+def broker() -> Iterator[GroupAckRedisBroker]:
+    with redis_namespace() as namespace:
+        broker = GroupAckRedisBroker(url=TEST_REDIS_URL, namespace=namespace)
+        broker.declare_queue(QUEUE)
+        yield broker
+        broker.client.close()
+
+
+def fetch(
+    broker: GroupAckRedisBroker, count: int
+) -> tuple[GroupAckConsumer, list[dramatiq.MessageProxy]]:
+    for i in range(count):
+        broker.enqueue(
+            dramatiq.Message(queue_name=QUEUE, actor_name="a", args=(i,), kwargs={}, options={})
+        )
+    consumer = broker.consume(QUEUE, prefetch=count)
+    assert isinstance(consumer, GroupAckConsumer)
+    messages = [message for message in iter(consumer.__next__, None)]
+    assert len(messages) == count
+    return consumer, messages
+
+
+def test_acks_from_many_threads_at_once_all_reach_redis(broker: GroupAckRedisBroker) -> None:
+    consumer, messages = fetch(broker, 500)
+    acks_key = f"{broker.namespace}:__acks__.{broker.broker_id}.{QUEUE}"
+    assert broker.client.scard(acks_key) == 500  # fetched, not acked: Dramatiq's layout
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(consumer.ack, messages))
+    assert broker.client.scard(acks_key) == 0
+    assert broker.client.hlen(f"{broker.namespace}:{QUEUE}.msgs") == 0
+    assert consumer.outstanding_message_count == 0
+
+
+def test_a_message_the_worker_no_longer_holds_keeps_its_data(broker: GroupAckRedisBroker) -> None:
+    """Maintenance may hand a presumed-dead worker's message to another worker; a late
+    ack from the first must not delete the data the second is about to fetch."""
+    consumer, messages = fetch(broker, 2)
+    taken = messages[0].options["redis_message_id"]
+    broker.client.srem(f"{broker.namespace}:__acks__.{broker.broker_id}.{QUEUE}", taken)
+    for message in messages:
+        consumer.ack(message)
+    remaining = broker.client.hkeys(f"{broker.namespace}:{QUEUE}.msgs")
+    assert [key.decode() for key in remaining] == [taken]
