@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,7 +37,27 @@ log = logging.getLogger(__name__)
 OnCommit = Callable[[list[JobEvent]], Awaitable[None]]
 
 
-_Held = tuple[Future[Any], Any]  # a reply that waits until its event is published
+class _Reply:
+    """One answer handed to one waiting thread: a lock its waiter blocks on until the
+    answer is set (a single futex wake; a Future's condition costs several times that)."""
+
+    __slots__ = ("_ready", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self._ready = threading.Lock()
+        self._ready.acquire()
+
+    def set(self, value: Any) -> None:
+        self.value = value
+        self._ready.release()
+
+    def wait(self) -> Any:
+        with self._ready:
+            return self.value
+
+
+_Held = tuple[_Reply, Any]  # a reply that waits until its event is published
 
 
 @dataclass(slots=True)
@@ -45,7 +65,7 @@ class _Request:
     kind: JobStatus  # RUNNING for a claim, else the outcome's status
     job_id: uuid.UUID
     outcome: Outcome | None = None
-    future: Future[Any] = field(default_factory=Future)
+    reply: _Reply = field(default_factory=_Reply)
 
 
 class StatusWriter:
@@ -85,23 +105,23 @@ class StatusWriter:
 
     def claim(self, job_id: uuid.UUID) -> ClaimedJob | None:
         """PENDING -> RUNNING (attempts + 1); None if the job is gone, cancelled or taken."""
-        result: ClaimedJob | None = self._submit(_Request(JobStatus.RUNNING, job_id)).result()
+        result: ClaimedJob | None = self._submit(_Request(JobStatus.RUNNING, job_id)).wait()
         return result
 
     def finish(self, outcome: Outcome) -> bool:
         """Record how an attempt ended; False if the job was no longer RUNNING."""
         request = _Request(outcome.status, outcome.job_id, outcome)
-        committed: bool = self._submit(request).result()
+        committed: bool = self._submit(request).wait()
         return committed
 
-    def _submit(self, request: _Request) -> Future[Any]:
+    def _submit(self, request: _Request) -> _Reply:
         self._requests.put(request)
         # Waking the loop costs a syscall; a writer that is busy will drain the
         # queue before it sleeps, so only an idle one needs it.
         if self._idle:
             self._idle = False
             self.loop.loop.call_soon_threadsafe(self._wake.set)
-        return request.future
+        return request.reply
 
     # -- the service -----------------------------------------------------------------
 
@@ -136,9 +156,9 @@ class StatusWriter:
         held: list[_Held] = []
         for request, reply in zip(batch, replies, strict=True):
             if request.kind is JobStatus.PENDING and reply and self.on_commit is not None:
-                held.append((request.future, reply))
+                held.append((request.reply, reply))
             else:
-                request.future.set_result(reply)
+                request.reply.set(reply)
         if events or held:
             self._committed.put_nowait((events, held))
 
@@ -157,8 +177,8 @@ class StatusWriter:
             except Exception:
                 log.exception("publishing %d events failed", len(events))
             finally:
-                for future, reply in held:
-                    future.set_result(reply)
+                for waiting, reply in held:
+                    waiting.set(reply)
 
     async def _write(self, batch: Sequence[_Request]) -> tuple[list[Any], list[JobEvent]]:
         now = utcnow()
