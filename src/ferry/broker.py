@@ -32,7 +32,7 @@ def build_broker(settings: Settings, events: EventLog | None = None) -> dramatiq
             middleware=middleware,
         )
     else:
-        broker = GroupAckRedisBroker(  # type: ignore[no-untyped-call]
+        broker = GroupAckRedisBroker(
             url=settings.redis_url, namespace=settings.redis_namespace, middleware=middleware
         )
     broker.declare_queue(JOBS_QUEUE)

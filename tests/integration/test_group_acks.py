@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -56,5 +57,24 @@ def test_a_message_the_worker_no_longer_holds_keeps_its_data(broker: GroupAckRed
     broker.client.srem(f"{broker.namespace}:__acks__.{broker.broker_id}.{QUEUE}", taken)
     for message in messages:
         consumer.ack(message)
-    remaining = broker.client.hkeys(f"{broker.namespace}:{QUEUE}.msgs")
-    assert [key.decode() for key in remaining] == [taken]
+    data = f"{broker.namespace}:{QUEUE}.msgs"
+    assert broker.client.hlen(data) == 1 and broker.client.hexists(data, taken)
+
+
+async def test_a_held_ack_is_sent_when_its_hold_is_released(broker: GroupAckRedisBroker) -> None:
+    consumer, (held, early) = fetch(broker, 2)
+    data = f"{broker.namespace}:{QUEUE}.msgs"
+    hold = broker.hold_ack(held)
+    consumer.ack(held)  # the outcome is not committed yet: the ack waits
+    assert broker.client.hexists(data, held.options["redis_message_id"])
+    hold.release()  # on the writer's loop, once committed: sent off the loop
+    for _ in range(100):
+        if not broker.client.hexists(data, held.options["redis_message_id"]):
+            break
+        await asyncio.sleep(0.01)
+    assert not broker.client.hexists(data, held.options["redis_message_id"])
+    # Released before Dramatiq acks (a fast commit): the ack goes at once.
+    broker.hold_ack(early).release()
+    consumer.ack(early)
+    assert broker.client.hlen(data) == 0
+    assert consumer.outstanding_message_count == 0

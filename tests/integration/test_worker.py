@@ -28,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ferry.app import create_app
 from ferry.broker import current_broker
 from ferry.messages import job_message
-from ferry.models import IdempotencyKey
+from ferry.models import IdempotencyKey, Job
 from ferry.settings import Settings
 from ferry.worker.lifecycle import JobLifecycle
-from tests.helpers import Client, force_status, new_tenant, sleep_job
+from tests.helpers import Client, force_status, new_tenant, queued_job_ids, sleep_job
 from tests.servers import Hooks, Mailbox, smtp_server, webhook_server
 from tests.services import TEST_REDIS_URL, redis_namespace
 
@@ -313,6 +313,27 @@ async def test_cancel_aborts_a_running_job(app_client: Client, worker_settings: 
     assert job_events(worker_settings, tenant, job_id) == [
         ("PENDING", 0), ("RUNNING", 1), ("CANCELLED", 1),
     ]  # fmt: skip
+
+
+async def test_a_message_is_acked_only_once_its_outcome_is_committed(
+    app_client: Client, worker_settings: Settings, engine: AsyncEngine
+) -> None:
+    """The worker thread does not wait for the outcome's write; the ack does."""
+    job_id = await create(app_client, sleep_job(new_tenant(), 600))
+    await finished(app_client, job_id, statuses={"RUNNING"})
+    async with engine.connect() as locker:
+        # Hold the row: the outcome's UPDATE waits for this transaction.
+        await locker.execute(select(Job.id).where(Job.id == uuid.UUID(job_id)).with_for_update())
+        await asyncio.sleep(1.2)  # the handler has returned meanwhile
+        assert (await app_client.get(f"/jobs/{job_id}")).json()["status"] == "RUNNING"
+        assert job_id in queued_job_ids(worker_settings.redis_namespace)  # not acked
+        await locker.rollback()
+    assert (await finished(app_client, job_id))["status"] == "COMPLETED"
+    for _ in range(100):
+        if job_id not in queued_job_ids(worker_settings.redis_namespace):
+            break
+        await asyncio.sleep(0.02)
+    assert job_id not in queued_job_ids(worker_settings.redis_namespace)  # acked after
 
 
 async def test_batching_writes_many_transitions_per_statement(app_client: Client) -> None:

@@ -25,7 +25,7 @@ PUSH_CHUNK = 500  # messages per script call: keeps Redis responsive to others
 
 class FairRedisBroker(GroupAckRedisBroker):
     def __init__(self, *, depth: int, **options: Any) -> None:
-        super().__init__(**options)  # type: ignore[no-untyped-call]
+        super().__init__(**options)
         self.fair = FairQueue(self.client, self.namespace, JOBS_QUEUE, depth)
 
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:  # type: ignore[type-arg]

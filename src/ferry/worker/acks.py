@@ -1,10 +1,13 @@
-"""Acks in groups: one Redis call for the acks of every message that finished together.
+"""Acks in groups, and acks held until an outcome is committed.
 
 Dramatiq's Redis consumer acks each message with a script call of its own, a
-round trip on the worker thread per job. Ferry's writer commits the outcomes of
-a whole tick at once and wakes their threads together, so their acks arrive
-together too: the first thread to ack sends what is pending in one call, the
-others leave theirs to it and move on (group commit again, for acks).
+round trip on the worker thread per job. Here the first thread to ack sends
+every ack pending in one call; the others leave theirs to it and move on.
+
+A message's ack may also be held (`GroupAckRedisBroker.hold_ack`): Ferry's
+lifecycle records a job's outcome without making the thread wait for the
+write, and releases the hold once the outcome is committed; the ack is sent
+only then. So an ack still never runs ahead of the status it follows.
 
 Safe because an ack only forgets a message whose outcome is already committed:
 if the process dies before the call, Dramatiq re-delivers the message and the
@@ -13,8 +16,12 @@ claim skips it, exactly as when a worker dies between commit and ack.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import dramatiq
@@ -35,8 +42,36 @@ end
 """
 
 
+class AckHold:
+    """Keeps one message's ack back until `release()`."""
+
+    __slots__ = ("_lock", "_released", "_then")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._released = False
+        self._then: Callable[[], None] | None = None
+
+    def release(self) -> None:
+        with self._lock:
+            self._released = True
+            then, self._then = self._then, None
+        if then is not None:
+            then()
+
+    def defer(self, ack: Callable[[], None]) -> bool:
+        """Run `ack` on release; False if released already (ack now)."""
+        with self._lock:
+            if self._released:
+                return False
+            self._then = ack
+            return True
+
+
 class GroupAckConsumer(_RedisConsumer):
-    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+    def __init__(
+        self, broker: GroupAckRedisBroker, queue_name: str, prefetch: int, timeout: int
+    ) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         namespace = broker.namespace
         self._keys = [
@@ -45,12 +80,44 @@ class GroupAckConsumer(_RedisConsumer):
             f"{namespace}:__heartbeats__",
         ]
         self._ack_many = broker.client.register_script(ACK_MANY)
+        self._holds = broker.holds
         self._pending: deque[str] = deque()  # appends and pops are thread-safe
         self._sending = threading.Lock()
+        self._send_scheduled = False
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
-        self._pending.append(message.options["redis_message_id"])
+        message_id = message.options["redis_message_id"]
         self.queued_message_ids.discard(message.message_id)
+        hold = self._holds.pop(message_id, None)
+        if hold is not None and hold.defer(partial(self._released, message_id)):
+            return
+        self._pending.append(message_id)
+        self.send_pending()
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        self._holds.pop(message.options["redis_message_id"], None)
+        super().nack(message)  # type: ignore[no-untyped-call]
+
+    def _released(self, message_id: str) -> None:
+        """The hold's release (on the writer's event loop, after its commit)."""
+        self._pending.append(message_id)
+        # Off the loop (the writer must not wait for Redis), and once for all the
+        # releases of a commit: a send already scheduled takes this one too.
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            asyncio.get_running_loop().run_in_executor(None, self._send_in_background)
+
+    def _send_in_background(self) -> None:
+        self._send_scheduled = False  # before reading: a later release schedules anew
+        while self._pending:
+            try:
+                self.send_pending()
+                return
+            except ConnectionClosed as exc:
+                self.logger.warning("sending acks failed (%s); trying again in 1 s", exc)
+                time.sleep(1)
+
+    def send_pending(self) -> None:
         # Whoever holds the lock sends ours too; it looks again after letting go,
         # so nothing appended meanwhile is left behind.
         while self._pending and self._sending.acquire(blocking=False):
@@ -69,8 +136,17 @@ class GroupAckConsumer(_RedisConsumer):
 
 
 class GroupAckRedisBroker(RedisBroker):
-    """Dramatiq's Redis broker whose consumers ack in groups."""
+    """Dramatiq's Redis broker whose consumers ack in groups, and hold acks on request."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+        self.holds: dict[str, AckHold] = {}  # Redis message id -> its hold
 
     @property
     def consumer_class(self) -> Any:
         return GroupAckConsumer
+
+    def hold_ack(self, message: dramatiq.MessageProxy) -> AckHold:
+        """Keep `message`'s ack from Redis until the returned hold is released."""
+        hold = self.holds[message.options["redis_message_id"]] = AckHold()
+        return hold

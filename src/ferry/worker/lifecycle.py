@@ -3,8 +3,10 @@
 before a message runs: claim its job (PENDING -> RUNNING) in the tick's batch;
 a claim that matches no row (deleted, cancelled, already taken) skips it.
 after it ran: record COMPLETED, a scheduled retry (PENDING + nextRunAt) or
-FAILED in the tick's batch, and return only once that is committed, so the
-ack that follows never runs ahead of the status (group commit).
+FAILED in the tick's batch. The ack never runs ahead of the status (group
+commit): on Redis the thread moves on at once and the message's ack is held
+until the write commits (`ferry.worker.acks`); a retry, and the in-process
+broker, wait for the commit on the thread.
 
 On worker boot it starts the process's background loop: the writer (which
 appends each tick's events to the event log), the heartbeat (leases and
@@ -39,6 +41,7 @@ from ferry.realtime.log import EventLog
 from ferry.realtime.redis_log import RedisEventLog
 from ferry.redis_client import connect
 from ferry.settings import Settings
+from ferry.worker.acks import AckHold, GroupAckRedisBroker
 from ferry.worker.backoff import retry_delay_ms
 from ferry.worker.heartbeat import Heartbeat
 from ferry.worker.loop import BackgroundLoop
@@ -55,6 +58,7 @@ from ferry.worker.writer import StatusWriter
 
 log = logging.getLogger(__name__)
 GIL_SWITCH_INTERVAL_S = 0.001
+SETTLE_TIMEOUT_S = 10
 
 
 def decide(
@@ -158,6 +162,9 @@ class JobLifecycle(dramatiq.Middleware):
         self.loop.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # The worker threads are done; outcomes they left to the writer are written
+        # (and their acks released) before the loop stops.
+        self.writer.settle(timeout=SETTLE_TIMEOUT_S)
         self.loop.stop()
 
     async def _close(self) -> None:
@@ -201,14 +208,26 @@ class JobLifecycle(dramatiq.Middleware):
         if job is None:
             return
         try:
-            self._finish(broker, job, result, exception)
+            outcome = self._outcome(job, result, exception)
         finally:
             job_ids.set(None)
-            self._release(message)
+        if outcome.status is not JobStatus.PENDING and isinstance(broker, GroupAckRedisBroker):
+            # The thread moves on to its next message; the ack waits for the commit.
+            hold = broker.hold_ack(message)
+            self.writer.finish_then(outcome, partial(self._recorded, job, outcome, message, hold))
+            return
+        # A retry waits: its next attempt is sent only once this one is recorded.
+        committed = self.writer.finish(outcome)
+        self._recorded(job, outcome, message, None, committed)
+        if committed and outcome.status is JobStatus.PENDING:
+            try:
+                broker.enqueue(
+                    job_message(str(job.id), job.type, job.tenant_id), delay=outcome.retry_delay_ms
+                )
+            except Exception:
+                log.exception("re-enqueue of job %s failed; recovery will re-send it", job.id)
 
-    def _finish(
-        self, broker: dramatiq.Broker, job: ClaimedJob, result: Any, exception: BaseException | None
-    ) -> None:
+    def _outcome(self, job: ClaimedJob, result: Any, exception: BaseException | None) -> Outcome:
         outcome = decide(
             job,
             result,
@@ -224,20 +243,28 @@ class JobLifecycle(dramatiq.Middleware):
                 "job %s (%s) attempt %d/%d: %s -> %s",
                 job.id, job.type, job.attempts, job.max_attempts, outcome.error, outcome.status,
             )  # fmt: skip
-        if not self.writer.finish(outcome):
-            log.info("job %s changed while it ran; its outcome was not recorded", job.id)
-            return
-        if outcome.status is JobStatus.PENDING:
-            recorder.inc("ferry_job_retries", job.tenant_id, job.type)
-        else:
-            recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, outcome.status)
-        if outcome.status is JobStatus.PENDING:
-            try:
-                broker.enqueue(
-                    job_message(str(job.id), job.type, job.tenant_id), delay=outcome.retry_delay_ms
-                )
-            except Exception:
-                log.exception("re-enqueue of job %s failed; recovery will re-send it", job.id)
+        return outcome
+
+    def _recorded(
+        self,
+        job: ClaimedJob,
+        outcome: Outcome,
+        message: Any,
+        hold: AckHold | None,
+        committed: bool,
+    ) -> None:
+        """Once the outcome is written: count it, free the tenant's slot, let the ack go."""
+        try:
+            if not committed:
+                log.info("job %s changed while it ran; its outcome was not recorded", job.id)
+            elif outcome.status is JobStatus.PENDING:
+                recorder.inc("ferry_job_retries", job.tenant_id, job.type)
+            else:
+                recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, outcome.status)
+            self._release(message)
+        finally:
+            if hold is not None:
+                hold.release()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         set_current_job(None)

@@ -17,9 +17,10 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -57,15 +58,30 @@ class _Reply:
             return self.value
 
 
-_Held = tuple[_Reply, Any]  # a reply that waits until its event is published
+class _Then:
+    """An answer handed to a callback, run on the writer's loop, instead of a thread."""
+
+    __slots__ = ("_then",)
+
+    def __init__(self, then: Callable[[Any], None]) -> None:
+        self._then = then
+
+    def set(self, value: Any) -> None:
+        try:
+            self._then(value)
+        except Exception:
+            log.exception("a callback after a commit failed")
+
+
+_Held = tuple[_Reply | _Then, Any]  # a reply that waits until its event is published
 
 
 @dataclass(slots=True)
 class _Request:
     kind: JobStatus  # RUNNING for a claim, else the outcome's status
     job_id: uuid.UUID
-    outcome: Outcome | None = None
-    reply: _Reply = field(default_factory=_Reply)
+    outcome: Outcome | None
+    reply: _Reply | _Then
 
 
 class StatusWriter:
@@ -105,23 +121,36 @@ class StatusWriter:
 
     def claim(self, job_id: uuid.UUID) -> ClaimedJob | None:
         """PENDING -> RUNNING (attempts + 1); None if the job is gone, cancelled or taken."""
-        result: ClaimedJob | None = self._submit(_Request(JobStatus.RUNNING, job_id)).wait()
+        reply = _Reply()
+        self._submit(_Request(JobStatus.RUNNING, job_id, None, reply))
+        result: ClaimedJob | None = reply.wait()
         return result
 
     def finish(self, outcome: Outcome) -> bool:
         """Record how an attempt ended; False if the job was no longer RUNNING."""
-        request = _Request(outcome.status, outcome.job_id, outcome)
-        committed: bool = self._submit(request).wait()
+        reply = _Reply()
+        self._submit(_Request(outcome.status, outcome.job_id, outcome, reply))
+        committed: bool = reply.wait()
         return committed
 
-    def _submit(self, request: _Request) -> _Reply:
+    def finish_then(self, outcome: Outcome, then: Callable[[bool], None]) -> None:
+        """Record how an attempt ended without waiting for the write: `then(committed)`
+        runs on the writer's loop once it is committed."""
+        self._submit(_Request(outcome.status, outcome.job_id, outcome, _Then(then)))
+
+    def settle(self, timeout: float) -> None:
+        """Wait until everything submitted so far is written (from a thread, not the loop)."""
+        deadline = time.monotonic() + timeout
+        while not (self._idle and self._requests.empty()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _submit(self, request: _Request) -> None:
         self._requests.put(request)
         # Waking the loop costs a syscall; a writer that is busy will drain the
         # queue before it sleeps, so only an idle one needs it.
         if self._idle:
             self._idle = False
             self.loop.loop.call_soon_threadsafe(self._wake.set)
-        return request.reply
 
     # -- the service -----------------------------------------------------------------
 
