@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import redis
 import redis.asyncio as aioredis
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
@@ -81,7 +82,9 @@ class Arrivals:
 
 
 @contextmanager
-def ferry_stack(namespace: str, database_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def ferry_stack(
+    namespace: str, database_url: str, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """One API process and one worker process; yields the API's base URL and the worker."""
     logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     env = ferry_env(
@@ -89,10 +92,27 @@ def ferry_stack(namespace: str, database_url: str) -> Iterator[tuple[str, subpro
         REDIS_URL=REDIS_URL,
         REDIS_NAMESPACE=namespace,
         LOG_LEVEL="WARNING",
+        **settings,
     )
     with ExitStack() as stack:
         base = stack.enter_context(api_process(env, PROJECT_ROOT, logs / "api.log"))
-        yield base, stack.enter_context(worker_process(env, logs / "worker.log", threads=32))
+        worker = stack.enter_context(worker_process(env, logs / "worker.log", threads=32))
+        wait_for_consumer(namespace)
+        yield base, worker
+
+
+def wait_for_consumer(namespace: str, within_s: float = 60) -> None:
+    """Until a worker fetches: Dramatiq records its heartbeat on every fetch. The clock
+    of a run must not count the worker's boot."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        deadline = time.monotonic() + within_s
+        while not client.zcard(f"{namespace}:__heartbeats__"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: no worker fetched within {within_s:.0f} s")
+            time.sleep(0.05)
+    finally:
+        client.close()
 
 
 async def ws_subscriber(base: str, tenant: str, arrivals: Arrivals) -> ClientConnection:

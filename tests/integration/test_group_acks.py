@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dramatiq
 import pytest
 
-from ferry.worker.acks import GroupAckConsumer, GroupAckRedisBroker
+from ferry.worker.acks import IDLE_POLL_MS, GroupAckConsumer, GroupAckRedisBroker
 from tests.services import TEST_REDIS_URL, redis_namespace
 
 QUEUE = "acks"
@@ -78,3 +78,10 @@ async def test_a_held_ack_is_sent_when_its_hold_is_released(broker: GroupAckRedi
     consumer.ack(early)
     assert broker.client.hlen(data) == 0
     assert consumer.outstanding_message_count == 0
+
+
+def test_an_idle_consumer_polls_at_least_every_idle_poll(broker: GroupAckRedisBroker) -> None:
+    """Dramatiq's idle consumer backs off up to the worker timeout (1 s from the CLI):
+    a job sent to an idle worker would wait that long to be fetched."""
+    assert broker.consume(QUEUE, prefetch=1, timeout=1000).timeout == IDLE_POLL_MS < 1000
+    assert broker.consume(QUEUE, prefetch=1, timeout=10).timeout == 10

@@ -30,6 +30,8 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 
+IDLE_POLL_MS = 50  # the longest an idle consumer sleeps between fetches
+
 # Dramatiq's own ack (dispatch.lua), for many messages: forget a message's data
 # only if this worker still holds it (maintenance may have handed it to another).
 ACK_MANY = """
@@ -145,6 +147,11 @@ class GroupAckRedisBroker(RedisBroker):
     @property
     def consumer_class(self) -> Any:
         return GroupAckConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        # An idle consumer polls with a growing backoff up to `timeout` (the CLI's
+        # worker timeout, 1 s): a job sent to an idle worker would wait for it.
+        return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
 
     def hold_ack(self, message: dramatiq.MessageProxy) -> AckHold:
         """Keep `message`'s ack from Redis until the returned hold is released."""
