@@ -36,6 +36,7 @@ from ferry.broker import build_broker, install_broker
 from ferry.db import create_engine
 from ferry.dispatch import Dispatcher
 from ferry.draining import Draining
+from ferry.intake import Intake
 from ferry.logs import request_ids
 from ferry.metrics import (
     INSTANCE,
@@ -95,10 +96,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             events.deliver = _deliver_on(asyncio.get_running_loop(), channels)
         worker = _start_worker(broker) if run_worker else None
         flusher = asyncio.create_task(flush_every(recorder, metrics))
+        dispatcher = Dispatcher(broker)
         app.state.update(
             settings=settings,
             engine=engine,
-            dispatcher=Dispatcher(broker),
+            dispatcher=dispatcher,
+            intake=Intake(engine, events, dispatcher),
             redis=redis_client,
             events=events,
             draining=draining,

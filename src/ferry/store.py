@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ferry.models import RETRYABLE_STATUSES, Job, JobCount, JobStatus, new_job_id, utcnow
 
@@ -62,33 +62,35 @@ def _replayed() -> dict[str, Any]:
     }
 
 
+async def insert_jobs(db: AsyncSession | AsyncConnection, rows: Sequence[NewRow]) -> list[Enqueued]:
+    """New PENDING jobs, in one multi-row INSERT (not committed)."""
+    now = utcnow()
+    values = []
+    enqueued = []
+    for row in rows:
+        job_id = new_job_id()
+        values.append(
+            {
+                "id": job_id,
+                "tenant_id": row.tenant_id,
+                "type": row.type,
+                "payload": row.payload,
+                "status": JobStatus.PENDING,
+                "attempts": 0,
+                "max_attempts": row.max_attempts,
+                "created_at": now,
+                "updated_at": now,
+                "next_run_at": now + timedelta(milliseconds=row.delay_ms),
+            }
+        )
+        enqueued.append(Enqueued(job_id, row.type, row.tenant_id, row.delay_ms))
+    await db.execute(insert(Job), values)
+    return enqueued
+
+
 class JobStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def create(self, rows: Sequence[NewRow]) -> list[Enqueued]:
-        now = utcnow()
-        values = []
-        enqueued = []
-        for row in rows:
-            job_id = new_job_id()
-            values.append(
-                {
-                    "id": job_id,
-                    "tenant_id": row.tenant_id,
-                    "type": row.type,
-                    "payload": row.payload,
-                    "status": JobStatus.PENDING,
-                    "attempts": 0,
-                    "max_attempts": row.max_attempts,
-                    "created_at": now,
-                    "updated_at": now,
-                    "next_run_at": now + timedelta(milliseconds=row.delay_ms),
-                }
-            )
-            enqueued.append(Enqueued(job_id, row.type, row.tenant_id, row.delay_ms))
-        await self.session.execute(insert(Job), values)
-        return enqueued
 
     async def get(self, job_id: uuid.UUID) -> Job:
         job = await self.session.get(Job, job_id)

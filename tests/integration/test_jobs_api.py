@@ -193,6 +193,28 @@ async def test_batch_of_1000_is_accepted(client: Client) -> None:
     assert (await client.get("/jobs", params={"tenantId": tenant})).json()["total"] == 1000
 
 
+async def test_text_with_a_nul_character_is_refused_and_creates_nothing(
+    client: Client, engine: AsyncEngine
+) -> None:
+    """PostgreSQL's JSON cannot store U+0000: a 400, not a failed INSERT."""
+    rows = await count_rows(engine)
+    tenant = new_tenant()
+    email = {
+        "tenantId": tenant,
+        "type": "email",
+        "payload": {"to": "a@example.com", "subject": "a\x00"},
+    }
+    for path, body in (("/jobs", email), ("/jobs/batch", {"jobs": [sleep_job(tenant), email]})):
+        response = await client.post(path, json=body)
+        assert response.status_code == 400, response.text
+        assert "NUL" in response.json()["detail"]
+    assert await count_rows(engine) == rows
+    job_id = await create(client, sleep_job(tenant))
+    patched = await client.patch(f"/jobs/{job_id}", json={"payload": {"delayMs": 1, "x\x00": 1}})
+    assert patched.status_code == 400
+    assert (await client.get(f"/jobs/{job_id}")).json()["payload"] == {"delayMs": 0}
+
+
 # -- list, get, stats -----------------------------------------------------------------
 
 

@@ -1,0 +1,82 @@
+"""Group commit for creates (`ferry.intake`) on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ferry.broker import build_broker
+from ferry.dispatch import Dispatcher
+from ferry.intake import Intake
+from ferry.models import Job
+from ferry.realtime.redis_log import RedisEventLog
+from ferry.settings import Settings
+from ferry.store import NewRow
+from tests.helpers import new_tenant, queued_job_ids
+from tests.services import TEST_REDIS_URL
+
+
+@pytest.fixture
+async def intake(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Intake]:
+    client = aioredis.Redis.from_url(TEST_REDIS_URL)
+    events = RedisEventLog(client, settings.redis_namespace, retain=1000, ttl_s=60)
+    broker = build_broker(settings)
+    yield Intake(engine, events, Dispatcher(broker))
+    broker.close()
+    await client.aclose()
+
+
+def row(tenant: str, delay_ms: int = 0) -> NewRow:
+    return NewRow(tenant, "sleep", {"delayMs": delay_ms}, max_attempts=5, delay_ms=0)
+
+
+async def payloads(engine: AsyncEngine, tenant: str) -> dict[str, object]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(Job.id, Job.payload).where(Job.tenant_id == tenant))
+        return {str(job_id): payload for job_id, payload in rows}
+
+
+async def test_creates_that_arrive_together_share_a_transaction(
+    intake: Intake, engine: AsyncEngine, settings: Settings
+) -> None:
+    tenant = new_tenant()
+    created = await asyncio.gather(*(intake.create([row(tenant, i)]) for i in range(64)))
+    assert intake.groups < 64  # grouped: fewer transactions than requests
+    assert [len(jobs) for jobs in created] == [1] * 64
+    ids = [str(jobs[0].id) for jobs in created]
+    # Each request got its own job, stored with its own payload, announced and queued once.
+    stored = await payloads(engine, tenant)
+    assert {job_id: stored[job_id] for job_id in ids} == {
+        job_id: {"delayMs": i} for i, job_id in enumerate(ids)
+    }
+    queued = queued_job_ids(settings.redis_namespace)
+    assert all(queued.count(job_id) == 1 for job_id in ids)
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
+        f"{settings.redis_namespace}:events:stream:{tenant}"
+    )
+    client.close()
+    announced = [json.loads(fields[b"data"])["jobId"] for _, fields in entries]
+    assert sorted(announced) == sorted(ids)
+
+
+async def test_a_request_whose_rows_fail_fails_alone(intake: Intake, engine: AsyncEngine) -> None:
+    tenant = new_tenant()
+    too_long = "t" * 101  # longer than the column: the group's INSERT fails
+    results = await asyncio.gather(
+        intake.create([row(tenant, 1)]),
+        intake.create([row(tenant, 2), row(too_long)]),
+        intake.create([row(tenant, 3)]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Exception)
+    assert sorted(map(str, (await payloads(engine, tenant)).values())) == [
+        "{'delayMs': 1}", "{'delayMs': 3}",
+    ]  # fmt: skip
