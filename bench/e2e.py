@@ -62,18 +62,19 @@ class Completions:
             self.done[event["jobId"]] = now
 
 
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM of a process and its children (a `dramatiq` main process forks the worker)."""
-    total = 0.0
+def memory_mib(pid: int, field: str) -> float:
+    """A /proc status field (VmRSS, VmHWM) of a process, or of its largest child for a
+    `dramatiq` main process (it forks the worker)."""
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         pids += [int(child) for child in children.read_text().split()]
-    for each in pids:
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total = max(total, int(line.split()[1]) / 1024)
-    return total
+    return max(
+        int(line.split()[1]) / 1024
+        for each in pids
+        for line in Path(f"/proc/{each}/status").read_text().splitlines()
+        if line.startswith(f"{field}:")
+    )
 
 
 async def subscribe(base: str, seen: Completions) -> asyncio.Task[None]:
@@ -129,13 +130,18 @@ async def create_batch(base: str, n: int, created: dict[str, float], lat: list[f
         await asyncio.gather(loop(), loop())
 
 
-async def progress(seen: Completions, n: int, start: float) -> None:
+async def progress(
+    seen: Completions, n: int, start: float, worker_pid: int, rss: list[tuple[int, float]]
+) -> None:
+    """A line a second on stderr; the worker's RSS against the jobs done, in `rss`."""
     last = 0
     while True:
         await asyncio.sleep(1)
         done = len(seen.done)
+        rss.append((done, memory_mib(worker_pid, "VmRSS")))
         print(f"... {time.time() - start:5.1f} s: {done:,}/{n:,} completed "
-              f"({done - last:,}/s)", file=sys.stderr, flush=True)  # fmt: skip
+              f"({done - last:,}/s), worker RSS {rss[-1][1]:.0f} MiB",
+              file=sys.stderr, flush=True)  # fmt: skip
         last = done
 
 
@@ -150,7 +156,8 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         created: dict[str, float] = {}
         create_ms: list[float] = []
         start = time.time()
-        reporter = asyncio.create_task(progress(seen, n, start))
+        rss: list[tuple[int, float]] = []
+        reporter = asyncio.create_task(progress(seen, n, start, worker.pid, rss))
         creator = create_single if mode == "single" else create_batch
         await creator(base, n, created, create_ms)
         created_s = time.time() - start
@@ -159,7 +166,16 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         elapsed = max(seen.done.values()) - start
         reporter.cancel()
         receiver.cancel()
-        rss = {"api_rss_mib": peak_rss_mib(api_pid), "worker_rss_mib": peak_rss_mib(worker.pid)}
+        peaks = {
+            "api_rss_mib": memory_mib(api_pid, "VmHWM"),
+            "worker_rss_mib": memory_mib(worker.pid, "VmHWM"),
+        }
+        # The worker's RSS once a tenth of the jobs are done (warmed up), and at the end.
+        warm = next((mib for done, mib in rss if done >= n / 10), memory_mib(worker.pid, "VmRSS"))
+        peaks |= {
+            "worker_rss_warm_mib": warm,
+            "worker_rss_end_mib": memory_mib(worker.pid, "VmRSS"),
+        }
     completed = await count_completed(database_url)
     assert completed == n == len(seen.done), (completed, n, len(seen.done))
     to_complete = [(seen.done[job_id] - created[job_id]) * 1000 for job_id in created]
@@ -171,7 +187,7 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         "complete_p50_ms": statistics.median(to_complete),
         "complete_p99_ms": percentile(to_complete, 0.99),
         "event_p99_ms": percentile(seen.lags_ms, 0.99),
-        **rss,
+        **peaks,
     }
 
 
@@ -226,6 +242,8 @@ async def naive_run(n: int, namespace: str, database_url: str) -> dict[str, Any]
         "event_p99_ms": float("nan"),
         "api_rss_mib": float("nan"),
         "worker_rss_mib": float("nan"),
+        "worker_rss_warm_mib": float("nan"),
+        "worker_rss_end_mib": float("nan"),
     }
 
 
