@@ -12,8 +12,10 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from bench.chart import write_chart
 from bench.services import bench_database, redis_namespace
 from ferry.migrate import upgrade
 
@@ -38,7 +40,8 @@ def run_drain(scenario: str, n: int) -> dict[str, Any]:
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    numbers = (key for key, value in runs[0].items() if isinstance(value, int | float))
+    return {key: statistics.median(run[key] for run in runs) for key in numbers}
 
 
 # Live events: (label, module arguments). Fan-out runs 500 jobs/s for 10 s.
@@ -175,7 +178,7 @@ def fairness(runs: int, progress: Callable[[str], None]) -> None:
           f"{fair['quiet_p99_ms'] / 1000 / fair['flood_drain_s']:.1%} of A's drain")  # fmt: skip
 
 
-def endtoend(n: int, runs: int, progress: Callable[[str], None]) -> None:
+def endtoend(n: int, runs: int, progress: Callable[[str], None], chart: Path | None) -> None:
     results: dict[str, list[dict[str, Any]]] = {"naive": [], "single": [], "batch": []}
     limits: list[dict[str, Any]] = []
     bare: list[dict[str, Any]] = []
@@ -191,6 +194,10 @@ def endtoend(n: int, runs: int, progress: Callable[[str], None]) -> None:
     grown = measure("bench.e2e", "batch", 10 * n)
     limit, drain = medians(limits), medians(bare)["jobs_per_s"]
     table = {mode: medians(rows) for mode, rows in results.items()} | {"batch-10x": grown}
+    if chart is not None:
+        timelines = {f"{mode} ({n:,} jobs, run 1)": results[mode][0]["timeline"]
+                     for mode in ("single", "batch")}  # fmt: skip
+        write_chart(chart, timelines | {f"batch ({10 * n:,} jobs)": grown["timeline"]})
     print()
     print(f"The machine's limits, median of {runs} runs")
     print()
@@ -262,6 +269,9 @@ def main() -> None:
         choices=["workers", "fairness", "realtime", "e2e", "scale"],
         help="run one suite (default: all)",
     )
+    parser.add_argument(
+        "--chart", type=Path, help="write the end-to-end runs over time to this PNG file"
+    )
     args = parser.parse_args()
 
     def progress(line: str) -> None:
@@ -274,7 +284,7 @@ def main() -> None:
     if args.only in (None, "realtime"):
         realtime(args.runs, progress)
     if args.only in (None, "e2e"):
-        endtoend(args.jobs, args.runs, progress)
+        endtoend(args.jobs, args.runs, progress, args.chart)
     if args.only in (None, "scale"):
         scale(progress)
 

@@ -131,17 +131,16 @@ async def create_batch(base: str, n: int, created: dict[str, float], lat: list[f
 
 
 async def progress(
-    seen: Completions, n: int, start: float, worker_pid: int, rss: list[tuple[int, float]]
+    seen: Completions, n: int, start: float, worker_pid: int, samples: list[list[float]]
 ) -> None:
-    """A line a second on stderr; the worker's RSS against the jobs done, in `rss`."""
+    """A line a second on stderr; [seconds, jobs done, worker RSS MiB] in `samples`."""
     last = 0
     while True:
         await asyncio.sleep(1)
         done = len(seen.done)
-        rss.append((done, memory_mib(worker_pid, "VmRSS")))
-        print(f"... {time.time() - start:5.1f} s: {done:,}/{n:,} completed "
-              f"({done - last:,}/s), worker RSS {rss[-1][1]:.0f} MiB",
-              file=sys.stderr, flush=True)  # fmt: skip
+        samples.append([time.time() - start, done, memory_mib(worker_pid, "VmRSS")])
+        print(f"... {samples[-1][0]:5.1f} s: {done:,}/{n:,} completed ({done - last:,}/s), "
+              f"worker RSS {samples[-1][2]:.0f} MiB", file=sys.stderr, flush=True)  # fmt: skip
         last = done
 
 
@@ -156,8 +155,8 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         created: dict[str, float] = {}
         create_ms: list[float] = []
         start = time.time()
-        rss: list[tuple[int, float]] = []
-        reporter = asyncio.create_task(progress(seen, n, start, worker.pid, rss))
+        samples: list[list[float]] = []
+        reporter = asyncio.create_task(progress(seen, n, start, worker.pid, samples))
         creator = create_single if mode == "single" else create_batch
         await creator(base, n, created, create_ms)
         created_s = time.time() - start
@@ -171,11 +170,9 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
             "worker_rss_mib": memory_mib(worker.pid, "VmHWM"),
         }
         # The worker's RSS once a tenth of the jobs are done (warmed up), and at the end.
-        warm = next((mib for done, mib in rss if done >= n / 10), memory_mib(worker.pid, "VmRSS"))
-        peaks |= {
-            "worker_rss_warm_mib": warm,
-            "worker_rss_end_mib": memory_mib(worker.pid, "VmRSS"),
-        }
+        end = memory_mib(worker.pid, "VmRSS")
+        warm = next((mib for _, done, mib in samples if done >= n / 10), end)
+        peaks |= {"worker_rss_warm_mib": warm, "worker_rss_end_mib": end}
     completed = await count_completed(database_url)
     assert completed == n == len(seen.done), (completed, n, len(seen.done))
     to_complete = [(seen.done[job_id] - created[job_id]) * 1000 for job_id in created]
@@ -188,6 +185,7 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         "complete_p99_ms": percentile(to_complete, 0.99),
         "event_p99_ms": percentile(seen.lags_ms, 0.99),
         **peaks,
+        "timeline": samples,  # for the chart
     }
 
 
@@ -244,6 +242,7 @@ async def naive_run(n: int, namespace: str, database_url: str) -> dict[str, Any]
         "worker_rss_mib": float("nan"),
         "worker_rss_warm_mib": float("nan"),
         "worker_rss_end_mib": float("nan"),
+        "timeline": [],
     }
 
 
