@@ -209,6 +209,9 @@ class JobLifecycle(dramatiq.Middleware):
             return
         try:
             outcome = self._outcome(job, result, exception)
+        except BaseException:
+            self._release(message)  # nothing will be recorded: free the slot now
+            raise
         finally:
             job_ids.set(None)
         if outcome.status is not JobStatus.PENDING and isinstance(broker, GroupAckRedisBroker):
