@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from ferry.fairness.limits import TenantLimits, redis_fields
 from ferry.fairness.queue import FairQueue
@@ -164,3 +165,17 @@ def test_peek_reports_each_waiting_tenant_and_its_oldest_job(fair: FairQueue) ->
     assert {t: q.waiting for t, q in queues.items()} == {"a": 3, "b": 1}
     assert queues["a"].wait_ms == 1500
     assert [q.waiting for q in fair.peek(["b", "nobody"])] == [1, 0]
+
+
+async def test_a_refill_through_an_asyncio_client_moves_the_same(fair: FairQueue) -> None:
+    """The feeder refills from the worker's event loop (no thread hop)."""
+    push(fair, "a", 10)
+    first = take_all(fair)
+    client = aioredis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        refilled = await fair.refill_on(client)
+    finally:
+        await client.aclose()
+    assert (refilled.moved, refilled.tenants_waiting) == (DEPTH, 1)
+    assert take_all(fair) == [f"a-m{i}" for i in range(DEPTH, 2 * DEPTH)]
+    assert first == [f"a-m{i}" for i in range(DEPTH)]

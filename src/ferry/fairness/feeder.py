@@ -17,6 +17,8 @@ import logging
 import threading
 import time
 
+import redis.asyncio as aioredis
+
 from ferry.fairness.queue import FairQueue, Slot
 
 log = logging.getLogger(__name__)
@@ -26,8 +28,11 @@ IDLE_POLL_S = 0.1
 
 
 class Feeder:
-    def __init__(self, fair: FairQueue, *, lease_ms: int, heartbeat_ms: int) -> None:
+    def __init__(
+        self, fair: FairQueue, client: aioredis.Redis, *, lease_ms: int, heartbeat_ms: int
+    ) -> None:
         self.fair = fair
+        self.client = client  # on the worker's event loop
         self.lease_ms = lease_ms
         self.renew_every = heartbeat_ms / 1000
         self._lock = threading.Lock()
@@ -57,9 +62,7 @@ class Feeder:
             renew = time.monotonic() >= next_renewal
             released, running = self._take(renew)
             try:
-                refilled = await asyncio.to_thread(
-                    self.fair.refill, released, running, self.lease_ms
-                )
+                refilled = await self.fair.refill_on(self.client, released, running, self.lease_ms)
             except Exception:
                 log.exception("refilling the jobs queue failed; trying again")
                 with self._lock:

@@ -135,8 +135,10 @@ class JobLifecycle(dramatiq.Middleware):
         # that long behind a busy thread. 1 ms roughly doubles a worker's
         # throughput (measured: bench/drain.py).
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
-        if self.events is None and self.settings.redis_url:
+        if self.settings.redis_url:
+            # On this process's event loop: the event log, metrics and the feeder.
             self._redis = connect(self.settings.redis_url)
+        if self.events is None and self._redis is not None:
             self.events = RedisEventLog(
                 self._redis,
                 self.settings.redis_namespace,
@@ -146,9 +148,10 @@ class JobLifecycle(dramatiq.Middleware):
             # A worker process of its own: its metrics join the deployment's in Redis.
             self.metrics = RedisMetricsStore(self._redis, self.settings.redis_namespace, INSTANCE)
             self.loop.add_service(partial(flush_every, recorder, self.metrics))
-        if isinstance(broker, FairRedisBroker):
+        if isinstance(broker, FairRedisBroker) and self._redis is not None:
             self.feeder = Feeder(
                 broker.fair,
+                self._redis,
                 lease_ms=self.settings.lease_ms,
                 heartbeat_ms=self.settings.heartbeat_ms,
             )
