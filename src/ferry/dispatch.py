@@ -16,6 +16,9 @@ import dramatiq
 
 from ferry.fairness.broker import FairRedisBroker
 from ferry.messages import job_message
+from ferry.models import JobStatus, utcnow
+from ferry.realtime.event import JobEvent
+from ferry.realtime.log import EventLog
 from ferry.store import Enqueued
 
 log = logging.getLogger(__name__)
@@ -52,3 +55,26 @@ class Dispatcher:
             log.exception("enqueue failed for %d job(s); the recovery pass will re-send", len(jobs))
             return False
         return True
+
+
+def pending_events(jobs: Sequence[Enqueued]) -> list[JobEvent]:
+    """The PENDING event that announces each new job."""
+    at = utcnow()
+    return [JobEvent(job.tenant_id, job.id, JobStatus.PENDING, 0, None, at) for job in jobs]
+
+
+async def announce(
+    event_log: EventLog,
+    dispatcher: Dispatcher,
+    events: list[JobEvent],
+    jobs: Sequence[Enqueued] = (),
+) -> None:
+    """After a commit: publish the events, then send the messages, so a worker's RUNNING
+    event never overtakes the PENDING that announced the job. The rows are committed
+    and are the truth: a failure here is logged (a client re-reads, recovery re-sends)."""
+    if events:
+        try:
+            await event_log.append(events)
+        except Exception:
+            log.exception("publishing %d job events failed", len(events))
+    await dispatcher.send(jobs)

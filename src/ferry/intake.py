@@ -15,20 +15,15 @@ claimed in the same transaction as their rows.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.dispatch import Dispatcher
-from ferry.models import JobStatus, utcnow
-from ferry.realtime.event import JobEvent
+from ferry.dispatch import Dispatcher, announce, pending_events
 from ferry.realtime.log import EventLog
 from ferry.store import Enqueued, NewRow, insert_jobs
-
-log = logging.getLogger(__name__)
 
 MAX_GROUP_ROWS = 1000  # rows per INSERT, as a batch request's
 
@@ -95,22 +90,10 @@ class Intake:
             return
         self.groups += 1
         self.jobs += len(jobs)
-        await self._announce(jobs)
+        await announce(self.events, self.dispatcher, pending_events(jobs), jobs)
         start = 0
         for request in group:
             mine = jobs[start : start + len(request.rows)]
             start += len(request.rows)
             if not request.done.done():  # its client may have gone
                 request.done.set_result(mine)
-
-    async def _announce(self, jobs: list[Enqueued]) -> None:
-        """Publish the events, then send the messages (the rows are committed: a failure
-        here is logged, the rows stay the truth and the recovery pass re-sends)."""
-        at = utcnow()
-        try:
-            await self.events.append(
-                [JobEvent(job.tenant_id, job.id, JobStatus.PENDING, 0, None, at) for job in jobs]
-            )
-        except Exception:
-            log.exception("publishing %d job events failed", len(jobs))
-        await self.dispatcher.send(jobs)

@@ -23,6 +23,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.auth import Principal
+from ferry.dispatch import announce, pending_events
 from ferry.fairness.broker import FairRedisBroker
 from ferry.idempotency import claim, remember, request_hash
 from ferry.metrics import recorder
@@ -125,16 +126,8 @@ def _events(tenant_id: str, status: JobStatus, job_ids: list[uuid.UUID]) -> list
 async def _commit_and_announce(
     session: AsyncSession, state: State, events: list[JobEvent], jobs: Sequence[Enqueued] = ()
 ) -> None:
-    """Commit, publish the events, then send the messages: a worker's RUNNING
-    event must never overtake the PENDING that announced the job."""
     await session.commit()
-    if events:
-        try:
-            await state.events.append(events)
-        except Exception:
-            # The rows are committed and are the truth; a client re-reads them.
-            log.exception("publishing %d job events failed", len(events))
-    await state.dispatcher.send(jobs)
+    await announce(state.events, state.dispatcher, events, jobs)
 
 
 async def _create_jobs(
@@ -158,11 +151,7 @@ async def _create_jobs(
                 return earlier.job_ids, False
             jobs = await insert_jobs(session, rows)
             await remember(session, tenant, idempotency_key, [job.id for job in jobs])
-            at = utcnow()
-            events = [
-                JobEvent(job.tenant_id, job.id, JobStatus.PENDING, 0, None, at) for job in jobs
-            ]
-            await _commit_and_announce(session, state, events, jobs)
+            await _commit_and_announce(session, state, pending_events(jobs), jobs)
     for job in jobs:
         recorder.inc("ferry_jobs_created", job.tenant_id, job.type)
     return [job.id for job in jobs], True
