@@ -85,7 +85,7 @@ class FairQueue:
         lease_ms: int = 0,
     ) -> Refilled:
         """`refill` through an asyncio client: no thread hop on a worker's event loop."""
-        if self._async_script is None:
+        if self._async_script is None or self._async_script.registered_client is not client:
             self._async_script = client.register_script(SCRIPT)
         args = self._args("refill", *_refill_args(released, renewed, lease_ms))
         moved, waiting = await self._async_script(args=args)
