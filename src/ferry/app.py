@@ -96,12 +96,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             events.deliver = _deliver_on(asyncio.get_running_loop(), channels)
         worker = _start_worker(broker) if run_worker else None
         flusher = asyncio.create_task(flush_every(recorder, metrics))
-        dispatcher = Dispatcher(broker)
+        dispatcher = Dispatcher(broker, redis_client)
+        # The intake writes one group at a time: one connection, not pinged before each
+        # group (a round trip); a group that finds it dead is written again on a new one.
+        intake_engine = create_engine(settings, pool_size=1, pre_ping=False)
         app.state.update(
             settings=settings,
             engine=engine,
             dispatcher=dispatcher,
-            intake=Intake(engine, events, dispatcher),
+            intake=Intake(intake_engine, events, dispatcher),
             redis=redis_client,
             events=events,
             draining=draining,
@@ -117,6 +120,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
                 await flush(recorder, metrics)
             if redis_client is not None:
                 await redis_client.aclose()
+            await intake_engine.dispose()
 
     db_config = SQLAlchemyAsyncConfig(
         engine_instance=engine,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import anyio.to_thread
 import dramatiq
+import redis.asyncio as aioredis
 
 from ferry.fairness.broker import FairRedisBroker
 from ferry.messages import job_message
@@ -42,15 +43,28 @@ def send_now(broker: dramatiq.Broker, jobs: Iterable[Enqueued]) -> None:
 
 
 class Dispatcher:
-    def __init__(self, broker: dramatiq.Broker) -> None:
+    def __init__(self, broker: dramatiq.Broker, redis: aioredis.Redis | None = None) -> None:
         self.broker = broker
+        # With an asyncio client, the fair broker's sends for now run on the loop;
+        # the rest (delays, other brokers) go through Dramatiq, off the loop.
+        self.fair = broker if isinstance(broker, FairRedisBroker) else None
+        self.redis = redis
 
     async def send(self, jobs: Sequence[Enqueued]) -> bool:
-        """Enqueue off the event loop; False (and logged) if the broker refused."""
-        if not jobs:
-            return True
+        """Enqueue without blocking the event loop; False (and logged) if the broker refused."""
+        rest = jobs
         try:
-            await anyio.to_thread.run_sync(send_now, self.broker, jobs)
+            if self.fair is not None and self.redis is not None:
+                now = [
+                    job_message(str(job.id), job.type, job.tenant_id)
+                    for job in jobs
+                    if not job.delay_ms
+                ]
+                if now:
+                    await self.fair.enqueue_many_on(self.redis, now)
+                rest = [job for job in jobs if job.delay_ms]
+            if rest:
+                await anyio.to_thread.run_sync(send_now, self.broker, rest)
         except Exception:
             log.exception("enqueue failed for %d job(s); the recovery pass will re-send", len(jobs))
             return False

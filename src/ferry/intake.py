@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.dispatch import Dispatcher, announce, pending_events
 from ferry.realtime.log import EventLog
-from ferry.store import Enqueued, NewRow, insert_jobs
+from ferry.store import Enqueued, NewRow, create_jobs
 
 MAX_GROUP_ROWS = 1000  # rows per INSERT, as a batch request's
 
@@ -79,8 +79,9 @@ class Intake:
 
     async def _write(self, group: list[_Create]) -> None:
         try:
-            async with self.engine.begin() as conn:
-                jobs = await insert_jobs(conn, [row for request in group for row in request.rows])
+            jobs = await create_jobs(
+                self.engine, [row for request in group for row in request.rows]
+            )
         except Exception as exc:
             if len(group) > 1:  # find the request at fault: each alone
                 for request in group:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ferry.models import RETRYABLE_STATUSES, Job, JobCount, JobStatus, new_job_id, utcnow
 
@@ -62,30 +63,64 @@ def _replayed() -> dict[str, Any]:
     }
 
 
+# PostgreSQL: the whole group as arrays, one prepared statement whatever its size.
+_INSERT_JOBS = """
+INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
+                  created_at, updated_at, next_run_at)
+SELECT v.id, v.tenant_id, v.type, v.payload, 'PENDING', 0, v.max_attempts,
+       $7::timestamptz, $7::timestamptz, $7::timestamptz + v.delay_ms * interval '1 ms'
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[])
+       AS v(id, tenant_id, type, payload, max_attempts, delay_ms)
+"""
+_json = msgspec.json.Encoder()
+
+
 async def insert_jobs(db: AsyncSession | AsyncConnection, rows: Sequence[NewRow]) -> list[Enqueued]:
-    """New PENDING jobs, in one multi-row INSERT (not committed)."""
+    """New PENDING jobs, in one multi-row INSERT (committed with `db`'s transaction, or
+    at once on an autocommit connection)."""
     now = utcnow()
-    values = []
-    enqueued = []
-    for row in rows:
-        job_id = new_job_id()
-        values.append(
-            {
-                "id": job_id,
-                "tenant_id": row.tenant_id,
-                "type": row.type,
-                "payload": row.payload,
-                "status": JobStatus.PENDING,
-                "attempts": 0,
-                "max_attempts": row.max_attempts,
-                "created_at": now,
-                "updated_at": now,
-                "next_run_at": now + timedelta(milliseconds=row.delay_ms),
-            }
+    enqueued = [Enqueued(new_job_id(), row.type, row.tenant_id, row.delay_ms) for row in rows]
+    conn = await db.connection() if isinstance(db, AsyncSession) else db
+    if conn.dialect.name == "postgresql":
+        columns = (
+            [job.id for job in enqueued],
+            [row.tenant_id for row in rows],
+            [row.type for row in rows],
+            [_json.encode(row.payload).decode() for row in rows],
+            [row.max_attempts for row in rows],
+            [row.delay_ms for row in rows],
+            now,
         )
-        enqueued.append(Enqueued(job_id, row.type, row.tenant_id, row.delay_ms))
-    await db.execute(insert(Job), values)
+        await conn.exec_driver_sql(_INSERT_JOBS, columns)
+        return enqueued
+    values = [
+        {
+            "id": job.id,
+            "tenant_id": row.tenant_id,
+            "type": row.type,
+            "payload": row.payload,
+            "status": JobStatus.PENDING,
+            "attempts": 0,
+            "max_attempts": row.max_attempts,
+            "created_at": now,
+            "updated_at": now,
+            "next_run_at": now + timedelta(milliseconds=row.delay_ms),
+        }
+        for job, row in zip(enqueued, rows, strict=True)
+    ]
+    await conn.execute(insert(Job), values)
     return enqueued
+
+
+async def create_jobs(engine: AsyncEngine, rows: Sequence[NewRow]) -> list[Enqueued]:
+    """`insert_jobs`, committed. On PostgreSQL its single statement commits on its own:
+    one round trip, no BEGIN or COMMIT."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await insert_jobs(autocommit, rows)
+        async with conn.begin():
+            return await insert_jobs(conn, rows)
 
 
 class JobStore:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 import redis
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.broker import build_broker
+from ferry.db import create_engine
 from ferry.dispatch import Dispatcher
 from ferry.intake import Intake
 from ferry.models import Job
@@ -28,7 +30,7 @@ async def intake(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Intak
     client = aioredis.Redis.from_url(TEST_REDIS_URL)
     events = RedisEventLog(client, settings.redis_namespace, retain=1000, ttl_s=60)
     broker = build_broker(settings)
-    yield Intake(engine, events, Dispatcher(broker))
+    yield Intake(engine, events, Dispatcher(broker, client))
     broker.close()
     await client.aclose()
 
@@ -80,3 +82,34 @@ async def test_a_request_whose_rows_fail_fails_alone(intake: Intake, engine: Asy
     assert sorted(map(str, (await payloads(engine, tenant)).values())) == [
         "{'delayMs': 1}", "{'delayMs': 3}",
     ]  # fmt: skip
+
+
+async def test_rows_are_stored_as_given(intake: Intake, engine: AsyncEngine) -> None:
+    tenant = new_tenant()
+    payload = {"text": "żółw ✓", "nested": {"list": [1, 2.5, None, True]}}
+    [job] = await intake.create([NewRow(tenant, "echo", payload, max_attempts=2, delay_ms=1500)])
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(Job).where(Job.id == job.id))).one()
+    assert (stored.tenant_id, stored.type, stored.payload) == (tenant, "echo", payload)
+    assert (stored.status, stored.attempts, stored.max_attempts) == ("PENDING", 0, 2)
+    assert stored.created_at == stored.updated_at
+    assert stored.next_run_at - stored.created_at == timedelta(milliseconds=1500)
+
+
+async def test_a_connection_the_server_closed_is_replaced_not_used(
+    settings: Settings, engine: AsyncEngine, intake: Intake
+) -> None:
+    # The app's intake pool: one connection, no ping before each group.
+    intake.engine = create_engine(settings, pool_size=1, pre_ping=False)
+    tenant = new_tenant()
+    try:
+        await intake.create([row(tenant)])
+        async with intake.engine.connect() as conn:
+            pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await asyncio.sleep(0.2)  # the loop reads the connection's end
+        [job] = await intake.create([row(tenant)])  # alone: a failed group is not retried
+        assert str(job.id) in await payloads(engine, tenant)
+    finally:
+        await intake.engine.dispose()

@@ -58,16 +58,24 @@ class FairQueue:
         result: list[Any] = self._script(args=self._args(command, *args))
         return result
 
+    async def _run_on(self, client: aioredis.Redis, command: str, *args: Any) -> list[Any]:
+        if self._async_script is None or self._async_script.registered_client is not client:
+            self._async_script = client.register_script(SCRIPT)
+        result: list[Any] = await self._async_script(args=self._args(command, *args))
+        return result
+
     def push(self, messages: Sequence[dramatiq.Message]) -> Refilled:  # type: ignore[type-arg]
         """Append each message to its tenant's queue (option `tenant`), then refill."""
-        args: list[Any] = []
-        for message in messages:
-            args += (
-                message.options["tenant"],
-                message.options["redis_message_id"],
-                message.encode(),
-            )
-        moved, waiting = self._run("push", *args)
+        moved, waiting = self._run("push", *_push_args(messages))
+        return Refilled(int(moved), int(waiting))
+
+    async def push_on(
+        self,
+        client: aioredis.Redis,
+        messages: Sequence[dramatiq.Message],  # type: ignore[type-arg]
+    ) -> Refilled:
+        """`push` through an asyncio client: no thread hop on the API's event loop."""
+        moved, waiting = await self._run_on(client, "push", *_push_args(messages))
         return Refilled(int(moved), int(waiting))
 
     def refill(
@@ -85,10 +93,8 @@ class FairQueue:
         lease_ms: int = 0,
     ) -> Refilled:
         """`refill` through an asyncio client: no thread hop on a worker's event loop."""
-        if self._async_script is None or self._async_script.registered_client is not client:
-            self._async_script = client.register_script(SCRIPT)
-        args = self._args("refill", *_refill_args(released, renewed, lease_ms))
-        moved, waiting = await self._async_script(args=args)
+        args = _refill_args(released, renewed, lease_ms)
+        moved, waiting = await self._run_on(client, "refill", *args)
         return Refilled(int(moved), int(waiting))
 
     def peek(self, tenants: Sequence[str] = ()) -> list[TenantQueue]:
@@ -113,6 +119,13 @@ class FairQueue:
             if fields:
                 pipe.hset(key, mapping=fields)
         pipe.execute()
+
+
+def _push_args(messages: Sequence[dramatiq.Message]) -> list[Any]:  # type: ignore[type-arg]
+    args: list[Any] = []
+    for message in messages:
+        args += (message.options["tenant"], message.options["redis_message_id"], message.encode())
+    return args
 
 
 def _refill_args(released: Sequence[Slot], renewed: Iterable[Slot], lease_ms: int) -> list[Any]:
