@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import uuid_utils
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -109,7 +109,7 @@ def request_ids(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given[:100] if given else uuid.uuid4().hex
+        rid = given[:100] if given else uuid_utils.uuid4().hex
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:

@@ -6,6 +6,7 @@ The tenant rides along as an option: the fair scheduler queues by it.
 from __future__ import annotations
 
 import dramatiq
+import uuid_utils
 
 JOBS_QUEUE = "jobs"
 
@@ -17,6 +18,8 @@ def job_message(job_id: str, job_type: str, tenant_id: str) -> dramatiq.Message:
         args=(job_id,),
         kwargs={},
         options={"tenant": tenant_id},
+        # uuid_utils: Dramatiq's default (uuid.uuid4) reads os.urandom on every call.
+        message_id=str(uuid_utils.uuid4()),
     )
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any
-from uuid import uuid4
 
 import dramatiq
 import redis.asyncio as aioredis
+import uuid_utils
 
 from ferry.fairness.queue import FairQueue
 from ferry.messages import JOBS_QUEUE, tenant_of
@@ -54,7 +54,10 @@ class FairRedisBroker(GroupAckRedisBroker):
     def _chunks(self, messages: Sequence[dramatiq.Message]) -> Iterator[list[dramatiq.Message]]:  # type: ignore[type-arg]
         """The messages with their Redis ids, a chunk at a time, inside Dramatiq's
         enqueue hooks: the caller pushes each chunk before asking for the next."""
-        sent = [message.copy(options={"redis_message_id": str(uuid4())}) for message in messages]
+        sent = [
+            message.copy(options={"redis_message_id": str(uuid_utils.uuid4())})
+            for message in messages
+        ]
         for start in range(0, len(sent), PUSH_CHUNK):
             chunk = sent[start : start + PUSH_CHUNK]
             for message in chunk:
