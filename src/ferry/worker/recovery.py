@@ -14,7 +14,6 @@ A duplicate message is harmless: the claim lets exactly one of them run.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+import msgspec
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import delete, select, update
@@ -45,12 +45,23 @@ SCAN_LIMIT = 10_000
 Publish = Callable[[list[JobEvent]], Awaitable[None]]
 
 
-def queued_job_ids(broker: dramatiq.Broker) -> set[str]:
-    """Job ids of every message a queue holds: ready, delayed or fetched but not acked.
+class _Message(msgspec.Struct):
+    args: list[Any] = []
 
-    Messages flow from the delay queue through their tenant's queue into Dramatiq's
-    queue; read upstream first, so a message that moves meanwhile is seen downstream.
+
+_message = msgspec.json.Decoder(_Message)
+
+
+def unqueued(broker: dramatiq.Broker, job_ids: Iterable[str]) -> set[str]:
+    """Those of `job_ids` that no queue holds a message for: ready, delayed or
+    fetched but not acked.
+
+    The queues are read a page at a time and only `job_ids` are kept: the memory
+    stays flat however long the queues are. Messages flow from the delay queue
+    through their tenant's queue into Dramatiq's queue; read upstream first, so a
+    message that moves meanwhile is seen downstream.
     """
+    left = set(job_ids)
     queues = (f"{JOBS_QUEUE}.DQ", JOBS_QUEUE)
     if isinstance(broker, RedisBroker):
         hashes = [f"{broker.namespace}:{queue}.msgs" for queue in queues]
@@ -63,11 +74,13 @@ def queued_job_ids(broker: dramatiq.Broker) -> set[str]:
         encoded = [message for queue in queues for message in list(broker.queues[queue].queue)]
     else:
         raise TypeError(f"unsupported broker {type(broker).__name__}")
-    ids = set()
     for message in encoded:
-        args = json.loads(message).get("args") or [None]
-        ids.add(str(args[0]))
-    return ids
+        if not left:
+            break
+        args = _message.decode(message).args
+        if args:
+            left.discard(str(args[0]))
+    return left
 
 
 class Recovery:
@@ -169,16 +182,25 @@ class Recovery:
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
-        overdue = await self._pending(Job.next_run_at < cutoff)
+        # Ids only: under a long backlog every pass reads SCAN_LIMIT of them.
+        query = (
+            select(Job.id)
+            .where(Job.status == JobStatus.PENDING, Job.next_run_at < cutoff)
+            .order_by(Job.next_run_at)
+            .limit(SCAN_LIMIT)
+        )
+        async with self.engine().connect() as conn:
+            overdue = (await conn.scalars(query)).all()
         if not overdue:
             return
-        queued = await asyncio.to_thread(queued_job_ids, self.broker)
-        unseen = [job_id for job_id in overdue if str(job_id) not in queued]
-        if not unseen:
+        lost = await asyncio.to_thread(unqueued, self.broker, map(str, overdue))
+        if not lost:
             return
         # Read again after the scan: a job claimed (and its message acked) while
         # the queues were scanned is no longer PENDING, and needs nothing.
-        missing = await self._pending(Job.id.in_(unseen))
+        missing = await self._pending(
+            Job.id.in_([job_id for job_id in overdue if str(job_id) in lost])
+        )
         if missing:
             log.warning("re-sending %d PENDING job(s) that no queue holds", len(missing))
             await self._send(list(missing.values()))
