@@ -45,6 +45,7 @@ from ferry.worker.acks import AckHold, GroupAckRedisBroker
 from ferry.worker.backoff import retry_delay_ms
 from ferry.worker.heartbeat import Heartbeat
 from ferry.worker.loop import BackgroundLoop
+from ferry.worker.malloc import limit_arenas
 from ferry.worker.recovery import Recovery
 from ferry.worker.runtime import (
     RUNNING,
@@ -135,6 +136,7 @@ class JobLifecycle(dramatiq.Middleware):
         # that long behind a busy thread. 1 ms roughly doubles a worker's
         # throughput (measured: bench/drain.py).
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+        limit_arenas()
         if self.settings.redis_url:
             # On this process's event loop: the event log, metrics and the feeder.
             self._redis = connect(self.settings.redis_url)
