@@ -229,9 +229,9 @@ def endtoend(n: int, runs: int, progress: Callable[[str], None], chart: Path | N
               f"{row['event_p99_ms']:,.0f} | {row['api_rss_mib']:.0f} / {row['worker_rss_mib']:.0f} | "
               f"{row['jobs_per_s'] / drain:.2f} | {row['jobs_per_s'] / naive:.2f} |")  # fmt: skip
     print()
-    print(f"worker RSS over the 10 x N run: {grown['worker_rss_warm_mib']:.0f} MiB once a tenth "
-          f"of the jobs were done, {grown['worker_rss_end_mib']:.0f} MiB at the end "
-          f"(goal: flat)")  # fmt: skip
+    print(f"worker RSS over the 10 x N run: {grown['worker_rss_warm_mib']:.1f} MiB once a tenth "
+          f"of the jobs were done, {grown['worker_rss_half_mib']:.1f} MiB at half, "
+          f"{grown['worker_rss_end_mib']:.1f} MiB at the end (goal: flat)")  # fmt: skip
     print(f"batch: {table['batch']['jobs_per_s'] / drain:.2f} x bare drain (goal >= 0.6), "
           f"{table['batch']['jobs_per_s'] / naive:.2f} x naive (goal >= 3); "
           f"single POSTs: {table['single']['create_per_s']:,.0f} created/s (goal >= 1,500)")  # fmt: skip

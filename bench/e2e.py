@@ -169,10 +169,15 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
             "api_rss_mib": memory_mib(api_pid, "VmHWM"),
             "worker_rss_mib": memory_mib(worker.pid, "VmHWM"),
         }
-        # The worker's RSS once a tenth of the jobs are done (warmed up), and at the end.
+        # The worker's RSS once a tenth of the jobs are done (warmed up), at half, and
+        # at the end: a leak grows it in the second half as much as in the first.
         end = memory_mib(worker.pid, "VmRSS")
-        warm = next((mib for _, done, mib in samples if done >= n / 10), end)
-        peaks |= {"worker_rss_warm_mib": warm, "worker_rss_end_mib": end}
+        warm, half = (
+            next((mib for _, done, mib in samples if done >= n * share), end)
+            for share in (0.1, 0.5)
+        )
+        peaks |= {"worker_rss_warm_mib": warm, "worker_rss_half_mib": half}
+        peaks |= {"worker_rss_end_mib": end}
     completed = await count_completed(database_url)
     assert completed == n == len(seen.done), (completed, n, len(seen.done))
     to_complete = [(seen.done[job_id] - created[job_id]) * 1000 for job_id in created]
@@ -241,6 +246,7 @@ async def naive_run(n: int, namespace: str, database_url: str) -> dict[str, Any]
         "api_rss_mib": float("nan"),
         "worker_rss_mib": float("nan"),
         "worker_rss_warm_mib": float("nan"),
+        "worker_rss_half_mib": float("nan"),
         "worker_rss_end_mib": float("nan"),
         "timeline": [],
     }
