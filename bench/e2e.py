@@ -26,13 +26,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import dramatiq
 import httpx
+import msgspec
 from dramatiq.brokers.redis import RedisBroker
 from websockets.asyncio.client import connect
 
+from bench import http
 from bench.drain import THREADS, naive_actor
 from bench.realtime import ferry_stack, wait_until
 from bench.services import REDIS_URL, plain
@@ -90,44 +91,40 @@ async def subscribe(base: str, seen: Completions) -> asyncio.Task[None]:
     return asyncio.create_task(receive())
 
 
-def _client(base: str) -> aiohttp.ClientSession:
-    """aiohttp: its C parser costs the bench client a fraction of httpx's CPU per request,
-    and the client shares the machine's two cores with what it measures."""
-    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
-    return aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(120))
-
-
 async def create_single(base: str, n: int, created: dict[str, float], lat: list[float]) -> None:
     body = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
-    left = iter(range(n))
-    async with _client(base) as client:
-
-        async def loop() -> None:
-            for _ in left:
-                start = time.time()
-                async with client.post("/jobs", json=body) as response:
-                    assert response.status == 201, await response.text()
-                    created[(await response.json())["jobId"]] = start
-                lat.append((time.time() - start) * 1000)
-
-        await asyncio.gather(*(loop() for _ in range(IN_FLIGHT)))
+    await create(base, [http.post_request(base, "/jobs", body)] * n, created, lat, IN_FLIGHT)
 
 
 async def create_batch(base: str, n: int, created: dict[str, float], lat: list[float]) -> None:
     job = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
-    sizes = iter([min(BATCH, n - start) for start in range(0, n, BATCH)])
-    async with _client(base) as client:
+    requests = [
+        http.post_request(base, "/jobs/batch", {"jobs": [job] * min(BATCH, n - start)})
+        for start in range(0, n, BATCH)
+    ]
+    await create(base, requests, created, lat, in_flight=2)
 
-        async def loop() -> None:
-            for size in sizes:
-                start = time.time()
-                async with client.post("/jobs/batch", json={"jobs": [job] * size}) as response:
-                    assert response.status == 201, await response.text()
-                    for job_id in (await response.json())["jobIds"]:
-                        created[job_id] = start
-                lat.append((time.time() - start) * 1000)
 
-        await asyncio.gather(loop(), loop())
+async def create(
+    base: str, requests: list[bytes], created: dict[str, float], lat: list[float], in_flight: int
+) -> None:
+    """Send `requests`, `in_flight` at a time: when each job's request was sent in
+    `created` (by job id), each request's latency (ms) in `lat`."""
+    left = iter(requests)
+
+    async def loop() -> None:
+        connection = await http.connect(base)
+        for raw in left:
+            start = time.time()
+            status, answer = await connection.request(raw)
+            assert status == 201, answer
+            body = msgspec.json.decode(answer)
+            for job_id in body["jobIds"] if "jobIds" in body else [body["jobId"]]:
+                created[job_id] = start
+            lat.append((time.time() - start) * 1000)
+        connection.close()
+
+    await asyncio.gather(*(loop() for _ in range(in_flight)))
 
 
 async def progress(
