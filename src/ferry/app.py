@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         flusher = asyncio.create_task(flush_every(recorder, metrics))
         dispatcher = Dispatcher(broker, redis_client)
         # The intake writes one group at a time: one connection, not pinged before each
-        # group (a round trip); a group that finds it dead is written again on a new one.
+        # group (a round trip); one the server closed is replaced at checkout (ferry.db).
         intake_engine = create_engine(settings, pool_size=1, pre_ping=False)
         app.state.update(
             settings=settings,
