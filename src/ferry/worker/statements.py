@@ -5,7 +5,12 @@ claim, `RUNNING` for an outcome) and returns the rows it changed, so a job
 deleted, cancelled or claimed elsewhere is simply absent from the answer.
 
 PostgreSQL gets prepared statements over arrays (`= ANY($1)`, `unnest`): the
-same statement text for every batch size, run straight on asyncpg. Other
+same statement text for every batch size, run straight on asyncpg. They test
+the status with `IS NOT DISTINCT FROM` (the same, for a column that is never
+NULL), which no index serves: the rows are found by id alone. With `=`, after
+a burst of creates and before autovacuum's next ANALYZE the planner took
+PENDING for rare and intersected the status index too, reading every PENDING
+entry (the whole backlog) for each claim. Other
 databases (SQLite, for the embedded default) get the portable SQLAlchemy form
 with an `IN` list and a `CASE` per row.
 """
@@ -51,28 +56,28 @@ _json = msgspec.json.Encoder()
 _CLAIM = """
 UPDATE jobs SET status = 'RUNNING', attempts = attempts + 1, started_at = $2,
        updated_at = $2, heartbeat_at = $2, next_run_at = NULL
- WHERE id = ANY($1::uuid[]) AND status = 'PENDING'
+ WHERE id = ANY($1::uuid[]) AND status IS NOT DISTINCT FROM 'PENDING'
 RETURNING id, tenant_id, type, payload::text, attempts, max_attempts
 """
 _COMPLETE = """
 UPDATE jobs AS j SET status = 'COMPLETED', result = v.result, error = NULL,
        finished_at = $3, updated_at = $3, heartbeat_at = NULL, next_run_at = NULL
   FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, result)
- WHERE j.id = v.id AND j.status = 'RUNNING'
+ WHERE j.id = v.id AND j.status IS NOT DISTINCT FROM 'RUNNING'
 RETURNING j.id, j.tenant_id, j.attempts
 """
 _FAIL = """
 UPDATE jobs AS j SET status = 'FAILED', error = v.error,
        finished_at = $3, updated_at = $3, heartbeat_at = NULL, next_run_at = NULL
   FROM unnest($1::uuid[], $2::text[]) AS v(id, error)
- WHERE j.id = v.id AND j.status = 'RUNNING'
+ WHERE j.id = v.id AND j.status IS NOT DISTINCT FROM 'RUNNING'
 RETURNING j.id, j.tenant_id, j.attempts
 """
 _RETRY = """
 UPDATE jobs AS j SET status = 'PENDING', error = v.error, next_run_at = v.next_run_at,
        updated_at = $4, heartbeat_at = NULL
   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS v(id, error, next_run_at)
- WHERE j.id = v.id AND j.status = 'RUNNING'
+ WHERE j.id = v.id AND j.status IS NOT DISTINCT FROM 'RUNNING'
 RETURNING j.id, j.tenant_id, j.attempts
 """
 
