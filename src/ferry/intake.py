@@ -5,8 +5,10 @@ A request hands its rows to the intake and waits. While one group is being
 written, the next gathers; each group is one multi-row INSERT, committed, then
 its PENDING events are published and its messages sent (in that order, as for a
 single request: a worker's RUNNING never overtakes the PENDING), and only then
-does each request get its ids. If a group's INSERT fails, each of its requests
-is written alone, so one request's bad rows fail that request only.
+does each request get its ids. If the server refuses a group's INSERT, each of
+its requests is written alone, so one request's bad rows fail that request
+only; if the connection is lost during it, the whole group fails, since it may
+have been stored.
 
 Requests with an Idempotency-Key take the per-request path: their key is
 claimed in the same transaction as their rows.
@@ -19,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.dispatch import Dispatcher, announce, pending_events
@@ -83,11 +86,13 @@ class Intake:
                 self.engine, [row for request in group for row in request.rows]
             )
         except Exception as exc:
-            if len(group) > 1:  # find the request at fault: each alone
-                for request in group:
+            if len(group) > 1 and not _outcome_unknown(exc):
+                for request in group:  # the server refused the rows: find whose, each alone
                     await self._write([request])
-            elif not group[0].done.done():
-                group[0].done.set_exception(exc)
+                return
+            for request in group:
+                if not request.done.done():
+                    request.done.set_exception(exc)
             return
         self.groups += 1
         self.jobs += len(jobs)
@@ -98,3 +103,10 @@ class Intake:
             start += len(request.rows)
             if not request.done.done():  # its client may have gone
                 request.done.set_result(mine)
+
+
+def _outcome_unknown(exc: Exception) -> bool:
+    """The connection was lost during the INSERT: it may have committed (it commits on its
+    own), so writing the rows again could create the jobs twice. The requests fail; a
+    job that was stored after all is sent by the recovery pass once it is overdue."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -11,6 +11,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.broker import build_broker
@@ -20,7 +21,7 @@ from ferry.intake import Intake
 from ferry.models import Job
 from ferry.realtime.redis_log import RedisEventLog
 from ferry.settings import Settings
-from ferry.store import NewRow
+from ferry.store import Enqueued, NewRow
 from tests.helpers import new_tenant, queued_job_ids
 from tests.services import TEST_REDIS_URL
 
@@ -113,3 +114,23 @@ async def test_a_connection_the_server_closed_is_replaced_not_used(
         assert str(job.id) in await payloads(engine, tenant)
     finally:
         await intake.engine.dispose()
+
+
+async def test_a_group_whose_connection_was_lost_is_not_written_again(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lost mid-statement, the INSERT may have committed: writing each request again
+    # could store every job twice. (A stub: a connection cannot be cut at that instant.)
+    calls: list[int] = []
+
+    async def lost(engine: AsyncEngine, rows: list[NewRow]) -> list[Enqueued]:
+        calls.append(len(rows))
+        raise DBAPIError("INSERT", None, ConnectionError("lost"), connection_invalidated=True)
+
+    monkeypatch.setattr("ferry.intake.create_jobs", lost)
+    tenant = new_tenant()
+    results = await asyncio.gather(
+        *(intake.create([row(tenant)]) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(result, DBAPIError) for result in results), results
+    assert calls == [3]  # one group, not written again request by request
