@@ -59,9 +59,11 @@ class FairQueue:
         return result
 
     async def _run_on(self, client: aioredis.Redis, command: str, *args: Any) -> list[Any]:
-        if self._async_script is None or self._async_script.registered_client is not client:
-            self._async_script = client.register_script(SCRIPT)
-        result: list[Any] = await self._async_script(args=self._args(command, *args))
+        # A local: another event loop's thread may swap the cached script meanwhile.
+        script = self._async_script
+        if script is None or script.registered_client is not client:
+            script = self._async_script = client.register_script(SCRIPT)
+        result: list[Any] = await script(args=self._args(command, *args))
         return result
 
     def push(self, messages: Sequence[dramatiq.Message]) -> Refilled:  # type: ignore[type-arg]
