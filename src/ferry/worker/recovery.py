@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -24,7 +23,7 @@ import dramatiq
 import msgspec
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.dispatch import send_now
@@ -182,15 +181,9 @@ class Recovery:
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
-        # Ids only: under a long backlog every pass reads SCAN_LIMIT of them.
-        query = (
-            select(Job.id)
-            .where(Job.status == JobStatus.PENDING, Job.next_run_at < cutoff)
-            .order_by(Job.next_run_at)
-            .limit(SCAN_LIMIT)
-        )
         async with self.engine().connect() as conn:
-            overdue = (await conn.scalars(query)).all()
+            # Ids only: under a long backlog every pass reads SCAN_LIMIT of them.
+            overdue = (await conn.scalars(_pending(Job.next_run_at < cutoff, Job.id))).all()
         if not overdue:
             return
         lost = await asyncio.to_thread(unqueued, self.broker, map(str, overdue))
@@ -198,25 +191,26 @@ class Recovery:
             return
         # Read again after the scan: a job claimed (and its message acked) while
         # the queues were scanned is no longer PENDING, and needs nothing.
-        missing = await self._pending(
-            Job.id.in_([job_id for job_id in overdue if str(job_id) in lost])
-        )
+        ids = [job_id for job_id in overdue if str(job_id) in lost]
+        async with self.engine().connect() as conn:
+            rows = await conn.execute(_pending(Job.id.in_(ids), Job.id, Job.type, Job.tenant_id))
+            missing = [Enqueued(row.id, row.type, row.tenant_id, 0) for row in rows]
         if missing:
             log.warning("re-sending %d PENDING job(s) that no queue holds", len(missing))
-            await self._send(list(missing.values()))
+            await self._send(missing)
             self.resent += len(missing)
-
-    async def _pending(self, condition: Any) -> dict[uuid.UUID, Enqueued]:
-        query = (
-            select(Job.id, Job.type, Job.tenant_id)
-            .where(Job.status == JobStatus.PENDING, condition)
-            .order_by(Job.next_run_at)
-            .limit(SCAN_LIMIT)
-        )
-        async with self.engine().connect() as conn:
-            rows = await conn.execute(query)
-            return {row.id: Enqueued(row.id, row.type, row.tenant_id, 0) for row in rows}
 
     async def _send(self, jobs: list[Enqueued]) -> None:
         if jobs:
             await asyncio.to_thread(send_now, self.broker, jobs)
+
+
+def _pending(condition: Any, *columns: Any) -> Select[Any]:
+    """`columns` of the PENDING jobs that meet `condition`, longest due first, at most
+    SCAN_LIMIT."""
+    return (
+        select(*columns)
+        .where(Job.status == JobStatus.PENDING, condition)
+        .order_by(Job.next_run_at)
+        .limit(SCAN_LIMIT)
+    )
