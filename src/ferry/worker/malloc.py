@@ -1,4 +1,5 @@
-"""Fewer glibc malloc arenas for a worker process: its memory stays flat.
+"""Fewer glibc malloc arenas for a worker process (and for the API process that runs
+the embedded default's worker): its memory stays flat.
 
 glibc gives threads that allocate at once arenas of their own, up to eight per
 core, and keeps what is freed in each arena for reuse by that arena. A worker
@@ -11,7 +12,6 @@ outside the GIL, so they do not contend for them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 ARENAS = 2
@@ -23,10 +23,7 @@ def limit_arenas(arenas: int = ARENAS) -> bool:
     library is not glibc, or `MALLOC_ARENA_MAX` is set (glibc applies that itself)."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
+    linked = ctypes.CDLL(None)  # the process's own symbols, the C library's among them
+    if not hasattr(linked, "mallopt"):
         return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt"):
-        return False
-    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    return bool(linked.mallopt(_M_ARENA_MAX, arenas))
