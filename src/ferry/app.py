@@ -97,8 +97,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         worker = _start_worker(broker) if run_worker else None
         flusher = asyncio.create_task(flush_every(recorder, metrics))
         dispatcher = Dispatcher(broker, redis_client)
-        # The intake writes one group at a time: one connection, not pinged before each
-        # group (a round trip); one the server closed is replaced at checkout (ferry.db).
+        # The intake writes one group at a time: on PostgreSQL one connection, not pinged
+        # before each group (a round trip); one the server closed is replaced at checkout.
         intake_engine = create_engine(settings, pool_size=1, pre_ping=False)
         app.state.update(
             settings=settings,
