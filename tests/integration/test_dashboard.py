@@ -4,17 +4,27 @@ API process and a worker process on PostgreSQL and Redis."""
 from __future__ import annotations
 
 import asyncio
+import operator
 import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
+from playwright.async_api import (
+    APIResponse,
+    Browser,
+    Page,
+    Route,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
 from tests.helpers import new_tenant, sleep_job
 from tests.processes import api_process, shared_env, worker_process
@@ -160,6 +170,37 @@ async def test_a_failed_job_is_retried_from_the_ui(page: Page, ferry: Ferry) -> 
     await expect(detail.locator('[data-field="status"]')).to_have_text("COMPLETED")
     await expect(page.get_by_test_id("job-retry")).to_be_disabled()
     assert len(ferry.hooks.received(f"/flaky/{key}")) == 2
+
+
+async def test_page_reads_answered_late_do_not_undo_live_updates(page: Page, ferry: Ferry) -> None:
+    """A job's RUNNING and COMPLETED can arrive while a read of the page is on its way:
+    that read's answer is older than they are. Here every read whose answer does not
+    show the job COMPLETED is delivered after one that does."""
+    tenant = new_tenant()
+    await open_dashboard(page, ferry, tenant, "WebSocket")
+    async with httpx.AsyncClient(base_url=ferry.base) as client:
+        job_id = (await client.post("/jobs", json=sleep_job(tenant, 1000))).json()["jobId"]
+    stale: list[tuple[Route, APIResponse]] = []
+
+    async def read(route: Route) -> None:
+        response = await route.fetch()  # the server's answer now
+        jobs = {job["id"]: job["status"] for job in (await response.json())["jobs"]}
+        if jobs.get(job_id) == "COMPLETED":
+            await route.fulfill(response=response)
+        else:  # delivered later
+            stale.append((route, response))
+
+    await page.route(re.compile(r"/jobs\?"), read)
+    status = page.locator(f'[data-testid="job-row"][data-job-id="{job_id}"]').get_by_test_id(
+        "job-status"
+    )
+    await expect(status).to_have_text("COMPLETED", timeout=WAIT_MS)
+    assert stale, "no read of the page answered before COMPLETED"
+    for route, response in stale:
+        async with page.expect_request_finished(partial(operator.eq, route.request)):
+            await route.fulfill(response=response)
+    await page.evaluate("() => new Promise((done) => setTimeout(done, 100))")  # let them apply
+    await expect(status).to_have_text("COMPLETED")
 
 
 async def test_a_tenant_with_100000_jobs_shows_one_page_at_a_time(page: Page, ferry: Ferry) -> None:

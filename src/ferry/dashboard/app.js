@@ -49,11 +49,20 @@ function jobRow(job) {
   return row;
 }
 
+// Reads of the page can come back out of order: an older one than the page shown is dropped.
+let pageReads = 0;
+let pageShown = 0;
+
 async function loadPage() {
   try {
+    const read = ++pageReads;
+    const asked = arrivals;
     const page = await api.listJobs({
       tenantId: state.tenant, status: state.status, type: state.type, limit: PAGE_SIZE, offset: state.offset,
     });
+    if (read < pageShown) return;
+    pageShown = read;
+    withLiveUpdates(page.jobs, asked);
     state.total = page.total;
     state.page = new Map(page.jobs.map((job) => [job.id, job]));
     $("jobs").replaceChildren(...page.jobs.map(jobRow));
@@ -104,6 +113,35 @@ const refreshStats = throttled(loadStats, 500);
 
 // -- live updates -------------------------------------------------------------------
 
+// The latest live event of each job, in arrival order, kept until a page read after it
+// has come back. A page read while events arrive can be older than they are (a job's
+// RUNNING and COMPLETED can come 10 ms apart): its rows get them again on top.
+const latest = new Map();
+const LATEST_SIZE = 10_000;
+let arrivals = 0;
+
+function remember(event) {
+  latest.delete(event.jobId); // re-inserted last: the map stays in arrival order
+  latest.set(event.jobId, { event, arrival: ++arrivals });
+  if (latest.size > LATEST_SIZE) latest.delete(latest.keys().next().value);
+}
+
+function applyEvent(job, event) {
+  Object.assign(job, { status: event.status, attempts: event.attempts, error: event.error, updatedAt: event.at });
+}
+
+function withLiveUpdates(jobs, asked) {
+  for (const job of jobs) {
+    const seen = latest.get(job.id);
+    if (seen && seen.arrival > asked) applyEvent(job, seen.event);
+  }
+  // Any later read includes what arrived before this one was asked for.
+  for (const [id, seen] of latest) {
+    if (seen.arrival > asked) break;
+    latest.delete(id);
+  }
+}
+
 const chart = new ThroughputChart($("throughput"));
 
 function logUpdate(event) {
@@ -115,12 +153,13 @@ function logUpdate(event) {
 }
 
 function onEvent(event) {
+  remember(event);
   logUpdate(event);
   chart.count(event.status, event.at);
   refreshStats();
   const job = state.page.get(event.jobId);
   if (job) {
-    Object.assign(job, { status: event.status, attempts: event.attempts, error: event.error, updatedAt: event.at });
+    applyEvent(job, event);
     const row = document.querySelector(`tr[data-job-id="${job.id}"]`);
     if (row) row.replaceWith(jobRow(job));
     if (state.status && state.status !== event.status) refreshPage();
@@ -150,15 +189,20 @@ function field(name, value, preformatted = false) {
   return [element("dt", {}, name), element("dd", { "data-field": name }, shown)];
 }
 
+// Every event of the selected job reads it again; the answers can come back out of
+// order, and only the newest read's is shown.
+let detailReads = 0;
+
 async function showDetail(id) {
+  const read = ++detailReads;
   let job;
   try {
     job = await api.getJob(id);
   } catch (error) {
-    if (error.status === 404) { state.selected = null; $("detail").hidden = true; }
+    if (error.status === 404 && read === detailReads) { state.selected = null; $("detail").hidden = true; }
     return;
   }
-  if (state.selected !== id) return;
+  if (state.selected !== id || read !== detailReads) return;
   $("detail").hidden = false;
   $("detail-id").textContent = job.id;
   $("detail-fields").replaceChildren(
