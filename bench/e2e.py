@@ -42,6 +42,7 @@ from bench.stats import percentile
 TENANT = "e2e"
 IN_FLIGHT = 32
 BATCH = 1000
+JOB = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
 
 
 class Completions:
@@ -92,14 +93,12 @@ async def subscribe(base: str, seen: Completions) -> asyncio.Task[None]:
 
 
 async def create_single(base: str, n: int, created: dict[str, float], lat: list[float]) -> None:
-    body = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
-    await create(base, [http.post_request(base, "/jobs", body)] * n, created, lat, IN_FLIGHT)
+    await create(base, [http.post_request(base, "/jobs", JOB)] * n, created, lat, IN_FLIGHT)
 
 
 async def create_batch(base: str, n: int, created: dict[str, float], lat: list[float]) -> None:
-    job = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
     requests = [
-        http.post_request(base, "/jobs/batch", {"jobs": [job] * min(BATCH, n - start)})
+        http.post_request(base, "/jobs/batch", {"jobs": [JOB] * min(BATCH, n - start)})
         for start in range(0, n, BATCH)
     ]
     await create(base, requests, created, lat, in_flight=2)
