@@ -4,12 +4,17 @@ Every record carries the ids of what it is about when they are known: the
 request (`X-Request-ID`, from nginx or made here) in the API, the job and its
 tenant in a worker thread. They travel in context variables, so a handler's own
 log lines get them too.
+
+No line carries an API key: `?token=` values (the dashboard's EventSource has no
+other way to send its key, and uvicorn logs request lines whole) and bearer
+credentials are redacted from every record, uvicorn's access log included.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +34,39 @@ job_ids: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar
 )
 
 _encode = msgspec.json.Encoder().encode
+
+# The value of `token=` (and `access_token=`...) up to the end of its query parameter,
+# also in a percent-encoded URL; `Bearer <key>` and the WebSocket subprotocol `bearer.<key>`.
+_SECRETS = re.compile(
+    r"(?i)(?P<name>token(?:=|%3D))(?:(?!%26)[^&\s\"'#])+|(?P<scheme>\bbearer[ .])[\w.~+/=-]+"
+)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with every API key it shows replaced by `[redacted]`."""
+    return _SECRETS.sub(lambda m: (m["name"] or m["scheme"]) + REDACTED, text)
+
+
+class RedactFilter(logging.Filter):
+    """Removes keys from a record's message and exception text before any handler
+    formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the format: log the format alone
+            record.msg, record.args = redact(str(record.msg)), None
+            return True
+        if (clean := redact(message)) != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_text is None:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
 
 
 class ContextFilter(logging.Filter):
@@ -55,8 +93,10 @@ class JsonFormatter(logging.Formatter):
         for name in self.FIELDS:
             if (value := getattr(record, name, None)) is not None:
                 entry[name] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
         return _encode(entry).decode()
 
 
@@ -82,6 +122,7 @@ def configure(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+from websockets.sync.client import connect
 
 from ferry.logs import JsonFormatter, TextFormatter, configure
 from ferry.settings import Settings
@@ -81,3 +82,32 @@ def test_the_embedded_default_logs_text(settings: Settings) -> None:
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_keys_given_in_urls_never_reach_the_log(database_url: str, tmp_path: Path) -> None:
+    """The dashboard's EventSource can only send its key as `?token=`, and uvicorn logs
+    request lines whole: the value is redacted in every line, the access log included."""
+    secrets = [f"fk_secret{n}-{new_tenant()}" for n in range(4)]
+    tenant = new_tenant()
+    with redis_namespace() as namespace:
+        env = shared_env(database_url, namespace, LOG_LEVEL="INFO")
+        with api_process(env, Path.cwd(), tmp_path / "api.log") as base:
+            with httpx.Client(base_url=base, timeout=5) as client:
+                params = {"tenantId": tenant, "token": secrets[0]}
+                with client.stream("GET", "/events", params=params) as stream:
+                    assert stream.status_code == 200
+                listed = client.get(f"/jobs?tenantId={tenant}&token={secrets[1]}&limit=1")
+                assert listed.status_code == 200
+                # A URL in a query, percent-encoded, with the key inside.
+                assert client.get(f"/health?next=%2Fws%3Ftoken%3D{secrets[2]}").status_code == 200
+            ws_url = base.replace("http://", "ws://")
+            with connect(f"{ws_url}/ws?token={secrets[3]}") as socket:
+                assert json.loads(socket.recv())["type"] == "CONNECTED"
+            time.sleep(0.3)  # the access lines of the requests above
+    text = (tmp_path / "api.log").read_text()
+    assert not [secret for secret in secrets if secret in text], text[-3000:]
+    messages = [str(line["message"]) for line in json_lines(tmp_path / "api.log")]
+    assert any(f"/events?tenantId={tenant}&token=[redacted]" in message for message in messages), (
+        messages
+    )
+    assert any("/ws?token=[redacted]" in message for message in messages), messages
