@@ -1,8 +1,11 @@
 """Tenant API keys (FERRY_AUTH=on).
 
 Every request but `/health*`, `/schema*` and the dashboard's static page
-carries `Authorization: Bearer <key>` (or `?token=<key>` on `/ws` and
-`/events`, which browsers cannot give headers). The admin key (FERRY_ADMIN_KEY)
+carries `Authorization: Bearer <key>`. Browsers cannot set that header on
+WebSocket and EventSource requests: a WebSocket offers the subprotocols
+`ferry` and `bearer.<key>` instead (the key stays out of the URL and so out of
+access logs), and `/ws` and `/events` also take `?token=<key>` (EventSource
+has no other way; Ferry's logs redact it). The admin key (FERRY_ADMIN_KEY)
 acts for every tenant and manages keys; a tenant key acts for its tenant
 only. Keys are random 256-bit strings; only their SHA-256 is stored, and a
 lookup is cached for a few seconds (a revoked key stops working within that).
@@ -19,6 +22,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware.authentication import (
     AbstractAuthenticationMiddleware,
@@ -31,6 +35,10 @@ from ferry.models import ApiKey
 
 CACHE_S = 5.0
 TOKEN_PATHS = ("/ws", "/events")
+# A WebSocket client offers `ferry` and `bearer.<key>`; the server accepts with `ferry`
+# (a browser fails the handshake unless one of its offers is chosen).
+WS_SUBPROTOCOL = "ferry"
+WS_KEY_PREFIX = "bearer."
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,10 @@ def presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     scheme, _, key = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and key.strip():
         return key.strip()
+    if connection.scope["type"] == ScopeType.WEBSOCKET:
+        for protocol in connection.headers.get("sec-websocket-protocol", "").split(","):
+            if (offered := protocol.strip()).startswith(WS_KEY_PREFIX):
+                return offered.removeprefix(WS_KEY_PREFIX) or None
     if connection.scope["path"] in TOKEN_PATHS:
         return connection.query_params.get("token") or None
     return None

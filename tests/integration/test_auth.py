@@ -11,6 +11,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from tests.helpers import new_tenant, sleep_job
 from tests.processes import api_process, shared_env
@@ -141,5 +142,25 @@ async def test_websocket_takes_the_key_as_a_token_and_refuses_other_tenants(api:
         await ws.send(json.dumps({"type": "SUBSCRIBE", "tenantId": theirs}))
         refused = json.loads(await ws.recv())
         assert refused["type"] == "ERROR" and "acts for tenant" in refused["message"]
+        await ws.send(json.dumps({"type": "SUBSCRIBE", "tenantId": mine}))
+        assert json.loads(await ws.recv())["type"] == "SUBSCRIBED"
+
+
+async def test_websocket_takes_the_key_in_its_subprotocol_header(api: Api) -> None:
+    """Browsers cannot set Authorization on a WebSocket: the key travels as the
+    subprotocol `bearer.<key>`, beside `ferry`, which the server accepts."""
+    mine, theirs = new_tenant(), new_tenant()
+    key = api.new_key(mine)
+    url = api.base.replace("http://", "ws://") + "/ws"
+    for forged in ("bearer.fk_not-a-key", "bearer."):
+        with pytest.raises(InvalidStatus):  # refused before the handshake completes
+            async with connect(url, subprotocols=[Subprotocol("ferry"), Subprotocol(forged)]):
+                pass
+    offered = [Subprotocol("ferry"), Subprotocol(f"bearer.{key}")]
+    async with connect(url, subprotocols=offered) as ws:
+        assert ws.subprotocol == "ferry"
+        assert json.loads(await ws.recv())["type"] == "CONNECTED"
+        await ws.send(json.dumps({"type": "SUBSCRIBE", "tenantId": theirs}))
+        assert json.loads(await ws.recv())["type"] == "ERROR"
         await ws.send(json.dumps({"type": "SUBSCRIBE", "tenantId": mine}))
         assert json.loads(await ws.recv())["type"] == "SUBSCRIBED"

@@ -26,7 +26,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from ferry.auth import principal_of
+from ferry.auth import WS_SUBPROTOCOL, principal_of
 from ferry.metrics import recorder
 from ferry.realtime.channels import subscription
 from ferry.realtime.event import channel_name, seq_of
@@ -81,7 +81,8 @@ class LiveSocket:
         self._sending = asyncio.Lock()
 
     async def run(self) -> None:
-        await self.socket.accept()
+        offered = self.socket.scope.get("subprotocols", ())
+        await self.socket.accept(subprotocols=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
         await self.send({"type": "CONNECTED", "message": "Connected to job updates"})
         try:
             while True:
@@ -173,7 +174,9 @@ class LiveSocket:
 async def live_socket(
     socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], state: State
 ) -> None:
-    """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s out."""
+    """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s out. With
+    FERRY_AUTH=on the key comes as the subprotocol `bearer.<key>` (offered with `ferry`),
+    as `Authorization: Bearer <key>`, or as `?token=<key>`."""
     await LiveSocket(socket, channels, state).run()
 
 

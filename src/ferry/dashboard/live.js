@@ -7,8 +7,19 @@ import { currentKey } from "./api.js";
 
 const WS_ATTEMPTS = 2; // sockets that failed to subscribe before falling back to SSE
 
-// Browsers cannot put headers on WebSocket and EventSource requests: the key goes in the URL.
+// Browsers cannot put headers on WebSocket and EventSource requests. A WebSocket
+// carries the key as a subprotocol, out of the URL (and so of access logs), when the
+// key is a valid protocol token; EventSource has only the URL (the server's logs redact it).
+const PROTOCOL_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const token = (separator) => (currentKey() ? `${separator}token=${encodeURIComponent(currentKey())}` : "");
+
+function socketTarget() {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  const key = currentKey();
+  if (!key) return [url, ["ferry"]];
+  if (PROTOCOL_TOKEN.test(key)) return [url, ["ferry", `bearer.${key}`]];
+  return [`${url}${token("?")}`, ["ferry"]];
+}
 
 export class LiveFeed {
   constructor({ onEvent, onStatus, onResync }) {
@@ -41,11 +52,10 @@ export class LiveFeed {
   }
 
   openSocket() {
-    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${token("?")}`;
     let subscribed = false; // a socket that never confirms the subscription has failed
     let socket;
     try {
-      socket = new WebSocket(url);
+      socket = new WebSocket(...socketTarget());
     } catch {
       return this.fallBack();
     }
