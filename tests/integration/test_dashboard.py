@@ -19,6 +19,7 @@ import pytest
 from playwright.async_api import (
     APIResponse,
     Browser,
+    ConsoleMessage,
     Page,
     Route,
     WebSocketRoute,
@@ -73,15 +74,39 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
+# Every Content-Security-Policy violation in the page, as a console error the test sees.
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`securitypolicyviolation: ${event.effectiveDirective} ${event.blockedURI}`);
+});
+"""
+
+
 @pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
+def csp_violations() -> list[str]:
+    """What the page's policy refused (Chromium's own report and the DOM event)."""
+    return []
+
+
+@pytest.fixture
+async def page(browser: Browser, csp_violations: list[str]) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    await context.add_init_script(REPORT_VIOLATIONS)
     opened = await context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and (
+            "securitypolicyviolation" in message.text or "Content Security Policy" in message.text
+        ):
+            csp_violations.append(message.text)
+
+    opened.on("console", on_console)
     yield opened
     await context.close()
     assert not errors, f"errors in the page: {errors}"
+    assert not csp_violations, f"refused by the page's Content-Security-Policy: {csp_violations}"
 
 
 async def open_dashboard(page: Page, ferry: Ferry, tenant: str, transport: str) -> None:
@@ -303,6 +328,9 @@ async def test_with_auth_on_the_page_asks_for_a_key(page: Page, ferry: Ferry) ->
                 f"/tenants/{tenant}/keys", headers={"Authorization": f"Bearer {admin}"}
             )
         key = created.json()["key"]
+        urls: list[str] = []
+        page.on("request", lambda request: urls.append(request.url))
+        page.on("websocket", lambda socket: urls.append(socket.url))
         await page.goto(f"{base}/?tenant={tenant}")
         key_input = page.get_by_test_id("api-key-input")
         await expect(key_input).to_be_visible()
@@ -315,6 +343,9 @@ async def test_with_auth_on_the_page_asks_for_a_key(page: Page, ferry: Ferry) ->
         await create_from_form(page, "sleep", '{"delayMs": 10}')
         row = page.get_by_test_id("job-row")
         await expect(row.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=WAIT_MS)
+    # The WebSocket carried the key in its subprotocol header: no URL shows it.
+    assert any(url.startswith(base.replace("http", "ws", 1) + "/ws") for url in urls), urls
+    assert not [url for url in urls if key in url]
 
 
 async def test_the_tenants_queue_shows_in_the_counters(page: Page, ferry: Ferry) -> None:
@@ -328,3 +359,57 @@ async def test_the_tenants_queue_shows_in_the_counters(page: Page, ferry: Ferry)
     stats = page.get_by_test_id("stats")
     await expect(stats.locator('[data-stat="waiting"]')).to_have_text("2", timeout=WAIT_MS)
     await expect(stats.locator('[data-stat="oldest-wait"]')).to_have_text(re.compile(r"\d"))
+
+
+async def test_the_page_and_its_assets_carry_security_headers(ferry: Ferry) -> None:
+    host = ferry.base.removeprefix("http://")
+    async with httpx.AsyncClient(base_url=ferry.base) as client:
+        for path in ("/", "/static/app.js", "/static/style.css"):
+            response = await client.get(path)
+            assert response.status_code == 200, path
+            policy = {
+                name: values
+                for name, _, values in (
+                    directive.strip().partition(" ")
+                    for directive in response.headers["content-security-policy"].split(";")
+                )
+            }
+            assert policy["default-src"] == "'self'"
+            assert policy["script-src"] == "'self'"
+            assert policy["style-src"] == "'self'"
+            assert policy["connect-src"] == f"'self' ws://{host} wss://{host}"
+            assert policy["frame-ancestors"] == "'none'"
+            assert policy["base-uri"] == "'none'"
+            assert policy["object-src"] == "'none'"
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["referrer-policy"] == "no-referrer"
+            assert response.headers["x-frame-options"] == "DENY"
+
+
+async def test_the_dashboard_works_under_its_policy_and_the_policy_is_in_force(
+    page: Page, ferry: Ferry, tmp_path: Path, csp_violations: list[str]
+) -> None:
+    # The whole flow (page, modules, styles, REST, WebSocket) with no violation...
+    await watch_a_new_job_complete(page, ferry, "WebSocket", tmp_path / "dashboard-csp.png")
+    assert not csp_violations
+    # ...while what the page does not need is refused: an injected inline script, and a
+    # connection to another origin (loopback too: the browser refuses it before connecting).
+    await page.evaluate(
+        """() => {
+            const script = document.createElement("script");
+            script.textContent = "window.injected = true";
+            document.head.append(script);
+        }"""
+    )
+    fetched = await page.evaluate(
+        "() => fetch('http://127.0.0.2:9/').then(() => 'fetched', (error) => error.name)"
+    )
+    assert fetched == "TypeError"
+    assert await page.evaluate("() => window.injected") is None
+    for _ in range(100):  # the reports reach the test as console events, shortly after
+        if len(csp_violations) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert any("script-src" in violation for violation in csp_violations), csp_violations
+    assert any("connect-src" in violation for violation in csp_violations), csp_violations
+    csp_violations.clear()
