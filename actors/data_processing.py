@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from ferry.schemas import DataProcessingPayload
-from ferry.worker.runtime import PermanentError, job_handler
+from ferry.worker.runtime import job_handler
 
 
 def percentile(ordered: Sequence[float], p: float) -> float:
@@ -17,30 +17,20 @@ def percentile(ordered: Sequence[float], p: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def _needs(n: int, operation: Callable[[list[float]], float]) -> Callable[[list[float]], float]:
-    def checked(values: list[float]) -> float:
-        if len(values) < n:
-            raise PermanentError(f"needs at least {n} value{'s' if n > 1 else ''}")
-        return operation(values)
-
-    return checked
-
-
+# The payload refuses too few values for an operation (ferry.schemas.MIN_VALUES).
 OPERATIONS: dict[str, Callable[[list[float]], float]] = {
     "count": lambda values: len(values),
     "sum": math.fsum,
-    "mean": _needs(1, statistics.fmean),
-    "median": _needs(1, statistics.median),
-    "min": _needs(1, min),
-    "max": _needs(1, max),
-    "stdev": _needs(2, statistics.stdev),
+    "mean": statistics.fmean,
+    "median": statistics.median,
+    "min": min,
+    "max": max,
+    "stdev": statistics.stdev,
 }
 
 
 def compute(payload: DataProcessingPayload) -> dict[str, object]:
     if payload.operation == "percentiles":
-        if not payload.values:
-            raise PermanentError("needs at least 1 value")
         ordered = sorted(payload.values)
         value: object = {f"p{p:g}": percentile(ordered, p) for p in payload.percentiles}
     else:

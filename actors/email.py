@@ -74,13 +74,18 @@ def append_to_outbox(message: EmailMessage, path: str) -> None:
 
 
 def deliver(payload: EmailPayload, settings: Settings) -> dict[str, str]:
-    message = build_message(payload)
-    if settings.smtp_url:
-        send_smtp(message, settings.smtp_url)
-        via = "smtp"
-    else:
-        append_to_outbox(message, settings.outbox_path)
-        via = "outbox"
+    try:
+        message = build_message(payload)
+        if settings.smtp_url:
+            send_smtp(message, settings.smtp_url)
+            via = "smtp"
+        else:
+            append_to_outbox(message, settings.outbox_path)
+            via = "outbox"
+    except ValueError as exc:
+        # The email package refused a header (a line break in it, text it cannot
+        # encode): the same message fails the same way on every attempt.
+        raise PermanentError(f"the message cannot be sent as it is: {exc}") from exc
     return {"messageId": str(message["Message-ID"]), "to": payload.to, "via": via}
 
 

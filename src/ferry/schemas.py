@@ -2,6 +2,10 @@
 
 A job's `type` tags its request, so msgspec validates each payload against the
 struct of its type in one decode and names the offending field on error.
+
+Patterns end in `$(?!\n)`: msgspec applies them with `re.search`, where a bare `$`
+also matches before a trailing newline; the lookahead reads the same in Python and
+in the OpenAPI document's ECMA regex dialect.
 """
 
 from __future__ import annotations
@@ -19,16 +23,35 @@ MAX_BATCH = 1000
 MAX_LIST_LIMIT = 500
 # Deep offsets are slow (the database walks past them) and past this are no use.
 MAX_LIST_OFFSET = 10_000_000
+# Event seqs (Last-Event-ID): a signed 64-bit integer, what Redis and PostgreSQL hold.
+MAX_SEQ = 2**63 - 1
 
-TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+# What each pattern expects, in words: error messages say this instead of the regex.
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def _pattern(regex: str, words: str) -> str:
+    PATTERN_WORDS[regex] = words
+    return regex
+
+
+def in_words(message: str) -> str:
+    """A validation message with the regex it quotes said in words instead:
+    msgspec says "Expected `str` matching regex '^[A-Za-z0-9]...'"."""
+    if "matching regex" not in message:
+        return message
+    for regex, words in PATTERN_WORDS.items():
+        message = message.replace(f"`str` matching regex {regex!r}", words)
+    return message
+
+
+TENANT_ID_WORDS = "1 to 100 letters, digits and . _ : - (starting with a letter or digit)"
+TENANT_ID_PATTERN = _pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9._:-]*$(?!\n)", f"a tenant id: {TENANT_ID_WORDS}"
+)
 TenantId = Annotated[
     str,
-    Meta(
-        min_length=1,
-        max_length=100,
-        pattern=TENANT_ID_PATTERN,
-        description="Letters, digits and . _ : - (starting with a letter or digit).",
-    ),
+    Meta(min_length=1, max_length=100, pattern=TENANT_ID_PATTERN, description=TENANT_ID_WORDS),
 ]
 MaxAttempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)]
 DelayMs = Annotated[int, Meta(ge=0, le=MAX_DELAY_MS)]
@@ -42,25 +65,58 @@ class SleepPayload(_Payload):
     delay_ms: Annotated[int, Meta(ge=0, le=600_000)]
 
 
+def field_error(field: str, message: str) -> ValueError:
+    """A `__post_init__` check's error about one of the struct's fields: msgspec reports
+    it at the struct, and the API's error handler moves it to the field."""
+    return ValueError(f"`{field}`: {message}")
+
+
+# What the email package can put in a header and send without SMTPUTF8: an ASCII
+# local part (atext and dots) and a domain name.
+EMAIL_PATTERN = _pattern(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$(?!\n)",
+    "an email address such as name@example.com (ASCII letters, digits and"
+    " !#$%&'*+/=?^_`{|}~.- before the @, a domain name after it)",
+)
+# Every character str.splitlines() breaks at: the email package refuses them in headers.
+ONE_LINE_PATTERN = _pattern(
+    r"^[^\n\r\v\f\x1c-\x1e\x85\u2028\u2029]*$(?!\n)", "text on one line (no line breaks)"
+)
+
+
 class EmailPayload(_Payload):
-    to: Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
-    subject: Annotated[str, Meta(max_length=998)]
+    to: Annotated[str, Meta(pattern=EMAIL_PATTERN, max_length=320)]
+    subject: Annotated[str, Meta(pattern=ONE_LINE_PATTERN, max_length=998)]
     body: Annotated[str, Meta(max_length=100_000)] = ""
 
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+URL_PATTERN = _pattern(r"^https?://[^\s]+$(?!\n)", "an http:// or https:// URL without spaces")
+# What an HTTP/1.1 request line may carry (RFC 9110 token; field value without
+# control characters or surrounding whitespace), in ASCII.
+HEADER_NAME_PATTERN = _pattern(
+    r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$(?!\n)",
+    "an HTTP header name (ASCII letters, digits and !#$%&'*+.^_`|~-)",
+)
+HEADER_VALUE_PATTERN = _pattern(
+    r"^(?:[!-~]+(?:[ \t]+[!-~]+)*)?$(?!\n)",
+    "an HTTP header value (printable ASCII; spaces and tabs only between words)",
+)
+HeaderName = Annotated[str, Meta(pattern=HEADER_NAME_PATTERN, max_length=256)]
+HeaderValue = Annotated[str, Meta(pattern=HEADER_VALUE_PATTERN, max_length=8192)]
 
 
 class WebhookPayload(_Payload):
-    url: Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2048)]
+    url: Annotated[str, Meta(pattern=URL_PATTERN, max_length=2048)]
     method: HttpMethod = "POST"
-    headers: Annotated[dict[str, str], Meta(max_length=50)] = {}
+    headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] = {}
     body: Any = None
     timeout_ms: Annotated[int, Meta(ge=1, le=60_000)] = 10_000
 
     def __post_init__(self) -> None:
         if nests_deeper_than(self.body, MAX_BODY_DEPTH):
-            raise ValueError(f"body nests deeper than {MAX_BODY_DEPTH} levels")
+            raise field_error("body", f"nests deeper than {MAX_BODY_DEPTH} levels")
 
 
 MAX_BODY_DEPTH = 32
@@ -84,6 +140,10 @@ def nests_deeper_than(value: Any, limit: int) -> bool:
 
 
 Operation = Literal["count", "sum", "mean", "median", "min", "max", "stdev", "percentiles"]
+# The fewest values each operation is defined for (count and sum of none are 0).
+MIN_VALUES: dict[str, int] = {
+    "mean": 1, "median": 1, "min": 1, "max": 1, "percentiles": 1, "stdev": 2,
+}  # fmt: skip
 
 
 class DataProcessingPayload(_Payload):
@@ -92,6 +152,12 @@ class DataProcessingPayload(_Payload):
     percentiles: Annotated[list[Annotated[float, Meta(ge=0, le=100)]], Meta(max_length=100)] = (
         msgspec.field(default_factory=lambda: [50.0, 90.0, 99.0])
     )
+
+    def __post_init__(self) -> None:
+        needed = MIN_VALUES.get(self.operation, 0)
+        if len(self.values) < needed:
+            plural = "s" if needed > 1 else ""
+            raise field_error("values", f"{self.operation} needs at least {needed} value{plural}")
 
 
 PAYLOAD_TYPES: dict[str, type[_Payload]] = {
@@ -154,7 +220,8 @@ class BulkRetry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename
     tenant_id: TenantId
     ids: Annotated[list[uuid.UUID], Meta(min_length=1, max_length=MAX_BATCH)] | None = None
     type: JobTypeName | None = None
-    failed_since: datetime | None = None
+    # With its offset: a time without one names no instant.
+    failed_since: Annotated[datetime, Meta(tz=True)] | None = None
     limit: Annotated[int, Meta(ge=1, le=10_000)] = 1000
 
 

@@ -6,14 +6,18 @@ import hashlib
 import hmac
 import random
 import statistics
+from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actors.data_processing import compute, percentile
-from actors.email import build_message
+from actors.email import build_message, deliver
 from actors.webhook import encode_body, sign
-from ferry.schemas import DataProcessingPayload, EmailPayload
+from ferry.schemas import EMAIL_PATTERN, ONE_LINE_PATTERN, DataProcessingPayload, EmailPayload
+from ferry.settings import Settings
 from ferry.worker.backoff import retry_delay_ms
 from ferry.worker.runtime import PermanentError
 
@@ -47,10 +51,13 @@ def test_percentiles_interpolate_linearly() -> None:
 
 
 @pytest.mark.parametrize(
-    ("operation", "values"), [("mean", []), ("max", []), ("stdev", [1.0]), ("percentiles", [])]
-)
-def test_too_few_values_fail_permanently(operation: str, values: list[float]) -> None:
-    with pytest.raises(PermanentError, match="at least"):
+    ("operation", "values"),
+    [("mean", []), ("median", []), ("min", []), ("max", []), ("stdev", [1.0]),
+     ("percentiles", [])],
+)  # fmt: skip
+def test_too_few_values_are_refused_by_the_payload(operation: str, values: list[float]) -> None:
+    # At create (a 400 naming payload.values), never as a failure in the worker.
+    with pytest.raises(msgspec.ValidationError, match=f"`values`: {operation} needs at least"):
         process(operation, values)
 
 
@@ -59,10 +66,35 @@ def test_empty_count_and_sum_are_zero() -> None:
 
 
 def test_email_message_headers() -> None:
-    message = build_message(EmailPayload(to="ada@example.com", subject="Hi there", body="Line"))
-    assert (message["To"], message["Subject"]) == ("ada@example.com", "Hi there")
+    message = build_message(EmailPayload(to="ada@example.test", subject="Hi there", body="Line"))
+    assert (message["To"], message["Subject"]) == ("ada@example.test", "Hi there")
     assert message["Message-ID"].endswith("@ferry.local>")
     assert message.get_content().strip() == "Line"
+
+
+@pytest.mark.parametrize(
+    ("to", "subject"),
+    [("ada@example.test", "Hi\r\nBcc: eve@example.test"),
+     ("ada@example.test\r\nBcc: eve@example.test", "Hi"), ("ada@example.test", "Hi\x0bthere")],
+)  # fmt: skip
+def test_a_message_the_email_package_refuses_fails_permanently(
+    tmp_path: Path, to: str, subject: str
+) -> None:
+    """What no retry can send (the API refuses it at create; a job stored before that
+    rule must still fail once, not five times)."""
+    settings = Settings(outbox_path=str(tmp_path / "outbox.mbox"))
+    with pytest.raises(PermanentError, match="cannot be sent"):
+        deliver(EmailPayload(to=to, subject=subject), settings)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    to=st.from_regex(EMAIL_PATTERN, fullmatch=True),
+    subject=st.from_regex(ONE_LINE_PATTERN, fullmatch=True),
+)
+def test_every_address_and_subject_the_api_accepts_can_be_sent(to: str, subject: str) -> None:
+    message = build_message(EmailPayload(to=to, subject=subject, body="x"))
+    assert message.as_bytes()  # what the SMTP client and the outbox write
 
 
 def test_webhook_signature_is_hmac_sha256_of_the_body() -> None:

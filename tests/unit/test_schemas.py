@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
+import jsonschema_rs
 import msgspec
 import pytest
 
 from ferry.schemas import (
+    EMAIL_PATTERN,
+    HEADER_NAME_PATTERN,
+    HEADER_VALUE_PATTERN,
+    ONE_LINE_PATTERN,
+    PATTERN_WORDS,
+    TENANT_ID_PATTERN,
+    URL_PATTERN,
+    BulkRetry,
     DataProcessingPayload,
     NewDataProcessingJob,
     NewEmailJob,
@@ -13,6 +24,7 @@ from ferry.schemas import (
     NewSleepJob,
     NewWebhookJob,
     WebhookPayload,
+    in_words,
     job_type_of,
 )
 
@@ -25,8 +37,8 @@ def decode(body: bytes) -> NewJob:
 def test_the_type_tag_selects_the_payload_struct() -> None:
     cases = {
         b'{"tenantId":"a","type":"sleep","payload":{"delayMs":5}}': NewSleepJob,
-        b'{"tenantId":"a","type":"email","payload":{"to":"x@y.io","subject":"s"}}': NewEmailJob,
-        b'{"tenantId":"a","type":"webhook","payload":{"url":"https://x.io"}}': NewWebhookJob,
+        b'{"tenantId":"a","type":"email","payload":{"to":"x@y.test","subject":"s"}}': NewEmailJob,
+        b'{"tenantId":"a","type":"webhook","payload":{"url":"https://x.test"}}': NewWebhookJob,
         b'{"tenantId":"a","type":"data_processing","payload":{"operation":"sum","values":[1]}}': (
             NewDataProcessingJob
         ),
@@ -38,7 +50,7 @@ def test_the_type_tag_selects_the_payload_struct() -> None:
 
 
 def test_defaults() -> None:
-    job = decode(b'{"tenantId":"a","type":"webhook","payload":{"url":"http://x.io/h"}}')
+    job = decode(b'{"tenantId":"a","type":"webhook","payload":{"url":"http://x.test/h"}}')
     assert isinstance(job.payload, WebhookPayload)
     assert (job.payload.method, job.payload.timeout_ms, job.payload.headers) == ("POST", 10_000, {})
     assert (job.max_attempts, job.delay_ms) == (None, 0)
@@ -60,7 +72,7 @@ def test_camel_case_on_the_wire() -> None:
         (b'{"tenantId":"a","type":"sleep","payload":{"delayMs":true}}', "$.payload.delayMs"),
         (b'{"tenantId":"a","type":"nope","payload":{}}', "$.type"),
         (b'{"tenantId":"a b","type":"sleep","payload":{"delayMs":1}}', "$.tenantId"),
-        (b'{"tenantId":"a","type":"webhook","payload":{"url":"https://x.io","headers":{"a":1}}}',
+        (b'{"tenantId":"a","type":"webhook","payload":{"url":"https://x.test","headers":{"a":1}}}',
          "$.payload.headers[...]"),
     ],
 )  # fmt: skip
@@ -85,7 +97,79 @@ def test_payloads_nesting_too_deep_are_refused() -> None:
     job = {
         "tenantId": "t",
         "type": "webhook",
-        "payload": {"url": "https://example.com", "body": nested(40)},
+        "payload": {"url": "https://example.test", "body": nested(40)},
     }
     with pytest.raises(msgspec.ValidationError, match="nests deeper than 32"):
         msgspec.convert(job, NewJob)
+
+
+VALID = {
+    TENANT_ID_PATTERN: "tenant-1",
+    EMAIL_PATTERN: "ada.lovelace+jobs@mail.example.test",
+    ONE_LINE_PATTERN: "Hello, world",
+    URL_PATTERN: "https://hook.test/path?q=1",
+    HEADER_NAME_PATTERN: "X-Trace-Id",
+    HEADER_VALUE_PATTERN: "a b\tc",
+}
+
+
+@pytest.mark.parametrize("regex", list(PATTERN_WORDS))
+def test_patterns_match_whole_values_in_python_and_in_ecma(regex: str) -> None:
+    """msgspec searches with Python's `re`, where `$` matches before a final newline;
+    clients and schemathesis read the OpenAPI document's ECMA dialect."""
+    ecma = jsonschema_rs.validator_for({"type": "string", "pattern": regex})
+    valid = VALID[regex]
+    for value in (valid + "\n", valid + "\r\n", "\n" + valid):
+        assert re.search(regex, value) is None, repr(value)
+        assert not ecma.is_valid(value), repr(value)
+    assert re.search(regex, valid) and ecma.is_valid(valid)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"tenantId":"a\\n","type":"sleep","payload":{"delayMs":1}}', "$.tenantId"),
+        (b'{"tenantId":"a","type":"email","payload":{"to":"a@b.test","subject":"a\\r\\nBcc: c@d.test"}}',
+         "$.payload.subject"),
+        (b'{"tenantId":"a","type":"email","payload":{"to":"a@b.test\\n","subject":"s"}}', "$.payload.to"),
+        (b'{"tenantId":"a","type":"webhook","payload":{"url":"http://a.test","headers":{"X":"1\\n"}}}',
+         "$.payload.headers[...]"),
+        (b'{"tenantId":"a","type":"sleep","payload":{"delayMs":1},"maxAttempts":"3"}', "$.maxAttempts"),
+        (b'{"tenantId":"a","type":"sleep","payload":{"delayMs":"1"}}', "$.payload.delayMs"),
+    ],
+)  # fmt: skip
+def test_line_breaks_and_numeric_strings_are_refused(body: bytes, where: str) -> None:
+    with pytest.raises(msgspec.ValidationError) as info:
+        decode(body)
+    assert str(info.value).endswith(f"`{where}`")
+
+
+@pytest.mark.parametrize(
+    ("operation", "values", "accepted"),
+    [("mean", [], False), ("median", [], False), ("min", [], False), ("max", [], False),
+     ("percentiles", [], False), ("stdev", [1], False), ("stdev", [1, 2], True),
+     ("mean", [1], True), ("count", [], True), ("sum", [], True)],
+)  # fmt: skip
+def test_operations_need_enough_values(operation: str, values: list[float], accepted: bool) -> None:
+    data = {"operation": operation, "values": values}
+    if accepted:
+        msgspec.convert(data, DataProcessingPayload)
+    else:
+        with pytest.raises(msgspec.ValidationError, match=r"^`values`: .* needs at least"):
+            msgspec.convert(data, DataProcessingPayload)
+
+
+def test_failed_since_needs_a_timezone() -> None:
+    with pytest.raises(msgspec.ValidationError, match="timezone"):
+        msgspec.json.decode(b'{"tenantId":"t","failedSince":"2026-01-01T00:00:00"}', type=BulkRetry)
+    aware = b'{"tenantId":"t","failedSince":"2026-01-01T00:00:00+02:00"}'
+    assert msgspec.json.decode(aware, type=BulkRetry).failed_since is not None
+
+
+def test_errors_say_patterns_in_words() -> None:
+    with pytest.raises(msgspec.ValidationError) as info:
+        decode(b'{"tenantId":"a b","type":"sleep","payload":{"delayMs":1}}')
+    assert in_words(str(info.value)) == (
+        "Expected a tenant id: 1 to 100 letters, digits and . _ : - (starting with a letter"
+        " or digit) - at `$.tenantId`"
+    )
