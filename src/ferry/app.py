@@ -24,6 +24,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
 
+from ferry.api.answers import RouteAnswers
+from ferry.api.bodies import JsonBodyRequest
 from ferry.api.dashboard import dashboard, dashboard_assets
 from ferry.api.errors import EXCEPTION_HANDLERS, internal_error
 from ferry.api.health import health, ready
@@ -142,7 +144,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         ],
         # The runtime starts after the channels plugin and stops before it: the
         # in-process worker publishes through it until it has stopped.
-        plugins=[SQLAlchemyPlugin(config=db_config), channels, LifespanAfterPlugins(runtime)],
+        plugins=[
+            SQLAlchemyPlugin(config=db_config),
+            channels,
+            LifespanAfterPlugins(runtime),
+            RouteAnswers(auth_on=settings.auth_on, open_paths=OPEN_PATHS),
+        ],
         # Hooks run after every lifespan, the channels plugin's included.
         on_shutdown=[pubsub_client.aclose] if pubsub_client is not None else [],
         middleware=[request_ids, *_authentication(settings)],
@@ -150,6 +157,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         logging_config=None,  # ferry.logs configures the process's logging
         cors_config=_cors(settings),
         exception_handlers={**EXCEPTION_HANDLERS, Exception: internal_error},
+        request_class=JsonBodyRequest,  # bodies: JSON only, decoded strictly (ferry.api.bodies)
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Ferry",
@@ -173,15 +181,17 @@ class LifespanAfterPlugins(InitPluginProtocol):
         return app_config
 
 
+# Open with FERRY_AUTH=on: the probes, the API's schema, the dashboard page (it asks
+# for a key), and the key routes (their guard checks the admin key itself).
+OPEN_PATHS = ["^/health", "^/schema", "^/$", "^/static/", "^/tenants/[^/]+/keys"]
+
+
 def _authentication(settings: Settings) -> list[DefineMiddleware]:
     if not settings.auth_on:
         return []
     if not settings.ferry_admin_key:
         raise SystemExit("ferry: FERRY_AUTH=on needs FERRY_ADMIN_KEY (the key that manages keys)")
-    # Open: the probes, the API's schema, the dashboard page (it asks for a key),
-    # and the key routes (their guard checks the admin key itself).
-    exclude = ["^/health", "^/schema", "^/$", "^/static/", "^/tenants/[^/]+/keys"]
-    return [DefineMiddleware(TenantKeyAuth, exclude=exclude)]
+    return [DefineMiddleware(TenantKeyAuth, exclude=OPEN_PATHS)]
 
 
 def _redis(settings: Settings, **options: Any) -> aioredis.Redis | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import msgspec
 from litestar.testing import AsyncTestClient
@@ -94,3 +95,59 @@ async def test_cors_wildcard_never_allows_credentials(settings: Settings) -> Non
 async def test_no_cors_headers_without_configuration(client: Client) -> None:
     response = await client.get("/health", headers={"Origin": "https://app.example"})
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_head_answers_like_get_without_a_body(client: Client) -> None:
+    for path in ("/health", "/jobs", "/schema/openapi.json"):
+        get, head = await client.get(path), await client.head(path)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def _answers(schema: dict[str, Any], method: str, path: str) -> set[str]:
+    return set(schema["paths"][path][method]["responses"])
+
+
+async def test_the_document_lists_the_answers_of_the_configuration(settings: Settings) -> None:
+    """401 and 403 only where FERRY_AUTH=on can give them; HEAD stays implied by GET.
+    Apps of both configurations side by side in one process: each has its own."""
+    secured = msgspec.structs.replace(settings, ferry_auth="on", ferry_admin_key="k-admin")
+    async with (
+        AsyncTestClient(app=create_app(secured, run_worker=False)) as on,
+        AsyncTestClient(app=create_app(settings, run_worker=False)) as off,
+    ):
+        documents = {}
+        for name, client in (("on", on), ("off", off)):
+            response = await client.get(
+                "/schema/openapi.json", headers={"Authorization": "Bearer k-admin"}
+            )
+            documents[name] = response.json()
+        # A key without the right to act for another tenant: 403; a job of another tenant is 404.
+        assert _answers(documents["on"], "post", "/jobs") == {
+            "201", "400", "401", "403", "409", "413", "415",
+        }  # fmt: skip
+        assert _answers(documents["on"], "get", "/jobs/{job_id}") == {"200", "400", "401", "404"}
+        assert _answers(documents["off"], "post", "/jobs") == {"201", "400", "409", "413", "415"}
+        assert _answers(documents["off"], "get", "/jobs/{job_id}") == {"200", "400", "404"}
+        assert _answers(documents["off"], "patch", "/jobs/{job_id}") == {
+            "200", "400", "404", "409", "413", "415",
+        }  # fmt: skip
+        # The key routes check the admin key whatever FERRY_AUTH says.
+        assert {"401", "403"} <= _answers(documents["off"], "post", "/tenants/{tenant_id}/keys")
+        assert _answers(documents["off"], "get", "/health/ready") == {"200", "503"}
+        error = documents["off"]["paths"]["/jobs"]["post"]["responses"]["415"]
+        assert set(error["content"]["application/json"]["schema"]["required"]) == {
+            "status_code", "detail",
+        }  # fmt: skip
+        for document in documents.values():
+            assert not any("head" in item for item in document["paths"].values())
+
+
+async def test_head_needs_a_key_like_get(settings: Settings) -> None:
+    secured = msgspec.structs.replace(settings, ferry_auth="on", ferry_admin_key="k-admin")
+    async with AsyncTestClient(app=create_app(secured, run_worker=False)) as client:
+        assert (await client.head("/jobs")).status_code == 401
+        assert (await client.head("/metrics")).status_code == 401
+        authorized = {"Authorization": "Bearer k-admin"}
+        assert (await client.head("/jobs", headers=authorized)).status_code == 200
+        assert (await client.head("/health")).status_code == 200

@@ -50,11 +50,11 @@ async def test_every_job_type_is_accepted(client: Client) -> None:
     tenant = new_tenant()
     bodies = [
         sleep_job(tenant, 5),
-        {"tenantId": tenant, "type": "email", "payload": {"to": "a@example.com", "subject": "Hi"}},
+        {"tenantId": tenant, "type": "email", "payload": {"to": "a@example.test", "subject": "Hi"}},
         {
             "tenantId": tenant,
             "type": "webhook",
-            "payload": {"url": "https://example.com/hook", "method": "PUT", "timeoutMs": 500},
+            "payload": {"url": "https://example.test/hook", "method": "PUT", "timeoutMs": 500},
         },
         {
             "tenantId": tenant,
@@ -129,8 +129,12 @@ async def test_unknown_type_lists_the_valid_types(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"{bad", b"", b"[1,2]", b"null", b'"text"', b'{"tenantId": "t"', b"\xff\xfe"]
-)
+    "raw",
+    [b"{bad", b"", b"[1,2]", b"null", b'"text"', b'{"tenantId": "t"', b"\xff\xfe",
+     b'{"tenantId": "t\xff", "type": "sleep", "payload": {"delayMs": 1}}',
+     b'{"tenantId": "t", "type": "webhook", "payload": {"url": "http://a.test", "body": '
+     + b"[" * 10_000 + b"]" * 10_000 + b"}}"],
+)  # fmt: skip
 async def test_malformed_bodies_are_400_json(
     client: Client, engine: AsyncEngine, raw: bytes
 ) -> None:
@@ -202,7 +206,7 @@ async def test_text_with_a_nul_character_is_refused_and_creates_nothing(
     email = {
         "tenantId": tenant,
         "type": "email",
-        "payload": {"to": "a@example.com", "subject": "a\x00"},
+        "payload": {"to": "a@example.test", "subject": "a\x00"},
     }
     for path, body in (("/jobs", email), ("/jobs/batch", {"jobs": [sleep_job(tenant), email]})):
         response = await client.post(path, json=body)
@@ -222,7 +226,7 @@ async def test_list_filters_and_defaults(client: Client, engine: AsyncEngine) ->
     tenant, other = new_tenant(), new_tenant()
     sleeps = [await create(client, sleep_job(tenant)) for _ in range(3)]
     email = await create(
-        client, {"tenantId": tenant, "type": "email", "payload": {"to": "a@b.io", "subject": "s"}}
+        client, {"tenantId": tenant, "type": "email", "payload": {"to": "a@b.test", "subject": "s"}}
     )
     await create(client, sleep_job(other))
     await force_status(engine, sleeps[0], "FAILED")
@@ -392,7 +396,7 @@ async def test_patch_a_pending_job(client: Client) -> None:
     ("body", "key"),
     [
         ({"payload": {"delayMs": "x"}}, "payload.delayMs"),
-        ({"payload": {"to": "a@b.io", "subject": "wrong type"}}, "payload.to"),
+        ({"payload": {"to": "a@b.test", "subject": "wrong type"}}, "payload.to"),
         ({"maxAttempts": 99}, "maxAttempts"),
         ({"colour": "red"}, "colour"),
     ],
@@ -405,6 +409,38 @@ async def test_patch_validates_against_the_job_type(
     assert response.status_code == 400, response.text
     assert response.json()["extra"][0]["key"] == key
     assert (await client.get(f"/jobs/{job_id}")).json()["payload"] == {"delayMs": 10}
+
+
+async def test_patch_checks_the_payload_strictly_and_names_the_type(client: Client) -> None:
+    job_id = await create(client, sleep_job(new_tenant(), 10))
+    response = await client.patch(f"/jobs/{job_id}", json={"payload": {"delayMs": "20"}})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] == "invalid payload for a sleep job"
+    email = {"to": "a@example.test", "subject": "s"}
+    email_id = await create(client, {"tenantId": new_tenant(), "type": "email", "payload": email})
+    response = await client.patch(
+        f"/jobs/{email_id}", json={"payload": {**email, "subject": "a\nb"}}
+    )
+    assert response.json()["detail"] == "invalid payload for an email job"
+    assert response.json()["extra"][0]["key"] == "payload.subject"
+    assert "regex" not in response.text
+
+
+async def test_bodies_must_be_json_and_posts_without_one_need_no_content_type(
+    client: Client, engine: AsyncEngine
+) -> None:
+    rows = await count_rows(engine)
+    body = b'{"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "text/xml"):
+        response = await client.post("/jobs", content=body, headers={"Content-Type": content_type})
+        assert response.status_code == 415, response.text
+        assert response.json()["status_code"] == 415
+    assert await count_rows(engine) == rows
+    charset = {"Content-Type": "application/json; charset=utf-8"}
+    job_id = await create(client, sleep_job(new_tenant()))
+    assert (await client.post("/jobs", content=body, headers=charset)).status_code == 201
+    assert (await client.post(f"/jobs/{job_id}/cancel")).status_code == 200
+    assert (await client.post(f"/jobs/{job_id}/retry")).status_code == 200
 
 
 async def test_patch_without_changes_is_400(client: Client) -> None:
@@ -457,6 +493,7 @@ async def test_unknown_routes_and_methods_are_json(client: Client) -> None:
     wrong = await client.put("/jobs")
     assert wrong.status_code == 405
     assert wrong.json()["status_code"] == 405
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
 
 
 async def test_openapi_schema_documents_the_routes(client: Client) -> None:
@@ -474,7 +511,7 @@ async def test_over_limit_requests_are_4xx_with_a_message(client: Client) -> Non
     webhook = {
         "tenantId": tenant,
         "type": "webhook",
-        "payload": {"url": "https://example.com", "body": deep},
+        "payload": {"url": "https://example.test", "body": deep},
     }
     too_deep = await client.post("/jobs", json=webhook)
     assert too_deep.status_code == 400 and "nests deeper than 32" in too_deep.text
@@ -500,7 +537,7 @@ async def test_the_counters_follow_every_kind_of_change(
     for tenant in tenants:
         ids += [await create(client, sleep_job(tenant)) for _ in range(3)]
         batch = {"jobs": [sleep_job(tenant), {**sleep_job(tenant), "type": "email",
-                 "payload": {"to": "a@example.com", "subject": "s"}}]}  # fmt: skip
+                 "payload": {"to": "a@example.test", "subject": "s"}}]}  # fmt: skip
         ids += (await client.post("/jobs/batch", json=batch)).json()["jobIds"]
     await force_status(engine, ids[0], "RUNNING")
     await force_status(engine, ids[1], "FAILED")

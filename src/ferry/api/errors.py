@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, get_args
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -16,17 +16,20 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ferry.idempotency import KeyReused
-from ferry.schemas import JOB_TYPES
+from ferry.models import JobStatus
+from ferry.schemas import JOB_TYPES, HttpMethod, Operation, in_words
 from ferry.store import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
 
-def _error(status_code: int, detail: str, extra: Any = None) -> Response[dict[str, Any]]:
+def _error(
+    status_code: int, detail: str, extra: Any = None, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {"status_code": status_code, "detail": detail}
     if extra:
         body["extra"] = extra
-    return Response(body, status_code=status_code)
+    return Response(body, status_code=status_code, headers=headers)
 
 
 def not_found(_: Request[Any, Any, Any], exc: NotFound) -> Response[dict[str, Any]]:
@@ -65,32 +68,60 @@ def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Res
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, HTTPException):
-        return _error(exc.status_code, exc.detail, _explained(exc.extra))
+        extra = _explained(exc.extra, request.scope.get("route_handler"))
+        # The exception's headers too: a 405's Allow, a 401's WWW-Authenticate.
+        return _error(exc.status_code, exc.detail, extra, exc.headers)
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return _error(500, "internal server error")
 
 
-# Litestar names a header parameter's errors after the handler's argument.
-_HEADERS = {"idempotency_key": "Idempotency-Key", "last_event_id": "Last-Event-ID"}
+# Litestar names a query or header parameter's errors after the handler's argument.
+_RENAMED = ("query", "header", "cookie")
 _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
+# A struct's own check about one of its fields (ferry.schemas.field_error).
+_FIELD_CHECK = re.compile(r"`([^`]+)`: (.*)", re.DOTALL)
+# The valid values of each enumerated field, by the field's name.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "status": tuple(JobStatus),
+    "type": JOB_TYPES,
+    "method": get_args(HttpMethod),
+    "operation": get_args(Operation),
+}
 
 
-def _explained(extra: Any) -> Any:
-    """Point each validation error at the exact field: msgspec names a missing or
-    unknown field in its message only, and a wrong `type` tag gets the valid types."""
+def _wire_name(handler: Any, key: Any) -> Any:
+    """The name a client gives the handler's argument `key` (`tenantId` for `tenant_id`)."""
+    parameters = handler.parsed_fn_signature.parameters if handler is not None else {}
+    parameter = parameters.get(key) if isinstance(key, str) else None
+    return getattr(parameter and parameter.kwarg_definition, "name", None) or key
+
+
+def _explained(extra: Any, handler: Any = None) -> Any:
+    """Point each validation error at the exact field and say what it expects: msgspec
+    names a missing or unknown field in its message only, quotes regexes, and lists
+    no valid values for an enumerated field."""
     if not isinstance(extra, list):
         return extra
     for error in extra:
         if not isinstance(error, dict) or not isinstance(error.get("message"), str):
             continue
-        named = _NAMED_FIELD.search(error["message"])
-        if named:
-            parent = error.get("key") if error.get("key") not in (None, "", "data") else ""
+        if (error.get("key"), error["message"]) == ("data", "'data'"):
+            # Litestar's word for a route's body that was not sent.
+            error.pop("key")
+            error["message"] = "a JSON body is required (Content-Type: application/json)"
+            continue
+        parent = error.get("key") if error.get("key") not in (None, "", "data") else ""
+        if named := _NAMED_FIELD.search(error["message"]):
             error["key"] = f"{parent}.{named.group(1)}" if parent else named.group(1)
-        if error.get("source") == "header" and error.get("key") in _HEADERS:
-            error["key"] = _HEADERS[error["key"]]
-        if error.get("key") == "type" and "Invalid value" in error["message"]:
-            error["message"] += f"; expected one of: {', '.join(JOB_TYPES)}"
+        elif checked := _FIELD_CHECK.fullmatch(error["message"]):
+            error["key"] = f"{parent}.{checked.group(1)}" if parent else checked.group(1)
+            error["message"] = checked.group(2)
+        if error.get("source") in _RENAMED:
+            error["key"] = _wire_name(handler, error.get("key"))
+        error["message"] = in_words(error["message"])
+        field = str(error.get("key", "")).rpartition(".")[2]
+        if field in _CHOICES and error["message"].startswith(("Invalid value", "Invalid enum")):
+            error["message"] += f"; expected one of: {', '.join(_CHOICES[field])}"
     return extra
 
 

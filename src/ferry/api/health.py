@@ -6,6 +6,7 @@ import asyncio
 
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 
 from ferry.metrics import INSTANCE
@@ -19,7 +20,12 @@ async def health() -> Health:
     return Health(status="ok", instance=INSTANCE)
 
 
-@get("/health/ready", summary="Readiness: PostgreSQL (or SQLite) and Redis", tags=["health"])
+@get(
+    "/health/ready",
+    summary="Readiness: PostgreSQL (or SQLite) and Redis",
+    tags=["health"],
+    responses={503: ResponseSpec(Health, description="`checks` names what is down")},
+)
 async def ready(state: State) -> Response[Health]:
     checks = await asyncio.gather(_check_database(state), _check_redis(state))
     results = dict(checks)

@@ -18,10 +18,12 @@ import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ferry.api.answers import BODY, TENANT_CHECKED, KeyConflict, StatusConflict
+from ferry.api.bodies import error_of
 from ferry.auth import Principal
 from ferry.dispatch import announce, pending_events
 from ferry.fairness.broker import FairRedisBroker
@@ -187,7 +189,7 @@ class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]  # noqa: RUF012  (Controller declares it as an instance attribute)
 
-    @post("/", summary="Create a job")
+    @post("/", summary="Create a job", raises=[*BODY, KeyConflict, *TENANT_CHECKED])
     async def create(
         self,
         data: JSONBody[NewJob],
@@ -206,7 +208,11 @@ class JobController(Controller):
             headers={"Location": f"/jobs/{job_id}"},
         )
 
-    @post("/batch", summary="Create up to 1000 jobs in one request")
+    @post(
+        "/batch",
+        summary="Create up to 1000 jobs in one request",
+        raises=[*BODY, KeyConflict, *TENANT_CHECKED],
+    )
     async def create_batch(
         self,
         data: JSONBody[NewJobBatch],
@@ -219,7 +225,7 @@ class JobController(Controller):
         job_ids, created = await _create_jobs(state, data.jobs, data, idempotency_key)
         return Response(CreatedJobs(job_ids=job_ids), status_code=201 if created else 200)
 
-    @get("/", summary="List jobs, newest first")
+    @get("/", summary="List jobs, newest first", raises=TENANT_CHECKED)
     async def list_jobs(
         self,
         db_session: DbSession,
@@ -239,7 +245,7 @@ class JobController(Controller):
         )
         return JobPage(jobs=[job_out(job) for job in jobs], total=total, limit=limit, offset=offset)
 
-    @get("/stats", summary="Job counts per status")
+    @get("/stats", summary="Job counts per status", raises=TENANT_CHECKED)
     async def stats(
         self, db_session: DbSession, state: State, principal: Caller, tenant_id: TenantQuery = None
     ) -> JobStats:
@@ -254,13 +260,18 @@ class JobController(Controller):
             oldest_wait_ms=oldest_wait_ms,
         )
 
-    @get("/{job_id:uuid}", summary="One job")
+    @get("/{job_id:uuid}", summary="One job", raises=[NotFoundException])
     async def get_job(self, job_id: JobId, db_session: DbSession, principal: Caller) -> JobOut:
         store = JobStore(db_session)
         await _owned(store, principal, job_id)
         return job_out(await store.get(job_id))
 
-    @post("/{job_id:uuid}/retry", status_code=200, summary="Replay a FAILED or CANCELLED job")
+    @post(
+        "/{job_id:uuid}/retry",
+        status_code=200,
+        summary="Replay a FAILED or CANCELLED job",
+        raises=[NotFoundException, StatusConflict],
+    )
     async def retry(
         self, job_id: JobId, db_session: DbSession, state: State, principal: Caller
     ) -> JobOut:
@@ -273,7 +284,12 @@ class JobController(Controller):
         )
         return job_out(job)
 
-    @post("/retry", status_code=200, summary="Replay dead letters in bulk")
+    @post(
+        "/retry",
+        status_code=200,
+        summary="Replay dead letters in bulk",
+        raises=[*BODY, *TENANT_CHECKED],
+    )
     async def retry_many(
         self, data: JSONBody[BulkRetry], db_session: DbSession, state: State, principal: Caller
     ) -> Requeued:
@@ -289,7 +305,12 @@ class JobController(Controller):
         await _commit_and_announce(db_session, state, events, jobs)
         return Requeued(requeued=len(jobs), job_ids=[job.id for job in jobs])
 
-    @post("/{job_id:uuid}/cancel", status_code=200, summary="Cancel a PENDING or RUNNING job")
+    @post(
+        "/{job_id:uuid}/cancel",
+        status_code=200,
+        summary="Cancel a PENDING or RUNNING job",
+        raises=[NotFoundException, StatusConflict],
+    )
     async def cancel(
         self, job_id: JobId, db_session: DbSession, state: State, principal: Caller
     ) -> JobOut:
@@ -301,7 +322,11 @@ class JobController(Controller):
         recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, JobStatus.CANCELLED)
         return job_out(job)
 
-    @patch("/{job_id:uuid}", summary="Change the payload or maxAttempts of a PENDING job")
+    @patch(
+        "/{job_id:uuid}",
+        summary="Change the payload or maxAttempts of a PENDING job",
+        raises=[*BODY, NotFoundException, StatusConflict],
+    )
     async def update(
         self, job_id: JobId, data: JSONBody[JobPatch], db_session: DbSession, principal: Caller
     ) -> JobOut:
@@ -319,7 +344,11 @@ class JobController(Controller):
             raise ValidationException("nothing to change: send payload and/or maxAttempts")
         return job_out(await store.patch(job_id, **changes))
 
-    @delete("/{job_id:uuid}", summary="Delete a job that is not RUNNING")
+    @delete(
+        "/{job_id:uuid}",
+        summary="Delete a job that is not RUNNING",
+        raises=[NotFoundException, StatusConflict],
+    )
     async def remove(self, job_id: JobId, db_session: DbSession, principal: Caller) -> None:
         store = JobStore(db_session)
         await _owned(store, principal, job_id)
@@ -330,9 +359,8 @@ def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:
     try:
         typed = msgspec.convert(payload, PAYLOAD_TYPES[job_type])
     except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `$")
+        article = "an" if job_type[0] in "aeiou" else "a"
         raise ValidationException(
-            f"invalid payload for a {job_type} job",
-            extra=[{"message": message, "key": "payload" + path.rstrip("`"), "source": "body"}],
+            f"invalid payload for {article} {job_type} job", extra=[error_of(exc, "payload")]
         ) from exc
     return storable(msgspec.to_builtins(typed))

@@ -22,17 +22,18 @@ from litestar.channels import ChannelsPlugin
 from litestar.channels.subscriber import Subscriber
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
+from litestar.enums import HttpMethod
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from ferry.api.answers import TENANT_CHECKED
 from ferry.auth import WS_SUBPROTOCOL, principal_of
 from ferry.metrics import recorder
 from ferry.realtime.channels import subscription
 from ferry.realtime.event import channel_name, seq_of
 from ferry.realtime.feed import FeedItem, Resync, follow
 from ferry.realtime.log import EventLog
-from ferry.schemas import TENANT_ID_PATTERN, TenantId
+from ferry.schemas import MAX_SEQ, TENANT_ID_PATTERN, TenantId
 from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,15 @@ async def _sse_stream(
             recorder.gauge("ferry_live_subscribers", "sse", amount=-1)
 
 
-@get("/events", summary="Live job events of a tenant (Server-Sent Events)", tags=["events"])
+_SEQ = "A seq this stream sent (its `id:`): the events after it are replayed first."
+
+
+@get(
+    "/events",
+    summary="Live job events of a tenant (Server-Sent Events)",
+    tags=["events"],
+    raises=TENANT_CHECKED,
+)
 async def live_events(
     request: Request[Any, Any, Any],
     channels: NamedDependency[ChannelsPlugin],
@@ -262,22 +271,19 @@ async def live_events(
         str,
         QueryParameter(name="tenantId", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN),
     ],
-    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
-    last_event_id_query: Annotated[int | None, QueryParameter(name="lastEventId", ge=0)] = None,
+    last_event_id: Annotated[
+        int | None, HeaderParameter(name="Last-Event-ID", ge=0, le=MAX_SEQ, description=_SEQ)
+    ] = None,
+    last_event_id_query: Annotated[
+        int | None, QueryParameter(name="lastEventId", ge=0, le=MAX_SEQ, description=_SEQ)
+    ] = None,
 ) -> ServerSentEvent:
     """`event: JOB_UPDATE` with `id: <seq>`; with `Last-Event-ID` (or `?lastEventId=`)
     it first replays what came after that seq, or sends `event: RESYNC` when it is gone."""
     principal_of(request).check(tenant_id)
-    after = last_event_id_query
-    if last_event_id is not None:
-        if not last_event_id.isdigit():
-            raise ValidationException(
-                "Last-Event-ID must be a seq this stream sent (a non-negative integer)",
-                extra=[{"key": "Last-Event-ID", "source": "header"}],
-            )
-        after = int(last_event_id)
-    return ServerSentEvent(
-        _sse_stream(channels, state, tenant_id, after),
-        # Proxies must pass each event through as it comes (nginx buffers otherwise).
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    # Proxies must pass each event through as it comes (nginx buffers otherwise).
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if request.method == HttpMethod.HEAD:
+        return ServerSentEvent([], headers=headers)  # the headers only: no stream to hold open
+    after = last_event_id if last_event_id is not None else last_event_id_query
+    return ServerSentEvent(_sse_stream(channels, state, tenant_id, after), headers=headers)

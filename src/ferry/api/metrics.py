@@ -11,6 +11,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ferry.api.answers import TENANT_CHECKED
 from ferry.auth import not_a_tenant_key
 from ferry.fairness.broker import FairRedisBroker
 from ferry.messages import JOBS_QUEUE
@@ -36,7 +37,14 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
 
 
 # Every tenant's numbers are here: a tenant key may not read them.
-@get("/metrics", summary="Prometheus metrics", tags=["health"], guards=[not_a_tenant_key])
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["health"],
+    guards=[not_a_tenant_key],
+    media_type=CONTENT_TYPE_LATEST,
+    raises=TENANT_CHECKED,
+)
 async def metrics(state: State) -> Response[bytes]:
     await flush(recorder, state.metrics)  # this process's latest counts too
     totals, gauges = await state.metrics.read()

@@ -9,9 +9,15 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.datastructures import State
+from litestar.exceptions import (
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+)
 from litestar.params import FromPath, JSONBody, PathParameter
 from sqlalchemy import update
 
+from ferry.api.answers import BODY, TENANT_CHECKED
 from ferry.api.jobs import Caller, DbSession
 from ferry.auth import key_cache, key_hash, new_key, not_a_tenant_key, require_admin
 from ferry.fairness.broker import FairRedisBroker
@@ -25,6 +31,10 @@ TenantPath = Annotated[
 ]
 
 
+# The key routes check the admin key themselves, whether FERRY_AUTH is on or off.
+_ADMIN = [NotAuthorizedException, PermissionDeniedException]
+
+
 class CreatedKey(msgspec.Struct, rename="camel"):
     key_id: uuid.UUID
     tenant_id: str
@@ -36,7 +46,7 @@ class TenantKeyController(Controller):
     tags = ["tenants"]  # noqa: RUF012
     guards = [require_admin]  # noqa: RUF012
 
-    @post("/", summary="Create an API key for a tenant (admin key)")
+    @post("/", summary="Create an API key for a tenant (admin key)", raises=_ADMIN)
     async def create_key(self, tenant_id: TenantPath, db_session: DbSession) -> CreatedKey:
         key = new_key()
         row = ApiKey(tenant_id=tenant_id, key_hash=key_hash(key), created_at=utcnow())
@@ -44,9 +54,13 @@ class TenantKeyController(Controller):
         await db_session.flush()
         return CreatedKey(key_id=row.id, tenant_id=tenant_id, key=key)
 
-    @delete("/{key_id:uuid}", summary="Revoke a tenant's API key (admin key)")
+    @delete(
+        "/{key_id:uuid}",
+        summary="Revoke a tenant's API key (admin key)",
+        raises=[*_ADMIN, NotFoundException],
+    )
     async def revoke_key(
-        self, tenant_id: FromPath[str], key_id: FromPath[uuid.UUID], db_session: DbSession
+        self, tenant_id: TenantPath, key_id: FromPath[uuid.UUID], db_session: DbSession
     ) -> None:
         revoked = await db_session.execute(
             update(ApiKey)
@@ -64,7 +78,7 @@ class TenantLimitsController(Controller):
     path = "/tenants/{tenant_id:str}/limits"
     tags = ["tenants"]  # noqa: RUF012
 
-    @get("/", summary="A tenant's weight, running cap and rate")
+    @get("/", summary="A tenant's weight, running cap and rate", raises=TENANT_CHECKED)
     async def get_limits(
         self, tenant_id: TenantPath, db_session: DbSession, state: State, principal: Caller
     ) -> TenantLimitsOut:
@@ -76,6 +90,7 @@ class TenantLimitsController(Controller):
         "/",
         summary="Set a tenant's weight, running cap and rate (admin)",
         guards=[not_a_tenant_key],
+        raises=[*BODY, *TENANT_CHECKED],
     )
     async def set_limits(
         self,
