@@ -21,7 +21,6 @@ from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
 
 from ferry.api.answers import RouteAnswers
@@ -32,6 +31,7 @@ from ferry.api.health import health, ready
 from ferry.api.jobs import JobController
 from ferry.api.live import live_events, live_socket
 from ferry.api.metrics import metrics as metrics_route
+from ferry.api.openapi import openapi_config
 from ferry.api.tenants import TenantKeyController, TenantLimitsController
 from ferry.auth import TenantKeyAuth, provide_principal
 from ferry.broker import build_broker, install_broker
@@ -159,12 +159,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         exception_handlers={**EXCEPTION_HANDLERS, Exception: internal_error},
         request_class=JsonBodyRequest,  # bodies: JSON only, decoded strictly (ferry.api.bodies)
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Ferry",
-            version="0.1.0",
-            description="Real-time multi-tenant background jobs.",
-            path="/schema",
-        ),
+        openapi_config=openapi_config(),  # its UI's assets served by Ferry (ferry.api.openapi)
     )
     app.state.draining = draining  # for the server's signal handler (`ferry.serve`)
     return app
