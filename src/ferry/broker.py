@@ -24,17 +24,19 @@ def build_broker(settings: Settings, events: EventLog | None = None) -> dramatiq
     broker: dramatiq.Broker
     if settings.redis_url is None:
         broker = StubBroker(middleware=middleware)
-    elif settings.fair_scheduling:
-        broker = FairRedisBroker(
-            depth=settings.fair_queue_depth,
-            url=settings.redis_url,
-            namespace=settings.redis_namespace,
-            middleware=middleware,
-        )
     else:
-        broker = GroupAckRedisBroker(
-            url=settings.redis_url, namespace=settings.redis_namespace, middleware=middleware
-        )
+        # A worker silent for a lease is dead (each process says it is alive every
+        # heartbeat): the messages it fetched return to the queue when its jobs do.
+        options = {
+            "url": settings.redis_url,
+            "namespace": settings.redis_namespace,
+            "middleware": middleware,
+            "heartbeat_timeout": settings.lease_ms,
+        }
+        if settings.fair_scheduling:
+            broker = FairRedisBroker(depth=settings.fair_queue_depth, **options)
+        else:
+            broker = GroupAckRedisBroker(**options)
     broker.declare_queue(JOBS_QUEUE)
     return broker
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ferry.settings import Settings
@@ -47,3 +48,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+# SQLSTATE classes of failures that another try may not meet: the connection
+# (08), a transaction rolled back for a concurrent one (40), the server out of
+# resources (53), shutting down or cancelling (57), a lock not available now.
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57", "55P03")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or could not answer now,
+    as opposed to a statement it refused (for its data, say: that fails every time)."""
+    if isinstance(exc, OSError | TimeoutError | PoolTimeoutError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return (
+        exc.connection_invalidated
+        or isinstance(exc, OperationalError | InterfaceError)
+        or exc.statement is None  # raised while connecting, before any statement
+        or sqlstate.startswith(_TRANSIENT_SQLSTATES)
+    )

@@ -3,12 +3,13 @@
 The API calls `send` only after the rows are committed, so a worker never
 sees a message for a row that does not exist yet. A failed send is logged and
 swallowed: the row stays PENDING with `next_run_at` due, and the recovery pass
-(`ferry.recovery`) re-sends every PENDING job that is overdue.
+(`ferry.worker.recovery`) re-sends every PENDING job that is overdue.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
 
 import anyio.to_thread
@@ -19,7 +20,7 @@ from ferry.fairness.broker import FairRedisBroker
 from ferry.messages import job_message
 from ferry.models import JobStatus, utcnow
 from ferry.realtime.event import JobEvent
-from ferry.realtime.log import EventLog
+from ferry.realtime.log import Committed, EventLog
 from ferry.store import Enqueued
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,15 @@ async def announce(
     dispatcher: Dispatcher,
     events: list[JobEvent],
     jobs: Sequence[Enqueued] = (),
+    mark: uuid.UUID | None = None,
 ) -> None:
-    """After a commit: publish the events, then send the messages, so a worker's RUNNING
-    event never overtakes the PENDING that announced the job. The rows are committed
-    and are the truth: a failure here is logged (a client re-reads, recovery re-sends)."""
+    """After a commit: publish the events (of the outbox row `mark`), then send the
+    messages, so a worker's RUNNING event never overtakes the PENDING that announced
+    the job. The rows are committed and are the truth: a failure here is logged (the
+    recovery pass relays the outbox row, and re-sends what no queue holds)."""
     if events:
         try:
-            await event_log.append(events)
+            await event_log.append([Committed(events, mark)])
         except Exception:
             log.exception("publishing %d job events failed", len(events))
     await dispatcher.send(jobs)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.dispatch import Dispatcher, announce, pending_events
+from ferry.models import new_mark
 from ferry.realtime.log import EventLog
 from ferry.store import Enqueued, NewRow, create_jobs
 
@@ -81,9 +82,10 @@ class Intake:
         return group
 
     async def _write(self, group: list[_Create]) -> None:
+        mark = new_mark()
         try:
             jobs = await create_jobs(
-                self.engine, [row for request in group for row in request.rows]
+                self.engine, [row for request in group for row in request.rows], mark
             )
         except Exception as exc:
             if len(group) > 1 and not _outcome_unknown(exc):
@@ -96,7 +98,7 @@ class Intake:
             return
         self.groups += 1
         self.jobs += len(jobs)
-        await announce(self.events, self.dispatcher, pending_events(jobs), jobs)
+        await announce(self.events, self.dispatcher, pending_events(jobs), jobs, mark)
         start = 0
         for request in group:
             mine = jobs[start : start + len(request.rows)]

@@ -9,8 +9,8 @@ from typing import Any
 
 import uuid_utils
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import JSON, Float, Index, Integer, String, Text, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, Float, Index, Integer, String, Text, Uuid, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # JSONB on PostgreSQL, JSON text elsewhere (advanced-alchemy's JsonB breaks on SQLAlchemy 2.1).
@@ -36,6 +36,11 @@ def new_job_id() -> uuid.UUID:
     # UUIDv7: time-ordered, so the primary key index stays append-mostly and
     # breaks ties between jobs created in the same instant in creation order.
     return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+def new_mark() -> uuid.UUID:
+    """The id of a job_event_outbox row: random, it only has to be unique."""
+    return uuid.UUID(bytes=uuid_utils.uuid4().bytes)
 
 
 class Base(DeclarativeBase):
@@ -130,3 +135,15 @@ class JobCount(Base):
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     shard: Mapped[int] = mapped_column(Integer, primary_key=True)
     n: Mapped[int] = mapped_column(Integer)
+
+
+class JobEventOutbox(Base):
+    """The jobs one committed statement changed, kept until their events are appended
+    (PostgreSQL only, migration 0007): `id` marks the append in Redis, `at` is the
+    `updated_at` the statement gave them."""
+
+    __tablename__ = "job_event_outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    job_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid))

@@ -16,7 +16,15 @@ import msgspec
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from ferry.models import RETRYABLE_STATUSES, Job, JobCount, JobStatus, new_job_id, utcnow
+from ferry.models import (
+    RETRYABLE_STATUSES,
+    Job,
+    JobCount,
+    JobStatus,
+    new_job_id,
+    new_mark,
+    utcnow,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +58,7 @@ class NotFound(Exception):
     pass
 
 
-def _replayed() -> dict[str, Any]:
+def _replayed(now: datetime) -> dict[str, Any]:
     """A replayed job starts afresh: PENDING, due now, with all its attempts."""
     return {
         "status": JobStatus.PENDING,
@@ -59,12 +67,16 @@ def _replayed() -> dict[str, Any]:
         "result": None,
         "started_at": None,
         "finished_at": None,
-        "next_run_at": utcnow(),
+        "next_run_at": now,
     }
 
 
-# PostgreSQL: the whole group as arrays, one prepared statement whatever its size.
+# PostgreSQL: the whole group as arrays, one prepared statement whatever its size,
+# with the outbox row of its PENDING events (`ferry.outbox`) in the same statement.
 _INSERT_JOBS = """
+WITH announced AS (
+  INSERT INTO job_event_outbox (id, at, job_ids) VALUES ($8, $7, $1::uuid[])
+)
 INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
                   created_at, updated_at, next_run_at)
 SELECT v.id, v.tenant_id, v.type, v.payload, 'PENDING', 0, v.max_attempts,
@@ -75,9 +87,12 @@ SELECT v.id, v.tenant_id, v.type, v.payload, 'PENDING', 0, v.max_attempts,
 _json = msgspec.json.Encoder()
 
 
-async def insert_jobs(db: AsyncSession | AsyncConnection, rows: Sequence[NewRow]) -> list[Enqueued]:
+async def insert_jobs(
+    db: AsyncSession | AsyncConnection, rows: Sequence[NewRow], mark: uuid.UUID | None = None
+) -> list[Enqueued]:
     """New PENDING jobs, in one multi-row INSERT (committed with `db`'s transaction, or
-    at once on an autocommit connection)."""
+    at once on an autocommit connection); on PostgreSQL with their outbox row under
+    `mark` (a new one if None)."""
     now = utcnow()
     enqueued = [Enqueued(new_job_id(), row.type, row.tenant_id, row.delay_ms) for row in rows]
     conn = await db.connection() if isinstance(db, AsyncSession) else db
@@ -90,6 +105,7 @@ async def insert_jobs(db: AsyncSession | AsyncConnection, rows: Sequence[NewRow]
             [row.max_attempts for row in rows],
             [row.delay_ms for row in rows],
             now,
+            mark or new_mark(),
         )
         await conn.exec_driver_sql(_INSERT_JOBS, columns)
         return enqueued
@@ -112,13 +128,15 @@ async def insert_jobs(db: AsyncSession | AsyncConnection, rows: Sequence[NewRow]
     return enqueued
 
 
-async def create_jobs(engine: AsyncEngine, rows: Sequence[NewRow]) -> list[Enqueued]:
+async def create_jobs(
+    engine: AsyncEngine, rows: Sequence[NewRow], mark: uuid.UUID | None = None
+) -> list[Enqueued]:
     """`insert_jobs`, committed. On PostgreSQL its single statement commits on its own:
     one round trip, no BEGIN or COMMIT."""
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await insert_jobs(autocommit, rows)
+            return await insert_jobs(autocommit, rows, mark)
         async with conn.begin():
             return await insert_jobs(conn, rows)
 
@@ -187,13 +205,19 @@ class JobStore:
         return self.session.get_bind().dialect.name == "postgresql"
 
     async def _transition(
-        self, job_id: uuid.UUID, allowed: Sequence[str], action: str, **values: Any
+        self,
+        job_id: uuid.UUID,
+        allowed: Sequence[str],
+        action: str,
+        now: datetime | None = None,
+        **values: Any,
     ) -> Job:
-        """Apply `values` if the job's status is in `allowed`; else NotFound or Conflict."""
+        """Apply `values` (and `updated_at` = `now`) if the job's status is in `allowed`;
+        else NotFound or Conflict."""
         statement = (
             update(Job)
             .where(Job.id == job_id, Job.status.in_(allowed))
-            .values(updated_at=utcnow(), **values)
+            .values(updated_at=now or utcnow(), **values)
             .returning(Job)
             .execution_options(synchronize_session=False)
         )
@@ -205,8 +229,8 @@ class JobStore:
             raise Conflict(current, action)
         return job
 
-    async def retry(self, job_id: uuid.UUID) -> Job:
-        return await self._transition(job_id, RETRYABLE_STATUSES, "retry", **_replayed())
+    async def retry(self, job_id: uuid.UUID, now: datetime) -> Job:
+        return await self._transition(job_id, RETRYABLE_STATUSES, "retry", now, **_replayed(now))
 
     async def retry_many(
         self,
@@ -216,6 +240,7 @@ class JobStore:
         job_type: str | None,
         failed_since: datetime | None,
         limit: int,
+        now: datetime,
     ) -> list[Enqueued]:
         """Replay the given FAILED/CANCELLED jobs, or up to `limit` FAILED jobs of a filter."""
         filters = [Job.tenant_id == tenant_id]
@@ -231,21 +256,22 @@ class JobStore:
         statement = (
             update(Job)
             .where(Job.id.in_(chosen.scalar_subquery()), *filters)
-            .values(updated_at=utcnow(), **_replayed())
+            .values(updated_at=now, **_replayed(now))
             .returning(Job.id, Job.type)
             .execution_options(synchronize_session=False)
         )
         rows = (await self.session.execute(statement)).all()
         return [Enqueued(row.id, row.type, tenant_id, 0) for row in rows]
 
-    async def cancel(self, job_id: uuid.UUID) -> Job:
+    async def cancel(self, job_id: uuid.UUID, now: datetime) -> Job:
         # A RUNNING job's worker notices at its next heartbeat and aborts it.
         return await self._transition(
             job_id,
             (JobStatus.PENDING, JobStatus.RUNNING),
             "cancel",
+            now,
             status=JobStatus.CANCELLED,
-            finished_at=utcnow(),
+            finished_at=now,
             next_run_at=None,
             heartbeat_at=None,
         )

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from ferry.models import utcnow
 from ferry.realtime.event import JobEvent, seq_of
-from ferry.realtime.log import EventLog, MemoryEventLog
+from ferry.realtime.log import Committed, EventLog, MemoryEventLog
 from ferry.realtime.redis_log import RedisEventLog
 from tests.services import TEST_REDIS_URL
 
@@ -42,7 +42,7 @@ async def make_log(request: pytest.FixtureRequest, namespace: str) -> AsyncItera
 
 async def test_seq_counts_each_tenant_from_one(make_log: MakeLog) -> None:
     log = make_log()
-    await log.append(events(3) + events(2, "other") + events(1))
+    await log.append([Committed(events(3) + events(2, "other") + events(1))])
     assert (await log.current(TENANT), await log.current("other"), await log.current("x")) == (
         4,
         2,
@@ -57,7 +57,7 @@ async def test_seq_counts_each_tenant_from_one(make_log: MakeLog) -> None:
 
 async def test_read_pages_from_any_point(make_log: MakeLog) -> None:
     log = make_log()
-    await log.append(events(10))
+    await log.append([Committed(events(10))])
     page = await log.read(TENANT, 3, 4)
     assert page is not None and [seq_of(data) for data in page] == [4, 5, 6, 7]
     assert await log.read(TENANT, 10, 4) == []
@@ -66,7 +66,7 @@ async def test_read_pages_from_any_point(make_log: MakeLog) -> None:
 async def test_read_past_the_counter_or_the_history_is_none(make_log: MakeLog) -> None:
     log = make_log(retain=10)
     # Redis trims approximately (whole stream nodes of 100): go well past that.
-    await log.append(events(400))
+    await log.append([Committed(events(400))])
     assert await log.read(TENANT, 0, 10) is None
     recent = await log.read(TENANT, 395, 10)
     assert recent is not None and [seq_of(data) for data in recent] == [396, 397, 398, 399, 400]
@@ -78,12 +78,12 @@ async def test_redis_history_of_an_idle_tenant_expires_but_its_seq_stays(namespa
     prefix = f"{namespace}-ttl"
     try:
         log = RedisEventLog(client, prefix, retain=100, ttl_s=60)
-        await log.append(events(2))
+        await log.append([Committed(events(2))])
         stream = f"{prefix}:events:stream:{TENANT}"
         assert 0 < await client.ttl(stream) <= 60
         await client.delete(stream)  # as if it had expired
         assert await log.read(TENANT, 1, 10) is None
-        await log.append(events(1))
+        await log.append([Committed(events(1))])
         assert await log.current(TENANT) == 3
         again = await log.read(TENANT, 2, 10)
         assert again is not None and [seq_of(data) for data in again] == [3]
@@ -97,9 +97,9 @@ async def test_redis_log_recovers_a_stream_that_outlived_its_counter(namespace: 
     prefix = f"{namespace}-stale"
     try:
         log = RedisEventLog(client, prefix, retain=100)
-        await log.append(events(5))
+        await log.append([Committed(events(5))])
         await client.delete(f"{prefix}:events:seq:{TENANT}")
-        await log.append(events(2))  # seqs 1 and 2 again: the stale history goes
+        await log.append([Committed(events(2))])  # seqs 1 and 2 again: the stale history goes
         fresh = await log.read(TENANT, 0, 10)
         assert fresh is not None and [seq_of(data) for data in fresh] == [1, 2]
     finally:

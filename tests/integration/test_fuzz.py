@@ -267,6 +267,20 @@ async def test_a_subscription_to_a_tenant_id_with_a_newline_is_refused(api_base:
         reply = await ws.receive()
         assert reply["type"] == "ERROR", reply
         assert "tenantId" in reply["message"]
+        assert "regex" not in reply["message"]  # said in words
+
+
+async def test_websocket_messages_too_deep_or_not_utf8_are_errors_not_a_closed_socket(
+    api_base: str,
+) -> None:
+    async with socket(api_base) as ws:
+        deep = '{"a":' * 10_000 + "1" + "}" * 10_000
+        await ws.send(f'{{"type":"SUBSCRIBE","tenantId":"x","deep":{deep}}}')
+        assert (await ws.receive())["type"] == "ERROR"
+        # A binary frame whose text is not UTF-8.
+        await ws.connection.send(b'{"type":"SUBSCRIBE","tenantId":"\xff"}')
+        assert (await ws.receive())["type"] == "ERROR"
+        await ws.subscribe("explicit-socket")  # still open, and still working
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ async def test_a_group_whose_connection_was_lost_is_not_written_again(
     # could store every job twice. (A stub: a connection cannot be cut at that instant.)
     calls: list[int] = []
 
-    async def lost(engine: AsyncEngine, rows: list[NewRow]) -> list[Enqueued]:
+    async def lost(engine: AsyncEngine, rows: list[NewRow], mark: object) -> list[Enqueued]:
         calls.append(len(rows))
         raise DBAPIError("INSERT", None, ConnectionError("lost"), connection_invalidated=True)
 

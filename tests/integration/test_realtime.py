@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from ferry.models import utcnow
 from ferry.realtime.event import JobEvent
+from ferry.realtime.log import Committed
 from ferry.realtime.redis_log import RedisEventLog
 from tests.helpers import new_tenant, sleep_job
 from tests.live import seqs, socket, statuses, stream
@@ -274,8 +275,12 @@ async def test_a_slow_subscriber_loses_nothing_and_holds_up_no_one(stack: Stack)
                 at = utcnow()
                 await log.append(
                     [
-                        JobEvent(tenant, job_id, "PENDING", 0, None, at)
-                        for job_id in job_ids[start : start + 1000]
+                        Committed(
+                            [
+                                JobEvent(tenant, job_id, "PENDING", 0, None, at)
+                                for job_id in job_ids[start : start + 1000]
+                            ]
+                        )
                     ]
                 )
             fast_updates = await fast.updates(count, timeout=60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.models import utcnow
+from ferry.models import new_mark, utcnow
 from ferry.worker.statements import _CLAIM, _COMPLETE, _FAIL, _RETRY
 
 
@@ -24,12 +24,12 @@ async def test_no_statement_reads_the_status_index_on_stale_statistics(engine: A
             )
         )
         ids = list((await conn.execute(text("SELECT id FROM jobs LIMIT 16"))).scalars())
-        now, none = utcnow(), [None] * len(ids)
+        now, none, mark = utcnow(), [None] * len(ids), new_mark()
         statements = {
-            _CLAIM: (ids, now),
-            _COMPLETE: (ids, none, now),
-            _FAIL: (ids, none, now),
-            _RETRY: (ids, none, [now] * len(ids), now),
+            _CLAIM: (ids, now, mark),
+            _COMPLETE: (ids, none, now, mark),
+            _FAIL: (ids, none, now, mark),
+            _RETRY: (ids, none, [now] * len(ids), now, mark),
         }
         for sql, params in statements.items():
             explained = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", params)

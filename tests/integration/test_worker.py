@@ -145,14 +145,24 @@ async def test_data_processing_stores_its_result(app_client: Client) -> None:
     }
 
 
-async def test_data_processing_with_no_values_fails_without_retry(app_client: Client) -> None:
+async def test_a_stored_payload_its_type_refuses_fails_without_retry(
+    app_client: Client, engine: AsyncEngine
+) -> None:
+    """A job stored before its type's rules changed (a mean of no values is refused at
+    create now) can never run: it fails at once instead of being retried."""
     body = {
         "tenantId": new_tenant(),
         "type": "data_processing",
-        "payload": {"operation": "mean", "values": []},
+        "payload": {"operation": "mean", "values": [1]},
+        "delayMs": 500,
     }
-    job = await finished(app_client, await create(app_client, body))
+    job_id = await create(app_client, body)
+    async with engine.begin() as conn:
+        stored = {"operation": "mean", "values": []}
+        await conn.execute(update(Job).where(Job.id == uuid.UUID(job_id)).values(payload=stored))
+    job = await finished(app_client, job_id)
     assert (job["status"], job["attempts"]) == ("FAILED", 1)
+    assert "the payload does not fit the data_processing type" in job["error"], job["error"]
     assert "at least 1 value" in job["error"]
 
 

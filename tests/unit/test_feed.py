@@ -10,7 +10,7 @@ import msgspec
 from ferry.models import utcnow
 from ferry.realtime.event import RECONNECTED, JobEvent, encode, seq_of, with_seq
 from ferry.realtime.feed import READ_CHUNK, FeedItem, Resync, follow
-from ferry.realtime.log import MemoryEventLog
+from ferry.realtime.log import Committed, MemoryEventLog
 
 TENANT = "tenant-a"
 
@@ -22,7 +22,7 @@ def event(tenant: str = TENANT, status: str = "PENDING") -> JobEvent:
 async def filled(count: int, *, retain: int = 100_000) -> tuple[MemoryEventLog, list[bytes]]:
     delivered: list[bytes] = []
     log = MemoryEventLog("ns", lambda channel, data: delivered.append(data), retain=retain)
-    await log.append([event() for _ in range(count)])
+    await log.append([Committed([event() for _ in range(count)])])
     return log, delivered
 
 
@@ -52,14 +52,14 @@ def test_seq_goes_first_and_reads_back() -> None:
 async def test_the_memory_log_numbers_per_tenant_and_delivers_in_order() -> None:
     delivered: list[tuple[str, int]] = []
     log = MemoryEventLog("ns", lambda ch, data: delivered.append((ch, seq_of(data))), retain=10)
-    await log.append([event("a"), event("b"), event("a")])
+    await log.append([Committed([event("a"), event("b"), event("a")])])
     assert delivered == [("ns:events:live:a", 1), ("ns:events:live:b", 1), ("ns:events:live:a", 2)]
     assert (await log.current("a"), await log.current("b"), await log.current("c")) == (2, 1, 0)
 
 
 async def test_without_a_resume_point_only_later_events_are_sent() -> None:
     log, delivered = await filled(5)
-    more = log.append([event(), event()])
+    more = log.append([Committed([event(), event()])])
     # 4 and 5 were published between the subscription and the reading of seq 5.
     assert await collect(follow(log, TENANT, live(delivered, 3, lambda: more), None)) == [6, 7]
 
@@ -81,7 +81,7 @@ async def picked(
     log: MemoryEventLog, delivered: list[bytes], more: int, seqs: list[int]
 ) -> AsyncIterator[bytes]:
     """A subscription whose backlog kept only `seqs` of the `more` events published next."""
-    await log.append([event() for _ in range(more)])
+    await log.append([Committed([event() for _ in range(more)])])
     for seq in seqs:
         yield delivered[seq - 1]
 
@@ -116,12 +116,12 @@ async def test_a_counter_that_starts_again_is_a_resync() -> None:
 
 async def test_after_a_reconnect_the_feed_reads_what_it_missed() -> None:
     log, delivered = await filled(2)
-    missed = log.append([event(), event()])  # 3, 4: published while disconnected
+    missed = log.append([Committed([event(), event()])])  # 3, 4: published while disconnected
 
     async def reconnected() -> AsyncIterator[bytes]:
         await missed
         yield RECONNECTED
-        await log.append([event()])
+        await log.append([Committed([event()])])
         yield delivered[4]
 
     assert await collect(follow(log, TENANT, reconnected(), 2)) == [3, 4, 5]
@@ -132,7 +132,7 @@ async def test_after_a_reconnect_to_an_emptied_redis_the_feed_resyncs() -> None:
 
     async def reconnected() -> AsyncIterator[bytes]:
         yield RECONNECTED
-        await emptied.append([event()])
+        await emptied.append([Committed([event()])])
         yield fresh[0]
 
     assert await collect(follow(emptied, TENANT, reconnected(), 5)) == [Resync(TENANT, 0), 1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -22,6 +23,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ferry import outbox
 from ferry.api.answers import BODY, TENANT_CHECKED, KeyConflict, StatusConflict
 from ferry.api.bodies import error_of
 from ferry.auth import Principal
@@ -29,7 +31,7 @@ from ferry.dispatch import announce, pending_events
 from ferry.fairness.broker import FairRedisBroker
 from ferry.idempotency import claim, remember, request_hash
 from ferry.metrics import recorder
-from ferry.models import Job, JobStatus, utcnow
+from ferry.models import Job, JobStatus, new_mark, utcnow
 from ferry.realtime.event import JobEvent
 from ferry.schemas import (
     MAX_LIST_LIMIT,
@@ -120,16 +122,26 @@ async def _queue_of(broker: Any, tenant_id: str | None) -> tuple[int | None, int
     return sum(q.waiting for q in queues), max((q.wait_ms for q in queues), default=0)
 
 
-def _events(tenant_id: str, status: JobStatus, job_ids: list[uuid.UUID]) -> list[JobEvent]:
-    at = utcnow()
+def _events(
+    tenant_id: str, status: JobStatus, job_ids: list[uuid.UUID], at: datetime
+) -> list[JobEvent]:
     return [JobEvent(tenant_id, job_id, status, 0, None, at) for job_id in job_ids]
 
 
 async def _commit_and_announce(
-    session: AsyncSession, state: State, events: list[JobEvent], jobs: Sequence[Enqueued] = ()
+    session: AsyncSession,
+    state: State,
+    events: list[JobEvent],
+    jobs: Sequence[Enqueued] = (),
+    mark: uuid.UUID | None = None,
 ) -> None:
+    """Commit, with the outbox row of the events' jobs (`ferry.outbox`; `mark`: written
+    already), then publish the events and send the jobs. The events' `at` is the
+    `updated_at` their jobs got."""
+    if mark is None and events:
+        mark = await outbox.add(session, (event.job_id for event in events), events[0].at)
     await session.commit()
-    await announce(state.events, state.dispatcher, events, jobs)
+    await announce(state.events, state.dispatcher, events, jobs, mark)
 
 
 async def _create_jobs(
@@ -151,9 +163,10 @@ async def _create_jobs(
             digest = request_hash(msgspec.json.encode(request))
             if earlier := await claim(session, tenant, idempotency_key, digest):
                 return earlier.job_ids, False
-            jobs = await insert_jobs(session, rows)
+            mark = new_mark()
+            jobs = await insert_jobs(session, rows, mark)
             await remember(session, tenant, idempotency_key, [job.id for job in jobs])
-            await _commit_and_announce(session, state, pending_events(jobs), jobs)
+            await _commit_and_announce(session, state, pending_events(jobs), jobs, mark)
     for job in jobs:
         recorder.inc("ferry_jobs_created", job.tenant_id, job.type)
     return [job.id for job in jobs], True
@@ -277,8 +290,9 @@ class JobController(Controller):
     ) -> JobOut:
         store = JobStore(db_session)
         await _owned(store, principal, job_id)
-        job = await store.retry(job_id)
-        events = _events(job.tenant_id, JobStatus.PENDING, [job.id])
+        now = utcnow()
+        job = await store.retry(job_id, now)
+        events = _events(job.tenant_id, JobStatus.PENDING, [job.id], now)
         await _commit_and_announce(
             db_session, state, events, [Enqueued(job.id, job.type, job.tenant_id, 0)]
         )
@@ -300,8 +314,9 @@ class JobController(Controller):
             job_type=data.type,
             failed_since=data.failed_since,
             limit=data.limit,
+            now=(now := utcnow()),
         )
-        events = _events(data.tenant_id, JobStatus.PENDING, [job.id for job in jobs])
+        events = _events(data.tenant_id, JobStatus.PENDING, [job.id for job in jobs], now)
         await _commit_and_announce(db_session, state, events, jobs)
         return Requeued(requeued=len(jobs), job_ids=[job.id for job in jobs])
 
@@ -316,8 +331,9 @@ class JobController(Controller):
     ) -> JobOut:
         store = JobStore(db_session)
         await _owned(store, principal, job_id)
-        job = await store.cancel(job_id)
-        event = JobEvent(job.tenant_id, job.id, job.status, job.attempts, job.error, utcnow())
+        now = utcnow()
+        job = await store.cancel(job_id, now)
+        event = JobEvent(job.tenant_id, job.id, job.status, job.attempts, job.error, now)
         await _commit_and_announce(db_session, state, [event])
         recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, JobStatus.CANCELLED)
         return job_out(job)

@@ -33,7 +33,7 @@ from ferry.realtime.channels import subscription
 from ferry.realtime.event import channel_name, seq_of
 from ferry.realtime.feed import FeedItem, Resync, follow
 from ferry.realtime.log import EventLog
-from ferry.schemas import MAX_SEQ, TENANT_ID_PATTERN, TenantId
+from ferry.schemas import MAX_SEQ, TENANT_ID_PATTERN, TenantId, in_words
 from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,13 @@ _decode_request = msgspec.json.Decoder(Subscribe | Unsubscribe).decode
 _encode = msgspec.json.Encoder().encode
 
 
-def describe_bad_message(exc: msgspec.DecodeError) -> str:
+def describe_bad_message(exc: Exception) -> str:
     if not isinstance(exc, msgspec.ValidationError):
         return "messages must be JSON objects"
     text = str(exc)
     if "`$.type`" in text or "missing required field `type`" in text:
         return "unknown message type: send SUBSCRIBE or UNSUBSCRIBE with a tenantId"
-    return text.replace("`$.", "`").replace("- at `$`", "").strip()
+    return in_words(text.replace("`$.", "`").replace("- at `$`", "").strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,8 @@ class LiveSocket:
     async def handle(self, raw: str | bytes) -> None:
         try:
             request = _decode_request(raw)
-        except msgspec.DecodeError as exc:
+        # Nested past the decoder's depth, or bytes that are not UTF-8: no message either.
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             await self.send({"type": "ERROR", "message": describe_bad_message(exc)})
             return
         tenant = request.tenant_id

@@ -20,6 +20,18 @@ class JobEvent(msgspec.Struct, frozen=True, rename="camel"):
     type: str = "JOB_UPDATE"
 
 
+class EventsLost(msgspec.Struct, frozen=True, rename="camel"):
+    """Appended to a tenant's log where events of committed changes could not be appended
+    as they were: its subscribers get RESYNC (at this entry's seq) and re-read over REST."""
+
+    type: str
+    tenant_id: str
+
+
+def events_lost(tenant_id: str) -> EventsLost:
+    return EventsLost("RESYNC", tenant_id)
+
+
 # Not an event: told to every subscriber when its process's pub/sub connection
 # came back after a loss (`ferry.realtime.channels`), so that it checks the log
 # for what was published meanwhile.
@@ -27,9 +39,10 @@ RECONNECTED = b""
 
 _encoder = msgspec.json.Encoder()
 _SEQ_PREFIX = b'{"seq":'
+_LOST = b'"type":"RESYNC"'
 
 
-def encode(event: JobEvent) -> bytes:
+def encode(event: JobEvent | EventsLost) -> bytes:
     return _encoder.encode(event)
 
 
@@ -41,6 +54,11 @@ def with_seq(data: bytes, seq: int) -> bytes:
 def seq_of(data: bytes) -> int:
     """The seq of an event as `with_seq` (or the Redis script) wrote it, without parsing it."""
     return int(data[len(_SEQ_PREFIX) : data.index(b",", len(_SEQ_PREFIX))])
+
+
+def says_lost(data: bytes) -> bool:
+    """Whether a logged entry is an `EventsLost` rather than a job's event."""
+    return data.startswith(_LOST, data.index(b",", len(_SEQ_PREFIX)) + 1)
 
 
 def channel_name(namespace: str, tenant_id: str) -> str:

@@ -4,8 +4,9 @@ Live events come from the subscriber's channel backlog, which is capped: when a
 slow client lets it overflow, the oldest events are dropped. The feed notices
 the jump in seq and reads the missing events back from the event log, so a
 slow client gets everything while the log retains it, and its memory stays
-bounded meanwhile. When the log no longer has them, the feed says `Resync`:
-the client must re-read the current state over REST.
+bounded meanwhile. When the log no longer has them, or says itself that events
+were lost, the feed says `Resync`: the client must re-read the current state
+over REST.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from ferry.realtime.event import RECONNECTED, seq_of
+from ferry.realtime.event import RECONNECTED, says_lost, seq_of
 from ferry.realtime.log import EventLog
 
 # Events read back per round trip while catching up.
@@ -55,7 +56,7 @@ async def follow(
                 if before is not None and seq >= before:
                     return
                 last = seq
-                yield data
+                yield item_of(tenant_id, data, seq)
             if len(events) < READ_CHUNK:
                 return
 
@@ -81,4 +82,10 @@ async def follow(
             async for item in read_back(seq):
                 yield item
         last = seq
-        yield data
+        yield item_of(tenant_id, data, seq)
+
+
+def item_of(tenant_id: str, data: bytes, seq: int) -> FeedItem:
+    """A logged entry as the client gets it: the event, or a Resync where the log says
+    that events were lost."""
+    return Resync(tenant_id, seq) if says_lost(data) else data

@@ -8,17 +8,33 @@ seq jump knows exactly which events it missed and can read them back with
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
-from ferry.realtime.event import JobEvent, channel_name, encode, with_seq
+from ferry.realtime.event import EventsLost, JobEvent, channel_name, encode, with_seq
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The events of one committed change, and the outbox row that holds its jobs
+    (`ferry.outbox`; None where there is none): whoever appends them first, the
+    committer or the recovery pass, appends them; the other finds them appended."""
+
+    events: Sequence[JobEvent | EventsLost]
+    mark: uuid.UUID | None = None
 
 
 class EventLog(Protocol):
-    async def append(self, events: Sequence[JobEvent]) -> None:
-        """Number, retain and publish `events`, in order."""
+    async def append(self, committed: Sequence[Committed]) -> None:
+        """Number, retain and publish the events, in order; those of a mark appended
+        before are skipped."""
+
+    async def appended(self, marks: Sequence[uuid.UUID]) -> list[bool]:
+        """Whether the events of each mark were appended (in the last few minutes)."""
 
     async def read(self, tenant_id: str, after: int, limit: int) -> list[bytes] | None:
         """Up to `limit` retained events with seq > `after`, oldest first; None when
@@ -45,9 +61,9 @@ class MemoryEventLog:
         self._seq: dict[str, int] = {}
         self._kept: dict[str, deque[tuple[int, bytes]]] = {}
 
-    async def append(self, events: Sequence[JobEvent]) -> None:
+    async def append(self, committed: Sequence[Committed]) -> None:
         with self._lock:
-            for event in events:
+            for event in (event for part in committed for event in part.events):
                 tenant = event.tenant_id
                 seq = self._seq.get(tenant, 0) + 1
                 self._seq[tenant] = seq
@@ -57,6 +73,9 @@ class MemoryEventLog:
                     kept = self._kept[tenant] = deque(maxlen=self.retain)
                 kept.append((seq, data))
                 self.deliver(channel_name(self.namespace, tenant), data)
+
+    async def appended(self, marks: Sequence[uuid.UUID]) -> list[bool]:
+        return [False for _ in marks]  # no outbox in one process: nothing is marked
 
     async def read(self, tenant_id: str, after: int, limit: int) -> list[bytes] | None:
         with self._lock:

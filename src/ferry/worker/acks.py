@@ -30,6 +30,8 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 
+from ferry.messages import JOBS_QUEUE
+
 IDLE_POLL_MS = 50  # the longest an idle consumer sleeps between fetches
 
 # Dramatiq's own ack (dispatch.lua), for many messages: forget a message's data
@@ -79,7 +81,7 @@ class GroupAckConsumer(_RedisConsumer):
         self._keys = [
             f"{namespace}:__acks__.{broker.broker_id}.{queue_name}",  # Dramatiq's layout
             f"{namespace}:{queue_name}.msgs",
-            f"{namespace}:__heartbeats__",
+            broker.heartbeats_key,
         ]
         self._ack_many = broker.client.register_script(ACK_MANY)
         self._holds = broker.holds
@@ -143,6 +145,25 @@ class GroupAckRedisBroker(RedisBroker):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)  # type: ignore[no-untyped-call]
         self.holds: dict[str, AckHold] = {}  # Redis message id -> its hold
+        self._maintain_now = False
+
+    @property
+    def heartbeats_key(self) -> str:
+        """Dramatiq's sorted set of when each broker (worker process) was last heard of."""
+        return f"{self.namespace}:__heartbeats__"
+
+    def maintain(self) -> None:
+        """Blocking: run Dramatiq's maintenance now, which hands the messages a dead worker
+        fetched and never acked back to the queue (otherwise it runs by chance, on one
+        command in a thousand)."""
+        self._maintain_now = True
+        try:
+            self.do_qsize(JOBS_QUEUE)  # any command: maintenance runs after it
+        finally:
+            self._maintain_now = False
+
+    def _should_do_maintenance(self, command: str) -> int:
+        return 1 if self._maintain_now else int(super()._should_do_maintenance(command))
 
     @property
     def consumer_class(self) -> Any:

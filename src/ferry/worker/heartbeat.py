@@ -3,15 +3,18 @@
 One `UPDATE ... WHERE id IN (running) AND status = 'RUNNING' RETURNING id` per
 heartbeat renews every lease this process holds; a running job missing from
 RETURNING was cancelled (or deleted, or handed to another worker after this
-one stalled), so its thread is aborted.
+one stalled), so its thread is aborted. On Redis the process also tells
+Dramatiq it is alive every heartbeat (`keep_alive`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
+import redis.asyncio as aioredis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -54,3 +57,14 @@ class Heartbeat:
         if gone:
             for job_id in self.running.abort(gone):
                 log.info("job %s is no longer RUNNING (cancelled?): aborting it", job_id)
+
+
+async def keep_alive(client: aioredis.Redis, key: str, broker_id: str, interval_ms: int) -> None:
+    """Tell Dramatiq this worker process is alive, every heartbeat: its consumers do so only
+    when they fetch, and one whose threads are all busy does not fetch."""
+    while True:
+        try:
+            await client.zadd(key, {broker_id: int(time.time() * 1000)})
+        except Exception:
+            log.exception("telling Dramatiq this worker is alive failed")
+        await asyncio.sleep(interval_ms / 1000)

@@ -36,14 +36,14 @@ from ferry.logs import job_ids
 from ferry.messages import JOBS_QUEUE, job_message, tenant_of
 from ferry.metrics import INSTANCE, RedisMetricsStore, flush, flush_every, recorder
 from ferry.models import JobStatus, utcnow
-from ferry.realtime.event import JobEvent
-from ferry.realtime.log import EventLog
+from ferry.realtime.log import Committed, EventLog
 from ferry.realtime.redis_log import RedisEventLog
 from ferry.redis_client import connect
 from ferry.settings import Settings
+from ferry.text import storable
 from ferry.worker.acks import AckHold, GroupAckRedisBroker
 from ferry.worker.backoff import retry_delay_ms
-from ferry.worker.heartbeat import Heartbeat
+from ferry.worker.heartbeat import Heartbeat, keep_alive
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.malloc import limit_arenas
 from ferry.worker.recovery import Recovery
@@ -54,7 +54,7 @@ from ferry.worker.runtime import (
     set_current_job,
     take_current_job,
 )
-from ferry.worker.transitions import ClaimedJob, Outcome
+from ferry.worker.transitions import ERROR_LIMIT, ClaimedJob, Outcome
 from ferry.worker.writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def describe(exception: BaseException) -> str:
         return "aborted"
     text = str(exception)
     name = type(exception).__name__
-    return f"{name}: {text}"[:2000] if text else name
+    return storable(f"{name}: {text}", ERROR_LIMIT) if text else name
 
 
 class JobLifecycle(dramatiq.Middleware):
@@ -124,9 +124,9 @@ class JobLifecycle(dramatiq.Middleware):
             self._engine = create_engine(self.settings, pool_size=6, pre_ping=False)
         return self._engine
 
-    async def publish(self, events: list[JobEvent]) -> None:
+    async def publish(self, committed: list[Committed]) -> None:
         if self.events is not None:
-            await self.events.append(events)
+            await self.events.append(committed)
 
     # -- worker lifecycle ------------------------------------------------------------
 
@@ -158,7 +158,15 @@ class JobLifecycle(dramatiq.Middleware):
                 heartbeat_ms=self.settings.heartbeat_ms,
             )
             self.loop.add_service(self.feeder.run)
-        self.recovery = Recovery(self.engine, broker, self.settings, self.publish)
+        if isinstance(broker, GroupAckRedisBroker) and self._redis is not None:
+            alive = (
+                self._redis,
+                broker.heartbeats_key,
+                broker.broker_id,
+                self.settings.heartbeat_ms,
+            )
+            self.loop.add_service(partial(keep_alive, *alive))
+        self.recovery = Recovery(self.engine, broker, self.settings, self.events)
         self.loop.add_service(self.writer.run)
         self.loop.add_service(self.writer.publish_events)
         self.loop.add_service(Heartbeat(self.engine, RUNNING, self.settings.heartbeat_ms).run)
@@ -222,12 +230,12 @@ class JobLifecycle(dramatiq.Middleware):
         if outcome.status is not JobStatus.PENDING and isinstance(broker, GroupAckRedisBroker):
             # The thread moves on to its next message; the ack waits for the commit.
             hold = broker.hold_ack(message)
-            self.writer.finish_then(outcome, partial(self._recorded, job, outcome, message, hold))
+            self.writer.finish_then(outcome, partial(self._recorded, job, message, hold))
             return
         # A retry waits: its next attempt is sent only once this one is recorded.
-        committed = self.writer.finish(outcome)
-        self._recorded(job, outcome, message, None, committed)
-        if committed and outcome.status is JobStatus.PENDING:
+        recorded = self.writer.finish(outcome)
+        self._recorded(job, message, None, recorded)
+        if recorded is JobStatus.PENDING:
             try:
                 broker.enqueue(
                     job_message(str(job.id), job.type, job.tenant_id), delay=outcome.retry_delay_ms
@@ -254,21 +262,16 @@ class JobLifecycle(dramatiq.Middleware):
         return outcome
 
     def _recorded(
-        self,
-        job: ClaimedJob,
-        outcome: Outcome,
-        message: Any,
-        hold: AckHold | None,
-        committed: bool,
+        self, job: ClaimedJob, message: Any, hold: AckHold | None, recorded: JobStatus | None
     ) -> None:
         """Once the outcome is written: count it, free the tenant's slot, let the ack go."""
         try:
-            if not committed:
+            if recorded is None:
                 log.info("job %s changed while it ran; its outcome was not recorded", job.id)
-            elif outcome.status is JobStatus.PENDING:
+            elif recorded is JobStatus.PENDING:
                 recorder.inc("ferry_job_retries", job.tenant_id, job.type)
             else:
-                recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, outcome.status)
+                recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, recorded)
             self._release(message)
         finally:
             if hold is not None:

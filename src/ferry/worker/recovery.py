@@ -4,18 +4,22 @@ Every `recovery_interval_ms` one worker process (a Redis lock elects it per
 pass; several may run it safely) sees to:
 - orphans: RUNNING jobs whose lease expired (their worker died) go back to
   PENDING and are re-sent, or become FAILED if that was their last attempt;
+  the messages a dead worker had fetched go back to the queue (Dramatiq's
+  maintenance, run on every pass);
 - lost messages: PENDING jobs overdue by more than `recovery_grace_ms` whose
   message no queue holds (the enqueue failed, or Redis lost its data) are
   re-sent (a message waiting in its tenant's queue counts as held);
+- events: the outbox rows their committer left are relayed (`ferry.outbox`);
 - tenants' limits: written from PostgreSQL to Redis again.
-A duplicate message is harmless: the claim lets exactly one of them run.
+A duplicate message is harmless: the claim lets exactly one of them run. Each
+of these is done on its own: one that fails does not hold up the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +30,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ferry import outbox
 from ferry.dispatch import send_now
 from ferry.fairness.broker import FairRedisBroker
 from ferry.fairness.limits import all_limits, mirror
@@ -33,15 +38,17 @@ from ferry.idempotency import KEY_TTL
 from ferry.messages import JOBS_QUEUE
 from ferry.metrics import recorder
 from ferry.models import IdempotencyKey, Job, JobStatus, utcnow
+from ferry.outbox import Relay
 from ferry.realtime.event import JobEvent
+from ferry.realtime.log import Committed, EventLog
 from ferry.settings import Settings
 from ferry.store import Enqueued
+from ferry.worker.acks import GroupAckRedisBroker
 
 log = logging.getLogger(__name__)
 
 LOST_WORKER = "worker lost: its lease expired while the job was RUNNING"
 SCAN_LIMIT = 10_000
-Publish = Callable[[list[JobEvent]], Awaitable[None]]
 
 
 class _Message(msgspec.Struct):
@@ -49,6 +56,16 @@ class _Message(msgspec.Struct):
 
 
 _message = msgspec.json.Decoder(_Message)
+
+
+def _job_id_of(encoded: bytes) -> str | None:
+    """The job id a queued message carries; None for one that is not a job's (or is not
+    even JSON: it must not stop the pass from reading the others)."""
+    try:
+        args = _message.decode(encoded).args
+    except msgspec.DecodeError:
+        return None
+    return str(args[0]) if args else None
 
 
 def unqueued(broker: dramatiq.Broker, job_ids: Iterable[str]) -> set[str]:
@@ -76,9 +93,7 @@ def unqueued(broker: dramatiq.Broker, job_ids: Iterable[str]) -> set[str]:
     for message in encoded:
         if not left:
             break
-        args = _message.decode(message).args
-        if args:
-            left.discard(str(args[0]))
+        left.discard(_job_id_of(message))
     return left
 
 
@@ -88,15 +103,16 @@ class Recovery:
         engine: Callable[[], AsyncEngine],
         broker: dramatiq.Broker,
         settings: Settings,
-        publish: Publish | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.engine = engine
         self.broker = broker
         self.settings = settings
-        self.publish = publish
+        self.events = events
         self.interval = settings.recovery_interval_ms / 1000
         self.resent = 0
         self.orphans = 0
+        self.relayed = 0
 
     async def run(self) -> None:
         while True:
@@ -116,10 +132,30 @@ class Recovery:
         return bool(await asyncio.to_thread(self.broker.client.set, key, "1", nx=True, px=ttl_ms))
 
     async def recover(self) -> None:
-        await self.mirror_tenant_limits()
-        await self.requeue_orphans()
-        await self.resend_lost()
-        await self.forget_old_idempotency_keys()
+        steps = (
+            self.mirror_tenant_limits,
+            # Before the orphans: a dead worker's last events are still its jobs' latest.
+            self.relay_events,
+            self.requeue_orphans,
+            self.requeue_dead_workers_messages,
+            self.resend_lost,
+            self.forget_old_idempotency_keys,
+        )
+        for step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("recovery: %s failed; the next pass tries again", step.__name__)
+
+    async def requeue_dead_workers_messages(self) -> None:
+        if isinstance(self.broker, GroupAckRedisBroker):
+            await asyncio.to_thread(self.broker.maintain)
+
+    async def relay_events(self) -> None:
+        """Events of committed changes whose committer did not append them."""
+        if self.events is not None:
+            relay = Relay(self.engine(), self.events, self.settings.recovery_grace_ms)
+            self.relayed += await relay.relay()
 
     async def mirror_tenant_limits(self) -> None:
         """Tenants' limits, from PostgreSQL to Redis again (after a Redis loss, say)."""
@@ -155,6 +191,7 @@ class Recovery:
                 .returning(Job.id, Job.tenant_id, Job.attempts, Job.type)
             )
             pending_rows = pending.all()
+            mark = await outbox.add(conn, (row.id for row in (*failed_rows, *pending_rows)), now)
         if not failed_rows and not pending_rows:
             return
         self.orphans += len(failed_rows) + len(pending_rows)
@@ -164,7 +201,7 @@ class Recovery:
             "recovered %d orphaned job(s) from dead workers", len(failed_rows) + len(pending_rows)
         )
         # Events first: the re-sent job's RUNNING must not overtake its PENDING.
-        if self.publish is not None:
+        if self.events is not None:
             events = [
                 JobEvent(row.tenant_id, row.id, status, row.attempts, LOST_WORKER, now)
                 for status, rows in (
@@ -174,7 +211,7 @@ class Recovery:
                 for row in rows
             ]
             try:
-                await self.publish(events)
+                await self.events.append([Committed(events, mark)])
             except Exception:
                 log.exception("publishing %d recovery events failed", len(events))
         await self._send([Enqueued(row.id, row.type, row.tenant_id, 0) for row in pending_rows])

@@ -125,7 +125,11 @@ RUNNING = RunningJobs()
 def _actor_fn(handler: Handler) -> Callable[[str], Any]:
     def run_job(job_id: str) -> Any:
         job = current_job()
-        payload = msgspec.convert(job.payload, handler.payload_type)
+        try:
+            payload = msgspec.convert(job.payload, handler.payload_type)
+        except msgspec.ValidationError as exc:  # stored before its type changed: never runs
+            message = f"the payload does not fit the {handler.job_type} type: {exc}"
+            raise PermanentError(message) from exc
         result = RUNNING.run(job.id, lambda: handler.run(payload))
         # Results are stored as JSON: turn structs, tuples and the like into builtins.
         return msgspec.to_builtins(result)

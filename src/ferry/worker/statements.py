@@ -2,7 +2,9 @@
 
 Every statement is conditional on the status it expects (`PENDING` for a
 claim, `RUNNING` for an outcome) and returns the rows it changed, so a job
-deleted, cancelled or claimed elsewhere is simply absent from the answer.
+deleted, cancelled or claimed elsewhere is simply absent from the answer. On
+PostgreSQL each one also writes the outbox row of the jobs it changed, in the
+same statement (`ferry.outbox`).
 
 PostgreSQL gets prepared statements over arrays (`= ANY($1)`, `unnest`): the
 same statement text for every batch size, run straight on asyncpg. They test
@@ -18,7 +20,7 @@ with an `IN` list and a `CASE` per row.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -26,7 +28,7 @@ import msgspec
 from sqlalchemy import ColumnElement, Table, case, literal, null, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ferry.models import Job, JobStatus
+from ferry.models import Job, JobStatus, new_mark
 from ferry.worker.transitions import ClaimedJob, Outcome
 
 jobs: Table = Job.__table__  # type: ignore[assignment]
@@ -37,14 +39,36 @@ class Finished(NamedTuple):
     attempts: int
 
 
+Row = ClaimedJob | Finished
+
+
+class Wrote(NamedTuple):
+    """What one statement committed: the jobs it changed and what they became."""
+
+    status: JobStatus
+    rows: Mapping[uuid.UUID, Row]
+    # Its row in job_event_outbox (PostgreSQL): marks the append of its events.
+    mark: uuid.UUID | None = None
+    # The error every job of it got, when it failed them alone (else the outcomes').
+    error: str | None = None
+
+
 class TransitionStatements(Protocol):
-    async def claim(
-        self, conn: AsyncConnection, ids: list[uuid.UUID], now: datetime
-    ) -> dict[uuid.UUID, ClaimedJob]: ...
+    async def claim(self, conn: AsyncConnection, ids: list[uuid.UUID], now: datetime) -> Wrote: ...
 
     async def finish(
         self, conn: AsyncConnection, kind: JobStatus, outcomes: list[Outcome], now: datetime
-    ) -> dict[uuid.UUID, Finished]: ...
+    ) -> Wrote: ...
+
+    async def fail(
+        self,
+        conn: AsyncConnection,
+        job_id: uuid.UUID,
+        expected: JobStatus,
+        error: str,
+        now: datetime,
+    ) -> Wrote:
+        """One job straight to FAILED (from `expected`): its own transition was refused."""
 
 
 def statements_for(dialect: str) -> TransitionStatements:
@@ -53,48 +77,84 @@ def statements_for(dialect: str) -> TransitionStatements:
 
 _json = msgspec.json.Encoder()
 
-_CLAIM = """
+
+def _announced(update: str, mark: int, at: int) -> str:
+    """`update` (whose RETURNING starts with the job id), and in the same statement the
+    outbox row of its jobs: committed together, so no committed change goes unannounced."""
+    return f"""
+WITH changed AS ({update}),
+announced AS (
+  INSERT INTO job_event_outbox (id, at, job_ids)
+  SELECT ${mark}, ${at}, array_agg(id) FROM changed HAVING count(*) > 0
+)
+SELECT * FROM changed
+"""
+
+
+_CLAIM = _announced(
+    """
 UPDATE jobs SET status = 'RUNNING', attempts = attempts + 1, started_at = $2,
        updated_at = $2, heartbeat_at = $2, next_run_at = NULL
  WHERE id = ANY($1::uuid[]) AND status IS NOT DISTINCT FROM 'PENDING'
-RETURNING id, tenant_id, type, payload::text, attempts, max_attempts
-"""
-_COMPLETE = """
+RETURNING id, tenant_id, type, payload::text, attempts, max_attempts""",
+    mark=3,
+    at=2,
+)
+_COMPLETE = _announced(
+    """
 UPDATE jobs AS j SET status = 'COMPLETED', result = v.result, error = NULL,
        finished_at = $3, updated_at = $3, heartbeat_at = NULL, next_run_at = NULL
   FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, result)
  WHERE j.id = v.id AND j.status IS NOT DISTINCT FROM 'RUNNING'
-RETURNING j.id, j.tenant_id, j.attempts
-"""
-_FAIL = """
+RETURNING j.id, j.tenant_id, j.attempts""",
+    mark=4,
+    at=3,
+)
+_FAIL = _announced(
+    """
 UPDATE jobs AS j SET status = 'FAILED', error = v.error,
        finished_at = $3, updated_at = $3, heartbeat_at = NULL, next_run_at = NULL
   FROM unnest($1::uuid[], $2::text[]) AS v(id, error)
  WHERE j.id = v.id AND j.status IS NOT DISTINCT FROM 'RUNNING'
-RETURNING j.id, j.tenant_id, j.attempts
-"""
-_RETRY = """
+RETURNING j.id, j.tenant_id, j.attempts""",
+    mark=4,
+    at=3,
+)
+_RETRY = _announced(
+    """
 UPDATE jobs AS j SET status = 'PENDING', error = v.error, next_run_at = v.next_run_at,
        updated_at = $4, heartbeat_at = NULL
   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS v(id, error, next_run_at)
  WHERE j.id = v.id AND j.status IS NOT DISTINCT FROM 'RUNNING'
-RETURNING j.id, j.tenant_id, j.attempts
-"""
+RETURNING j.id, j.tenant_id, j.attempts""",
+    mark=5,
+    at=4,
+)
+_FAIL_ALONE = _announced(
+    """
+UPDATE jobs SET status = 'FAILED', error = $2, finished_at = $3, updated_at = $3,
+       heartbeat_at = NULL, next_run_at = NULL
+ WHERE id = $1 AND status IS NOT DISTINCT FROM $4
+RETURNING id, tenant_id, attempts""",
+    mark=5,
+    at=3,
+)
 
 
 class PostgresStatements:
-    async def claim(
-        self, conn: AsyncConnection, ids: list[uuid.UUID], now: datetime
-    ) -> dict[uuid.UUID, ClaimedJob]:
-        rows = await _run(conn, _CLAIM, ids, now)
-        return {
-            row[0]: ClaimedJob(row[0], row[1], row[2], msgspec.json.decode(row[3]), row[4], row[5])
+    async def claim(self, conn: AsyncConnection, ids: list[uuid.UUID], now: datetime) -> Wrote:
+        mark = new_mark()
+        rows = await _run(conn, _CLAIM, ids, now, mark)
+        claimed = {
+            row[0]: ClaimedJob(row[0], row[1], row[2], _payload(row[3]), row[4], row[5])
             for row in rows
         }
+        return Wrote(JobStatus.RUNNING, claimed, mark if claimed else None)
 
     async def finish(
         self, conn: AsyncConnection, kind: JobStatus, outcomes: list[Outcome], now: datetime
-    ) -> dict[uuid.UUID, Finished]:
+    ) -> Wrote:
+        mark = new_mark()
         ids = [outcome.job_id for outcome in outcomes]
         errors = [outcome.error for outcome in outcomes]
         if kind is JobStatus.COMPLETED:
@@ -102,13 +162,36 @@ class PostgresStatements:
                 None if outcome.result is None else _json.encode(outcome.result).decode()
                 for outcome in outcomes
             ]
-            rows = await _run(conn, _COMPLETE, ids, results, now)
+            rows = await _run(conn, _COMPLETE, ids, results, now, mark)
         elif kind is JobStatus.FAILED:
-            rows = await _run(conn, _FAIL, ids, errors, now)
+            rows = await _run(conn, _FAIL, ids, errors, now, mark)
         else:
             next_runs = [outcome.next_run_at for outcome in outcomes]
-            rows = await _run(conn, _RETRY, ids, errors, next_runs, now)
-        return {row[0]: Finished(row[1], row[2]) for row in rows}
+            rows = await _run(conn, _RETRY, ids, errors, next_runs, now, mark)
+        finished = {row[0]: Finished(row[1], row[2]) for row in rows}
+        return Wrote(kind, finished, mark if finished else None)
+
+    async def fail(
+        self,
+        conn: AsyncConnection,
+        job_id: uuid.UUID,
+        expected: JobStatus,
+        error: str,
+        now: datetime,
+    ) -> Wrote:
+        mark = new_mark()
+        rows = await _run(conn, _FAIL_ALONE, job_id, error, now, expected.value, mark)
+        failed = {row[0]: Finished(row[1], row[2]) for row in rows}
+        return Wrote(JobStatus.FAILED, failed, mark if failed else None, error)
+
+
+def _payload(text: str) -> Any:
+    """The claimed job's payload. Never raises: the claim is committed by now, and a payload
+    that does not decode is the handler's to refuse (its job fails, alone)."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
 
 
 async def _run(conn: AsyncConnection, sql: str, *params: Any) -> Sequence[Any]:
@@ -119,9 +202,7 @@ async def _run(conn: AsyncConnection, sql: str, *params: Any) -> Sequence[Any]:
 
 
 class PortableStatements:
-    async def claim(
-        self, conn: AsyncConnection, ids: list[uuid.UUID], now: datetime
-    ) -> dict[uuid.UUID, ClaimedJob]:
+    async def claim(self, conn: AsyncConnection, ids: list[uuid.UUID], now: datetime) -> Wrote:
         statement = (
             update(jobs)
             .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.PENDING)
@@ -144,11 +225,11 @@ class PortableStatements:
         )
         async with conn.begin():
             result = await conn.execute(statement)
-            return {row.id: ClaimedJob(*row) for row in result}
+            return Wrote(JobStatus.RUNNING, {row.id: ClaimedJob(*row) for row in result})
 
     async def finish(
         self, conn: AsyncConnection, kind: JobStatus, outcomes: list[Outcome], now: datetime
-    ) -> dict[uuid.UUID, Finished]:
+    ) -> Wrote:
         ids = [outcome.job_id for outcome in outcomes]
         values: dict[str, Any] = {"status": kind, "updated_at": now, "heartbeat_at": None}
         if kind is JobStatus.COMPLETED:
@@ -165,9 +246,36 @@ class PortableStatements:
             .values(**values)
             .returning(jobs.c.id, jobs.c.tenant_id, jobs.c.attempts)
         )
-        async with conn.begin():
-            result = await conn.execute(statement)
-            return {row.id: Finished(row.tenant_id, row.attempts) for row in result}
+        return Wrote(kind, await _finished(conn, statement))
+
+    async def fail(
+        self,
+        conn: AsyncConnection,
+        job_id: uuid.UUID,
+        expected: JobStatus,
+        error: str,
+        now: datetime,
+    ) -> Wrote:
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == expected)
+            .values(
+                status=JobStatus.FAILED,
+                error=error,
+                finished_at=now,
+                updated_at=now,
+                heartbeat_at=None,
+                next_run_at=None,
+            )
+            .returning(jobs.c.id, jobs.c.tenant_id, jobs.c.attempts)
+        )
+        return Wrote(JobStatus.FAILED, await _finished(conn, statement), error=error)
+
+
+async def _finished(conn: AsyncConnection, statement: Any) -> dict[uuid.UUID, Finished]:
+    async with conn.begin():
+        result = await conn.execute(statement)
+        return {row.id: Finished(row.tenant_id, row.attempts) for row in result}
 
 
 def _per_job(outcomes: Sequence[Outcome], attribute: str, column: Any) -> ColumnElement[Any]:

@@ -9,6 +9,8 @@ from typing import Any
 
 from ferry.models import JobStatus
 
+ERROR_LIMIT = 2000  # characters of a job's error that are kept
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:

@@ -9,6 +9,10 @@ threads with what RETURNING confirmed, and hands the committed events to
 `on_commit` (which publishes them in one Redis round trip). A retry's thread
 waits for the publication too: it sends the next attempt's message, and that
 attempt's RUNNING event must not overtake this PENDING one.
+
+Only a lost connection is retried. A statement the database refuses for what
+it carries is split until the one job it refuses fails alone, with the reason
+as its error: one bad job never holds up the others.
 """
 
 from __future__ import annotations
@@ -26,16 +30,32 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ferry.db import connection_lost
 from ferry.metrics import recorder
 from ferry.models import JobStatus, utcnow
 from ferry.realtime.event import JobEvent
+from ferry.realtime.log import Committed
+from ferry.text import first_line, storable
 from ferry.worker.loop import BackgroundLoop
-from ferry.worker.statements import Finished, TransitionStatements, statements_for
-from ferry.worker.transitions import ClaimedJob, Outcome
+from ferry.worker.statements import TransitionStatements, Wrote, statements_for
+from ferry.worker.transitions import ERROR_LIMIT, ClaimedJob, Outcome
 
 log = logging.getLogger(__name__)
 
-OnCommit = Callable[[list[JobEvent]], Awaitable[None]]
+RUNNING = JobStatus.RUNNING
+OnCommit = Callable[[list[Committed]], Awaitable[None]]
+
+
+def refusal(kind: JobStatus, exc: Exception) -> str:
+    """The error of a job whose transition to `kind` the database refused."""
+    what = {
+        JobStatus.RUNNING: "could not be claimed",
+        JobStatus.COMPLETED: "result could not be stored",
+    }.get(kind, "error could not be stored")
+    # A driver's error (its first line: no SQL, no parameters), else Python's.
+    cause = getattr(exc, "orig", None) or exc
+    reason = first_line(str(cause)) or type(cause).__name__
+    return storable(f"{what}: {reason}", ERROR_LIMIT)
 
 
 class _Reply:
@@ -93,10 +113,12 @@ class StatusWriter:
         batch_size: int,
         tick_ms: int,
         on_commit: OnCommit | None = None,
+        statements: TransitionStatements | None = None,
     ) -> None:
+        """`statements`: the SQL to run (by default the engine's dialect's)."""
         self.loop = loop
         self.engine = engine
-        self._sql: TransitionStatements | None = None
+        self._sql = statements
         self.batch_size = batch_size
         self.tick = tick_ms / 1000
         self.on_commit = on_commit
@@ -105,7 +127,8 @@ class StatusWriter:
         # has started the service (asyncio primitives bind to a loop on first use).
         self._wake = asyncio.Event()
         self._idle = True  # the writer waits for work: a submit must wake it
-        self._committed: asyncio.Queue[tuple[list[JobEvent], list[_Held]]] = asyncio.Queue()
+        self._committed: asyncio.Queue[tuple[list[Committed], list[_Held]]] = asyncio.Queue()
+        self._unpublished = 0  # ticks whose events are not handed on yet
         # Statistics for benchmarks and metrics.
         self.ticks = 0
         self.statements = 0
@@ -126,22 +149,26 @@ class StatusWriter:
         result: ClaimedJob | None = reply.wait()
         return result
 
-    def finish(self, outcome: Outcome) -> bool:
-        """Record how an attempt ended; False if the job was no longer RUNNING."""
+    def finish(self, outcome: Outcome) -> JobStatus | None:
+        """Record how an attempt ended: the status recorded (the outcome's, or FAILED if the
+        database refused it), None if the job was no longer RUNNING."""
         reply = _Reply()
         self._submit(_Request(outcome.status, outcome.job_id, outcome, reply))
-        committed: bool = reply.wait()
-        return committed
+        recorded: JobStatus | None = reply.wait()
+        return recorded
 
-    def finish_then(self, outcome: Outcome, then: Callable[[bool], None]) -> None:
-        """Record how an attempt ended without waiting for the write: `then(committed)`
+    def finish_then(self, outcome: Outcome, then: Callable[[JobStatus | None], None]) -> None:
+        """Record how an attempt ended without waiting for the write: `then(recorded)`
         runs on the writer's loop once it is committed."""
         self._submit(_Request(outcome.status, outcome.job_id, outcome, _Then(then)))
 
     def settle(self, timeout: float) -> None:
-        """Wait until everything submitted so far is written (from a thread, not the loop)."""
+        """Wait until everything submitted so far is written and its events handed on (from
+        a thread, not the loop)."""
         deadline = time.monotonic() + timeout
-        while not (self._idle and self._requests.empty()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (
+            self._idle and self._requests.empty() and not self._unpublished
+        ):
             time.sleep(0.005)
 
     def _submit(self, request: _Request) -> None:
@@ -179,37 +206,43 @@ class StatusWriter:
     # -- the write -----------------------------------------------------------------
 
     async def _write_until_committed(self, batch: list[_Request]) -> None:
-        replies, events = await self._write(batch)
+        replies, committed = await self._write(batch)
         self.ticks += 1
         self.transitions += len(batch)
         held: list[_Held] = []
         for request, reply in zip(batch, replies, strict=True):
-            if request.kind is JobStatus.PENDING and reply and self.on_commit is not None:
+            if reply is JobStatus.PENDING and self.on_commit is not None:
                 held.append((request.reply, reply))
             else:
                 request.reply.set(reply)
-        if events or held:
-            self._committed.put_nowait((events, held))
+        if committed or held:
+            self._unpublished += 1
+            self._committed.put_nowait((committed, held))
 
     async def publish_events(self) -> None:
         """Hand committed events to `on_commit` in commit order; whatever piled up while
-        the previous call ran goes out together, in one call."""
+        the previous call ran goes out together, in one call. Events that cannot be
+        handed over are not lost: their outbox rows are relayed by the recovery pass."""
         while True:
-            events, held = await self._committed.get()
+            committed, held = await self._committed.get()
+            taken = 1
             while not self._committed.empty():
-                more_events, more_held = self._committed.get_nowait()
-                events += more_events
+                more_committed, more_held = self._committed.get_nowait()
+                committed += more_committed
                 held += more_held
+                taken += 1
             try:
-                if self.on_commit is not None and events:
-                    await self.on_commit(events)
+                if self.on_commit is not None and committed:
+                    await self.on_commit(committed)
             except Exception:
-                log.exception("publishing %d events failed", len(events))
+                log.exception("publishing the events of %d statements failed", len(committed))
             finally:
+                self._unpublished -= taken
                 for waiting, reply in held:
                     waiting.set(reply)
 
-    async def _write(self, batch: Sequence[_Request]) -> tuple[list[Any], list[JobEvent]]:
+    async def _write(self, batch: Sequence[_Request]) -> tuple[list[Any], list[Committed]]:
+        """Write a tick: (each request's reply, the events of each statement, in order)."""
         now = utcnow()
         by_kind: dict[JobStatus, list[_Request]] = {}
         for request in batch:
@@ -217,47 +250,89 @@ class StatusWriter:
         # One statement per kind, each on its own autocommit connection, all at
         # once: a transition stands alone, and the tick lasts one round trip.
         kinds = list(by_kind)
-        statements = (self._until_committed(kind, by_kind[kind], now) for kind in kinds)
-        results = await asyncio.gather(*statements)
+        written = await asyncio.gather(
+            *(self._until_committed(kind, by_kind[kind], now) for kind in kinds)
+        )
         replies: dict[int, Any] = {}
-        events: list[JobEvent] = []
-        for kind, rows in zip(kinds, results, strict=True):
-            self.statements += 1
+        committed: list[Committed] = []
+        for kind, statements in zip(kinds, written, strict=True):
             recorder.observe("ferry_batch_transitions", len(by_kind[kind]), kind.lower())
-            for request in by_kind[kind]:
-                row = rows.pop(request.job_id, None)  # a duplicate claim gets nothing
-                replies[id(request)] = row if kind is JobStatus.RUNNING else row is not None
-                if row is not None:
-                    outcome = request.outcome
-                    events.append(
-                        JobEvent(
-                            tenant_id=row.tenant_id,
-                            job_id=request.job_id,
-                            status=kind,
-                            attempts=row.attempts,
-                            error=outcome.error if outcome else None,
-                            at=now,
-                        )
-                    )
-        return [replies[id(request)] for request in batch], events
+            requests = {request.job_id: request for request in reversed(by_kind[kind])}
+            for wrote in statements:
+                self.statements += 1
+                committed.append(self._events(wrote, requests, now))
+                for job_id, row in wrote.rows.items():
+                    # A claim is answered with the claimed job (None if it failed instead),
+                    # an outcome with the status it was recorded as.
+                    claimed = row if wrote.status is RUNNING else None
+                    replies[id(requests[job_id])] = claimed if kind is RUNNING else wrote.status
+        # Unanswered (None): jobs that were not as expected, and duplicate claims of a job.
+        return [replies.get(id(request)) for request in batch], committed
+
+    @staticmethod
+    def _events(wrote: Wrote, requests: dict[uuid.UUID, _Request], now: datetime) -> Committed:
+        events = []
+        for job_id, row in wrote.rows.items():
+            outcome = requests[job_id].outcome
+            error = wrote.error or (outcome.error if outcome else None)
+            events.append(JobEvent(row.tenant_id, job_id, wrote.status, row.attempts, error, now))
+        return Committed(events, wrote.mark)
 
     async def _until_committed(
         self, kind: JobStatus, requests: list[_Request], now: datetime
-    ) -> dict[uuid.UUID, ClaimedJob] | dict[uuid.UUID, Finished]:
-        """Retry until the database takes the statement: waiting threads must not see an
-        error, since an exception in a worker hook would ack the message without its status."""
+    ) -> list[Wrote]:
+        """Write `requests` (all of one kind) until the database has taken them.
+
+        A lost connection is waited out and the statement tried again: waiting threads
+        must not see an error, since an exception in a worker hook would ack the message
+        without its status. A statement the database refuses (for its data, say: a NUL
+        in a result) would be refused every time: it is halved until the job it refuses
+        is alone, and that job fails with the reason, so every other outcome is kept."""
         delay = 0.05
         while True:
             try:
-                return await self._statement(kind, requests, now)
-            except Exception:
-                log.exception("writing %d %s transitions failed; retrying", len(requests), kind)
+                return [await self._statement(kind, requests, now)]
+            except Exception as exc:
+                if not connection_lost(exc):
+                    return await self._refused(kind, requests, now, exc)
+                log.warning(
+                    "writing %d %s transitions failed (%s); retrying", len(requests), kind, exc
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _statement(
-        self, kind: JobStatus, requests: list[_Request], now: datetime
-    ) -> dict[uuid.UUID, ClaimedJob] | dict[uuid.UUID, Finished]:
+    async def _refused(
+        self, kind: JobStatus, requests: list[_Request], now: datetime, exc: Exception
+    ) -> list[Wrote]:
+        if len(requests) > 1:
+            half = len(requests) // 2
+            first = await self._until_committed(kind, requests[:half], now)
+            return first + await self._until_committed(kind, requests[half:], now)
+        [request] = requests
+        error = refusal(kind, exc)
+        log.error("job %s: %s", request.job_id, error)
+        expected = JobStatus.PENDING if kind is RUNNING else RUNNING
+        try:
+            return [await self._failed_alone(request.job_id, expected, error, now)]
+        except Exception:
+            log.exception("job %s could not even be failed; its lease will expire", request.job_id)
+            return []
+
+    async def _failed_alone(
+        self, job_id: uuid.UUID, expected: JobStatus, error: str, now: datetime
+    ) -> Wrote:
+        delay = 0.05
+        while True:
+            try:
+                async with self.engine().connect() as conn:
+                    return await self.sql.fail(conn, job_id, expected, error, now)
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _statement(self, kind: JobStatus, requests: list[_Request], now: datetime) -> Wrote:
         async with self.engine().connect() as conn:
             if kind is JobStatus.RUNNING:
                 ids = list({request.job_id for request in requests})

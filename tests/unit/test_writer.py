@@ -1,0 +1,180 @@
+"""The status writer's logic on fake statements: what it retries, how it isolates a refusal."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import partial
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ferry.models import JobStatus
+from ferry.realtime.event import JobEvent
+from ferry.realtime.log import Committed
+from ferry.worker.loop import BackgroundLoop
+from ferry.worker.statements import Finished, Wrote
+from ferry.worker.transitions import ClaimedJob, Outcome
+from ferry.worker.writer import StatusWriter
+
+COMPLETED, FAILED = JobStatus.COMPLETED, JobStatus.FAILED
+
+
+class Refused(Exception):
+    """What a database says of a statement it will never take (not a lost connection)."""
+
+
+class FakeStatements:
+    """Records every statement; refuses those that carry a job of `refused`, and loses
+    the connection `drops` times first."""
+
+    def __init__(self, refused: set[uuid.UUID] = frozenset(), drops: int = 0) -> None:  # type: ignore[assignment]
+        self.refused = refused
+        self.drops = drops
+        self.calls: list[tuple[str, list[uuid.UUID]]] = []
+
+    def _run(self, name: str, ids: list[uuid.UUID]) -> None:
+        self.calls.append((name, ids))
+        if self.drops:
+            self.drops -= 1
+            raise ConnectionResetError("the server closed the connection")
+        if self.refused & set(ids):
+            raise Refused('invalid byte sequence for encoding "UTF8": 0x00\nDETAIL: ...')
+
+    async def claim(self, conn: Any, ids: list[uuid.UUID], now: datetime) -> Wrote:
+        self._run("claim", ids)
+        return Wrote(
+            JobStatus.RUNNING, {i: ClaimedJob(i, "t", "sleep", {}, 1, 3) for i in ids}, None
+        )
+
+    async def finish(
+        self, conn: Any, kind: JobStatus, outcomes: list[Outcome], now: datetime
+    ) -> Wrote:
+        ids = [outcome.job_id for outcome in outcomes]
+        self._run(kind.lower(), ids)
+        return Wrote(kind, {i: Finished("t", 1) for i in ids})
+
+    async def fail(
+        self, conn: Any, job_id: uuid.UUID, expected: JobStatus, error: str, now: datetime
+    ) -> Wrote:
+        self.calls.append(("fail alone", [job_id]))
+        return Wrote(FAILED, {job_id: Finished("t", 1)}, None, error)
+
+
+class FakeEngine:
+    dialect = SimpleNamespace(name="fake")
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[None]:
+        yield None
+
+
+@pytest.fixture
+def loop() -> Iterator[BackgroundLoop]:
+    background = BackgroundLoop("writer-test")
+    yield background
+    background.stop()
+
+
+def write(
+    loop: BackgroundLoop, statements: FakeStatements, outcomes: list[Outcome]
+) -> tuple[dict[uuid.UUID, JobStatus | None], list[Committed]]:
+    """Hand `outcomes` to a writer in one tick; what each was recorded as, and the events."""
+    published: list[Committed] = []
+
+    async def on_commit(committed: list[Committed]) -> None:
+        published.extend(committed)
+
+    engine = FakeEngine()
+    writer = StatusWriter(
+        loop, lambda: engine, batch_size=100, tick_ms=200, on_commit=on_commit,  # type: ignore[arg-type, return-value]
+        statements=statements,
+    )  # fmt: skip
+    loop.add_service(writer.run)
+    loop.add_service(writer.publish_events)
+    loop.start()
+    recorded: dict[uuid.UUID, JobStatus | None] = {}
+    done = threading.Semaphore(0)
+
+    def then(job_id: uuid.UUID, status: JobStatus | None) -> None:
+        recorded[job_id] = status
+        done.release()
+
+    for outcome in outcomes:  # within one tick: one batch
+        writer.finish_then(outcome, partial(then, outcome.job_id))
+    for _ in outcomes:
+        assert done.acquire(timeout=10)
+    writer.settle(timeout=10)
+    return recorded, published
+
+
+def completed(count: int) -> list[Outcome]:
+    return [Outcome(uuid.uuid4(), COMPLETED, result={"n": n}) for n in range(count)]
+
+
+def test_a_refused_job_fails_alone_and_every_other_outcome_is_kept(loop: BackgroundLoop) -> None:
+    outcomes = completed(8)
+    bad = outcomes[5].job_id
+    statements = FakeStatements(refused={bad})
+    recorded, published = write(loop, statements, outcomes)
+    assert recorded == {o.job_id: FAILED if o.job_id == bad else COMPLETED for o in outcomes}
+    # Halved until the refused job is alone: never the same statement twice.
+    sizes = [(name, len(ids)) for name, ids in statements.calls]
+    assert sizes == [
+        ("completed", 8), ("completed", 4), ("completed", 4), ("completed", 2),
+        ("completed", 1), ("completed", 1), ("fail alone", 1), ("completed", 2),
+    ]  # fmt: skip
+    events = {e.job_id: e for part in published for e in part.events if isinstance(e, JobEvent)}
+    assert set(events) == {o.job_id for o in outcomes}
+    failed = events[bad]
+    assert failed.status == FAILED
+    assert failed.error == (
+        'result could not be stored: invalid byte sequence for encoding "UTF8": 0x00'
+    )
+
+
+def test_a_lost_connection_is_retried_not_split(loop: BackgroundLoop) -> None:
+    outcomes = completed(4)
+    statements = FakeStatements(drops=2)
+    recorded, _ = write(loop, statements, outcomes)
+    assert recorded == {o.job_id: COMPLETED for o in outcomes}
+    assert [(name, len(ids)) for name, ids in statements.calls] == [("completed", 4)] * 3
+
+
+def test_a_refused_claim_fails_its_job_and_answers_none(loop: BackgroundLoop) -> None:
+    published: list[Committed] = []
+
+    async def on_commit(committed: list[Committed]) -> None:
+        published.extend(committed)
+
+    good, bad = uuid.uuid4(), uuid.uuid4()
+    statements = FakeStatements(refused={bad})
+    engine = FakeEngine()
+    writer = StatusWriter(
+        loop, lambda: engine, batch_size=100, tick_ms=100, on_commit=on_commit,  # type: ignore[arg-type, return-value]
+        statements=statements,
+    )  # fmt: skip
+    loop.add_service(writer.run)
+    loop.add_service(writer.publish_events)
+    loop.start()
+    answers: dict[uuid.UUID, object] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: answers.__setitem__(i, writer.claim(i)))
+        for i in (good, bad)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert isinstance(answers[good], ClaimedJob) and answers[bad] is None
+    writer.settle(timeout=10)
+    failed = [
+        e for part in published for e in part.events if isinstance(e, JobEvent) and e.job_id == bad
+    ]
+    assert [(e.status, e.error) for e in failed] == [
+        (FAILED, 'could not be claimed: invalid byte sequence for encoding "UTF8": 0x00')
+    ]
