@@ -4,7 +4,8 @@
 status fails at once. With WEBHOOK_SECRET set, the request carries
 `X-Ferry-Signature: sha256=<hex HMAC-SHA256 of the body>`. Targets (and every
 redirect) must resolve to public addresses (`ferry.egress`); one that does not
-fails the job at once.
+fails the job at once. A redirect to another scheme, host or port drops the
+credentials (`Authorization`, `Cookie`) and the signature.
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ import hashlib
 import hmac
 import threading
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import msgspec
 
 from ferry.egress import EgressGuard, RefusedTarget
 from ferry.schemas import WebhookPayload
+from ferry.text import storable
 from ferry.worker.runtime import PermanentError, job_handler, worker_settings
 
 SIGNATURE_HEADER = "X-Ferry-Signature"
 USER_AGENT = "Ferry-Webhook/1"
-RESPONSE_PREVIEW = 500
+RESPONSE_PREVIEW = 500  # characters of a response body kept in the result
+ERROR_PREVIEW = 200  # ... and in the error
+# Dropped when a redirect leaves the origin they were sent to.
+CREDENTIALS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", SIGNATURE_HEADER.lower()}
+)
 MAX_REDIRECTS = 5
 PUBLIC_ONLY = EgressGuard()
 _local = threading.local()
@@ -72,18 +79,29 @@ def call(
         response = _send(client or _client(), guard, method, url, body, headers, payload.timeout_ms)
         if not (response.is_redirect and "location" in response.headers):
             break
-        url = urljoin(url, response.headers["location"])
+        target = urljoin(url, response.headers["location"])
+        if _origin(target) != _origin(url):
+            # As browsers and curl do: credentials are for the origin they were given for.
+            headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIALS}
+        url = target
         if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
             method, body = "GET", b""  # as browsers (and httpx) do
     else:
         raise PermanentError(f"{payload.url}: more than {MAX_REDIRECTS} redirects")
     status = response.status_code
+    # The target's text is stored (result, error): made storable first (ferry.text).
     if 200 <= status < 300:
-        return {"status": status, "body": response.text[:RESPONSE_PREVIEW]}
-    message = f"{method} {url} answered {status}: {response.text[:200]}"
+        return {"status": status, "body": storable(response.text, RESPONSE_PREVIEW)}
+    message = f"{method} {url} answered {status}: {storable(response.text, ERROR_PREVIEW)}"
     if status == 429 or status >= 500:
         raise RetryableHTTPError(message)
     raise PermanentError(message)
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, parts.hostname, port
 
 
 def _send(
@@ -112,6 +130,8 @@ def _send(
         )
     except httpx.TimeoutException as exc:
         raise TimeoutError(f"no answer from {url} within {timeout_ms} ms") from exc
+    except httpx.LocalProtocolError as exc:  # the request itself cannot be sent, ever
+        raise PermanentError(f"{method} {url} cannot be sent: {exc}") from exc
     except httpx.TransportError as exc:
         raise ConnectionError(f"{method} {url} failed: {exc}") from exc
 

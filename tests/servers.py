@@ -24,7 +24,9 @@ class Hooks:
     """Requests received by the webhook server, and how it answers them.
 
     `/status/<code>` answers that code; `/slow?ms=N` waits N ms and answers 200;
-    `/flaky/<key>?fail=N` answers 503 N times for each key, then 200.
+    `/flaky/<key>?fail=N` answers 503 N times for each key, then 200;
+    `/nul/<code>` answers that code with a NUL character in its body;
+    `/redirect/<code>?to=URL` answers that code with `Location: URL`.
     """
 
     base: str = ""
@@ -57,9 +59,15 @@ def webhook_server() -> Iterator[Hooks]:
                     }
                 )
             status = 200
+            payload = b""
+            headers: dict[str, str] = {}
             parts = url.path.strip("/").split("/")
-            if parts[0] == "status":
+            if parts[0] in ("status", "nul", "redirect"):
                 status = int(parts[1])
+            if parts[0] == "nul":
+                payload = b'{"text": "before\x00after"}'
+            elif parts[0] == "redirect":
+                headers["Location"] = query["to"]
             elif parts[0] == "slow":
                 time.sleep(int(query.get("ms", "1000")) / 1000)
             elif parts[0] == "flaky":
@@ -67,8 +75,10 @@ def webhook_server() -> Iterator[Hooks]:
                     seen = hooks.failures.get(parts[1], 0)
                     hooks.failures[parts[1]] = seen + 1
                 status = 503 if seen < int(query.get("fail", "1")) else 200
-            payload = f'{{"status": {status}}}'.encode()
+            payload = payload or f'{{"status": {status}}}'.encode()
             self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
