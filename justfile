@@ -6,20 +6,21 @@ default:
     @just --list
 
 # run Ferry in one process on the embedded default (SQLite + in-process broker) at :8000
+[no-exit-message]
 dev:
-    uv run --frozen python -m ferry.serve --embedded
+    uv run --frozen --no-dev python -m ferry.serve --embedded
 
 # serve the API under uvicorn on HOST:PORT (default 127.0.0.1:8000)
 api:
-    uv run --frozen python -m ferry.serve
+    uv run --frozen --no-dev python -m ferry.serve
 
 # run a Dramatiq worker for the actors against REDIS_URL (WORKER_PROCESSES x WORKER_THREADS)
 worker:
-    uv run --frozen dramatiq actors --processes ${WORKER_PROCESSES:-1} --threads ${WORKER_THREADS:-32}
+    uv run --frozen --no-dev dramatiq actors --processes ${WORKER_PROCESSES:-1} --threads ${WORKER_THREADS:-32}
 
 # apply the database migrations to DATABASE_URL
 migrate:
-    uv run --frozen python -m ferry.migrate
+    uv run --frozen --no-dev python -m ferry.migrate
 
 # install everything and run the whole test suite (needs PostgreSQL and Redis)
 test *args:

@@ -9,6 +9,8 @@ REDIS_URL, runs the worker in the same process.
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from types import FrameType
 
 import uvicorn
@@ -29,6 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings()
     configure_logging(settings)
+    # Taken before anything else starts (the migration, a worker), and handed to uvicorn.
+    listening = listen(settings.host, settings.port)
     if args.embedded:
         upgrade(settings.database_url)
         mode = "embedded: in-process broker" if settings.embedded else f"Redis {settings.redis_url}"
@@ -43,7 +47,26 @@ def main() -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         proxy_headers=True,
     )
-    DrainingServer(config, app.state.draining).run()
+    try:
+        DrainingServer(config, app.state.draining).run(sockets=[listening])
+    except KeyboardInterrupt:  # uvicorn stopped gracefully, then raised Ctrl-C again
+        print("ferry: stopped")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), family=_family(host), reuse_port=False)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise SystemExit(f"ferry: cannot listen on {host}:{port}: {exc}") from None
+        raise SystemExit(
+            f"ferry: {host}:{port} is in use (another Ferry?); "
+            f"choose another port: PORT={port + 1} just dev"
+        ) from None
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class DrainingServer(uvicorn.Server):

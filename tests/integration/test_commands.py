@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -60,3 +65,38 @@ def test_api_and_worker_processes_on_postgres_and_redis(
         assert waited >= timedelta(milliseconds=1500)
         stats = httpx.get(f"{base}/jobs/stats", params={"tenantId": tenant}).json()
         assert (stats["completed"], stats["total"]) == (21, 21)
+
+
+def test_dev_stops_on_ctrl_c_with_one_line(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) on `just dev`: a goodbye, no traceback."""
+    log = tmp_path / "dev.log"
+    with api_process(ferry_env(), tmp_path, log, embedded=True) as base:
+        pid = int(httpx.get(f"{base}/health").json()["instance"].rsplit(":", 1)[1])
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while "ferry: stopped" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # anything it would print after
+    output = log.read_text()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert output.rstrip().endswith("ferry: stopped"), output
+
+
+def test_a_second_dev_on_a_taken_port_says_so_before_doing_anything(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with api_process(ferry_env(), first, first / "dev.log", embedded=True) as base:
+        port = base.rsplit(":", 1)[1]
+        again = subprocess.run(
+            [sys.executable, "-m", "ferry.serve", "--embedded"],
+            env=ferry_env(PORT=port),
+            cwd=second,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert again.returncode == 1
+    assert f"PORT={int(port) + 1} just dev" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
+    assert not (second / "ferry.db").exists()  # nothing migrated, no worker started
