@@ -363,21 +363,19 @@ async def test_batching_writes_many_transitions_per_statement(app_client: Client
 # -- replay and recovery ----------------------------------------------------------------
 
 
-async def test_bulk_replay_of_dead_letters(app_client: Client, engine: AsyncEngine) -> None:
+async def test_bulk_replay_of_dead_letters(app_client: Client, hooks: Hooks) -> None:
     tenant = new_tenant()
-    bad = {
+    bad = {  # a 4xx fails at once, every time
         "tenantId": tenant,
-        "type": "data_processing",
-        "payload": {"operation": "max", "values": []},
+        "type": "webhook",
+        "payload": {"url": f"{hooks.base}/status/400/{uuid.uuid4()}"},
     }
     failed = [await create(app_client, bad) for _ in range(3)]
     done = await create(app_client, sleep_job(tenant))
     for job_id in [*failed, done]:
         await finished(app_client, job_id)
 
-    by_filter = await app_client.post(
-        "/jobs/retry", json={"tenantId": tenant, "type": "data_processing"}
-    )
+    by_filter = await app_client.post("/jobs/retry", json={"tenantId": tenant, "type": "webhook"})
     assert by_filter.status_code == 200
     assert by_filter.json()["requeued"] == 3
     assert set(by_filter.json()["jobIds"]) == set(failed)
