@@ -3,6 +3,8 @@
 PostgreSQL: a fresh database per run (dropped at the end). Redis: a key
 namespace per run (its keys deleted at the end). Both fail loudly, naming the
 server, when it is not reachable: a test never skips for want of a service.
+Each database, namespace and Redis database made here is remembered with the
+test that made it: `leftovers()` names those that are not gone at the end.
 """
 
 from __future__ import annotations
@@ -15,16 +17,34 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 import redis
 
+from ferry.migrate import upgrade
+
 ADMIN_DATABASE_URL = os.environ.get(
     "FERRY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 TEST_REDIS_URL = os.environ.get("FERRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@dataclass(frozen=True)
+class Made:
+    kind: str  # "database", "namespace" or "redis-db"
+    name: str
+    by: str  # the test (and phase) that made it
+
+
+_made: list[Made] = []
+
+
+def _remember(kind: str, name: str) -> None:
+    # pytest names the running test (and its phase) in this variable.
+    _made.append(Made(kind, name, os.environ.get("PYTEST_CURRENT_TEST", "outside any test")))
 
 
 def _plain(url: str) -> str:
@@ -51,10 +71,19 @@ def postgres_database(prefix: str = "ferry_test") -> Iterator[str]:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL is not reachable at {ADMIN_DATABASE_URL}: {exc}", pytrace=False)
+    _remember("database", name)
     try:
         yield with_database(ADMIN_DATABASE_URL, name)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def migrated_database(prefix: str = "ferry_test") -> Iterator[str]:
+    """`postgres_database()`, with Ferry's tables."""
+    with postgres_database(prefix) as url:
+        upgrade(url)
+        yield url
 
 
 @contextmanager
@@ -66,6 +95,7 @@ def redis_namespace() -> Iterator[str]:
     except redis.RedisError as exc:
         pytest.fail(f"Redis is not reachable at {TEST_REDIS_URL}: {exc}", pytrace=False)
     namespace = f"ferry-test-{uuid.uuid4().hex[:12]}"
+    _remember("namespace", namespace)
     try:
         yield namespace
     finally:
@@ -92,6 +122,7 @@ def private_redis_db() -> Iterator[str]:
     else:
         pytest.fail(f"no empty Redis database on {base} to claim for a FLUSHDB test", pytrace=False)
     url = f"{base}/{number}"
+    _remember("redis-db", url)
     try:
         yield url
     finally:
@@ -145,3 +176,45 @@ def redis_server(port: int, workdir: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+async def _databases_left(names: list[str]) -> list[str]:
+    conn = await asyncpg.connect(_plain(ADMIN_DATABASE_URL), timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", names
+        )
+    finally:
+        await conn.close()
+    return [row["datname"] for row in rows]
+
+
+def leftovers() -> list[str]:
+    """What this run's tests made and left behind, a line each: Redis keys under
+    their namespaces, data in their Redis databases, their PostgreSQL databases."""
+    lines: list[str] = []
+    redis_made = [made for made in _made if made.kind in ("namespace", "redis-db")]
+    if redis_made:
+        client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3)
+        try:
+            for made in redis_made:
+                if made.kind == "namespace":
+                    keys = sorted(
+                        map(bytes.decode, client.scan_iter(match=f"{made.name}*", count=1000))
+                    )
+                else:
+                    with redis.Redis.from_url(made.name) as other:
+                        keys = sorted(map(bytes.decode, other.scan_iter(count=1000)))
+                if keys:
+                    lines.append(
+                        f"{len(keys)} Redis keys in {made.kind} {made.name} of {made.by}: "
+                        + ", ".join(keys[:5])
+                        + (", ..." if len(keys) > 5 else "")
+                    )
+        finally:
+            client.close()
+    databases = {made.name: made for made in _made if made.kind == "database"}
+    if databases:
+        for name in asyncio.run(_databases_left(list(databases))):
+            lines.append(f"PostgreSQL database {name} of {databases[name].by}")
+    return lines
