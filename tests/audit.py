@@ -10,8 +10,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from ferry.migrate import upgrade
-from tests.services import postgres_database
+from tests.services import migrated_database
 
 AUDIT = """
 CREATE TABLE job_transitions (job_id uuid, status text, attempts int);
@@ -43,8 +42,7 @@ def sql(url: str, statement: str) -> list[asyncpg.Record]:
 
 @contextmanager
 def audited_database(prefix: str = "ferry_chaos") -> Iterator[str]:
-    with postgres_database(prefix) as url:
-        upgrade(url)
+    with migrated_database(prefix) as url:
         sql(url, AUDIT)
         yield url
 

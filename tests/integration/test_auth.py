@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -46,7 +45,7 @@ def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             FERRY_ADMIN_KEY=ADMIN_KEY,
             LOG_LEVEL="WARNING",
         )
-        with api_process(env, Path.cwd(), logs / "api.log") as base:
+        with api_process(env, logs, logs / "api.log") as base:
             yield Api(base)
 
 

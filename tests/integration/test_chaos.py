@@ -89,11 +89,11 @@ def test_postgres_refusing_connections_mid_run_loses_no_job(tmp_path: Path) -> N
 
 
 async def test_an_api_killed_with_open_streams_loses_its_clients_no_events(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, own_database: str
 ) -> None:
     with redis_namespace() as namespace:
         env = shared_env(
-            database_url,
+            own_database,
             namespace,
             LOG_LEVEL="WARNING",
         )

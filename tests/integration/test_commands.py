@@ -38,13 +38,10 @@ def test_dev_runs_everything_in_one_process_on_sqlite(tmp_path: Path) -> None:
 
 
 def test_api_and_worker_processes_on_postgres_and_redis(
-    database_url: str, namespace: str, tmp_path: Path
+    own_database: str, own_namespace: str, tmp_path: Path
 ) -> None:
     """`just api` and `just worker`, configured only by the environment."""
-    env = shared_env(
-        database_url,
-        namespace,
-    )
+    env = shared_env(own_database, own_namespace)
     tenant = new_tenant()
     with (
         api_process(env, tmp_path, tmp_path / "api.log") as base,

@@ -46,20 +46,20 @@ class Ferry:
 
 
 @pytest.fixture(scope="module")
-def ferry(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ferry]:
+def ferry(module_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ferry]:
     logs = tmp_path_factory.mktemp("dashboard")
     with redis_namespace() as namespace, webhook_server() as hooks:
         env = shared_env(
-            database_url,
+            module_database,
             namespace,
             WEBHOOK_ALLOW_PRIVATE="true",  # the test's webhook server is on loopback
             LOG_LEVEL="WARNING",
         )
         with (
-            api_process(env, Path.cwd(), logs / "api.log") as base,
+            api_process(env, logs, logs / "api.log") as base,
             worker_process(env, logs / "worker.log"),
         ):
-            yield Ferry(base, database_url, hooks, env, logs)
+            yield Ferry(base, module_database, hooks, env, logs)
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +321,7 @@ async def test_cancel_then_delete_from_the_ui(page: Page, ferry: Ferry) -> None:
 async def test_with_auth_on_the_page_asks_for_a_key(page: Page, ferry: Ferry) -> None:
     admin = "dashboard-admin-key"
     env = {**ferry.env, "FERRY_AUTH": "on", "FERRY_ADMIN_KEY": admin}
-    with api_process(env, Path.cwd(), ferry.logs / "auth-api.log") as base:
+    with api_process(env, ferry.logs, ferry.logs / "auth-api.log") as base:
         tenant = new_tenant()
         async with httpx.AsyncClient(base_url=base) as client:
             created = await client.post(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,10 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.migrate import upgrade
+from ferry.db import create_engine
 from ferry.settings import Settings
 from tests.helpers import Client, new_tenant, sleep_job
 from tests.processes import api_process, shared_env, worker_process
-from tests.services import postgres_database, redis_namespace
 
 # The workers here run 8 threads (prefetch 16): a shared queue of twice that, as
 # the default (128) is for the 32 threads of `just worker`.
@@ -33,9 +32,16 @@ DEPTH = 32
 
 
 @pytest.fixture
-def env(database_url: str) -> Iterator[dict[str, str]]:
-    with redis_namespace() as namespace:
-        yield shared_env(database_url, namespace, FAIR_QUEUE_DEPTH=str(DEPTH))
+def env(own_database: str, own_namespace: str) -> dict[str, str]:
+    return shared_env(own_database, own_namespace, FAIR_QUEUE_DEPTH=str(DEPTH))
+
+
+@pytest.fixture
+async def workers_db(own_database: str) -> AsyncIterator[AsyncEngine]:
+    """The database the test's workers use (its own)."""
+    engine = create_engine(Settings(database_url=own_database), pool_size=1)
+    yield engine
+    await engine.dispose()
 
 
 def create(base: str, tenant: str, count: int, delay_ms: int = 0) -> list[str]:
@@ -87,7 +93,7 @@ def set_limits(base: str, tenant: str, **limits: Any) -> None:
 
 
 async def test_a_quiet_tenant_is_not_starved_by_a_flood(
-    env: dict[str, str], engine: AsyncEngine, tmp_path: Path
+    env: dict[str, str], workers_db: AsyncEngine, tmp_path: Path
 ) -> None:
     flood, quiet = new_tenant(), new_tenant()
     with (
@@ -97,7 +103,7 @@ async def test_a_quiet_tenant_is_not_starved_by_a_flood(
         create(base, flood, 5000)
         create(base, quiet, 20)
         wait_completed(base, [quiet, flood])
-    jobs = await runs(engine, flood, quiet)
+    jobs = await runs(workers_db, flood, quiet)
     quiet_jobs = [job for job in jobs if job["tenant_id"] == quiet]
     flood_jobs = [job for job in jobs if job["tenant_id"] == flood]
     arrived = min(job["created_at"] for job in quiet_jobs)
@@ -110,7 +116,7 @@ async def test_a_quiet_tenant_is_not_starved_by_a_flood(
 
 
 async def test_weights_share_the_workers_under_contention(
-    env: dict[str, str], engine: AsyncEngine, tmp_path: Path
+    env: dict[str, str], workers_db: AsyncEngine, tmp_path: Path
 ) -> None:
     heavy, light = new_tenant(), new_tenant()
     with api_process(env, tmp_path, tmp_path / "api.log") as base:
@@ -119,14 +125,14 @@ async def test_weights_share_the_workers_under_contention(
         create(base, light, 400)
         with worker_process(env, tmp_path / "worker.log"):
             wait_completed(base, [heavy, light])
-    jobs = await runs(engine, heavy, light)
+    jobs = await runs(workers_db, heavy, light)
     # Past what the first push put straight into the shared queue, while both wait:
     window = Counter(job["tenant_id"] for job in jobs[2 * DEPTH : 2 * DEPTH + 200])
     assert 135 <= window[heavy] <= 165, window
 
 
 async def test_a_running_cap_is_never_exceeded(
-    env: dict[str, str], engine: AsyncEngine, tmp_path: Path
+    env: dict[str, str], workers_db: AsyncEngine, tmp_path: Path
 ) -> None:
     capped, free = new_tenant(), new_tenant()
     with api_process(env, tmp_path, tmp_path / "api.log") as base:
@@ -135,14 +141,14 @@ async def test_a_running_cap_is_never_exceeded(
             create(base, capped, 12, delay_ms=150)
             create(base, free, 12, delay_ms=150)
             wait_completed(base, [capped, free])
-    jobs = await runs(engine, capped, free)
+    jobs = await runs(workers_db, capped, free)
     assert most_at_once([job for job in jobs if job["tenant_id"] == capped]) == 2
     # The workers could have run more of them at once: the free tenant's did.
     assert most_at_once([job for job in jobs if job["tenant_id"] == free]) > 2
 
 
 async def test_a_rate_limit_spaces_the_starts(
-    env: dict[str, str], engine: AsyncEngine, tmp_path: Path
+    env: dict[str, str], workers_db: AsyncEngine, tmp_path: Path
 ) -> None:
     rated = new_tenant()
     with api_process(env, tmp_path, tmp_path / "api.log") as base:
@@ -150,7 +156,7 @@ async def test_a_rate_limit_spaces_the_starts(
         with worker_process(env, tmp_path / "worker.log"):
             create(base, rated, 8)
             wait_completed(base, [rated])
-    jobs = await runs(engine, rated)
+    jobs = await runs(workers_db, rated)
     # 8 jobs at 10/s with no burst: the first goes at once, each next one waits for a
     # token (100 ms). From the jobs' creation (before they were sent) to the last claim:
     created, last_start = min(job["created_at"] for job in jobs), jobs[-1]["started_at"]
@@ -206,13 +212,11 @@ async def test_stats_show_the_tenants_queue(client: Client) -> None:
     assert f'ferry_tenant_oldest_wait_seconds{{tenant="{tenant}"}}' in metrics
 
 
-def test_limits_lost_from_redis_are_written_again(tmp_path: Path) -> None:
-    tenant = new_tenant()
-    with postgres_database() as database_url, redis_namespace() as namespace:
-        upgrade(database_url)
-        # A database of its own: a frequent recovery pass would re-send other tests' jobs.
-        env = shared_env(database_url, namespace, RECOVERY_INTERVAL_MS="200")
-        restores_limits(env, tenant, tmp_path)
+def test_limits_lost_from_redis_are_written_again(
+    own_database: str, own_namespace: str, tmp_path: Path
+) -> None:
+    env = shared_env(own_database, own_namespace, RECOVERY_INTERVAL_MS="200")
+    restores_limits(env, new_tenant(), tmp_path)
 
 
 def restores_limits(env: dict[str, str], tenant: str, tmp_path: Path) -> None:

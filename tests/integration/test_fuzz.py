@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,7 +47,7 @@ def api_base(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             namespace,
             LOG_LEVEL="WARNING",
         )
-        with api_process(env, Path.cwd(), logs / "api.log") as base:
+        with api_process(env, logs, logs / "api.log") as base:
             yield base
 
 

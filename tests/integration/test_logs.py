@@ -29,16 +29,16 @@ def json_lines(log: Path) -> list[dict[str, object]]:
 
 
 def test_processes_log_json_with_request_job_and_tenant_ids_and_refuse_private_webhooks(
-    database_url: str, tmp_path: Path
+    own_database: str, tmp_path: Path
 ) -> None:
     with redis_namespace() as namespace:
         env = shared_env(
-            database_url,
+            own_database,
             namespace,
             LOG_LEVEL="INFO",
         )  # LOG_FORMAT=auto: JSON, since this is not the embedded default
         with (
-            api_process(env, Path.cwd(), tmp_path / "api.log") as base,
+            api_process(env, tmp_path, tmp_path / "api.log") as base,
             worker_process(env, tmp_path / "worker.log"),
         ):
             tenant = new_tenant()
@@ -91,7 +91,7 @@ def test_keys_given_in_urls_never_reach_the_log(database_url: str, tmp_path: Pat
     tenant = new_tenant()
     with redis_namespace() as namespace:
         env = shared_env(database_url, namespace, LOG_LEVEL="INFO")
-        with api_process(env, Path.cwd(), tmp_path / "api.log") as base:
+        with api_process(env, tmp_path, tmp_path / "api.log") as base:
             with httpx.Client(base_url=base, timeout=5) as client:
                 params = {"tenantId": tenant, "token": secrets[0]}
                 with client.stream("GET", "/events", params=params) as stream:

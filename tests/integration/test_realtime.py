@@ -39,11 +39,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(module_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("realtime")
     with redis_namespace() as namespace:
         env = shared_env(
-            database_url,
+            module_database,
             namespace,
             EVENT_HISTORY=str(HISTORY),
             EVENT_BACKLOG=str(BACKLOG),
@@ -52,8 +52,8 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             LOG_LEVEL="WARNING",
         )
         with (
-            api_process(env, Path.cwd(), logs / "api1.log") as api1,
-            api_process(env, Path.cwd(), logs / "api2.log") as api2,
+            api_process(env, logs, logs / "api1.log") as api1,
+            api_process(env, logs, logs / "api2.log") as api2,
             worker_process(env, logs / "worker.log"),
         ):
             yield Stack(api1, api2, namespace)
@@ -313,7 +313,7 @@ async def test_subscribers_outlive_a_redis_restart(database_url: str, tmp_path: 
     and a subscriber learns from a RESYNC that the counter started over."""
     with redis_server(free_port(), tmp_path) as server:
         env = ferry_env(DATABASE_URL=database_url, REDIS_URL=server.url, LOG_LEVEL="WARNING")
-        with api_process(env, Path.cwd(), tmp_path / "api.log") as base:
+        with api_process(env, tmp_path, tmp_path / "api.log") as base:
             tenant = new_tenant()
             async with socket(base) as ws:
                 await ws.subscribe(tenant)

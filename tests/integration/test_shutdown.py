@@ -13,14 +13,11 @@ from tests.services import redis_namespace
 
 
 def test_a_stopped_worker_finishes_its_jobs_and_leaves_the_rest(
-    database_url: str, tmp_path: Path
+    own_database: str, tmp_path: Path
 ) -> None:
     with redis_namespace() as namespace:
-        env = shared_env(
-            database_url,
-            namespace,
-        )
-        with api_process(env, Path.cwd(), tmp_path / "api.log") as base:
+        env = shared_env(own_database, namespace)
+        with api_process(env, tmp_path, tmp_path / "api.log") as base:
             tenant = new_tenant()
             with worker_process(env, tmp_path / "first.log", threads=2) as first:
                 jobs = [sleep_job(tenant, 1500) for _ in range(8)]

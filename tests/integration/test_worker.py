@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.app import create_app
 from ferry.broker import current_broker
+from ferry.db import create_engine
 from ferry.messages import job_message
 from ferry.models import IdempotencyKey, Job
 from ferry.settings import Settings
@@ -53,11 +54,15 @@ def mail() -> Iterator[Mailbox]:
 
 @pytest.fixture(scope="module")
 def worker_settings(
-    settings: Settings, mail: Mailbox, tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    module_database: str,
+    mail: Mailbox,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Settings]:
     with redis_namespace() as namespace:
         yield msgspec.structs.replace(
             settings,
+            database_url=module_database,
             redis_namespace=namespace,
             smtp_url=mail.url,
             outbox_path=str(tmp_path_factory.mktemp("outbox") / "outbox.mbox"),
@@ -71,6 +76,14 @@ def worker_settings(
             recovery_grace_ms=300,
             lease_ms=1000,
         )
+
+
+@pytest.fixture(scope="module")
+async def engine(worker_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """Here, direct access to the worker's database (the module's own), not the session's."""
+    db = create_engine(worker_settings, pool_size=2)
+    yield db
+    await db.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +182,12 @@ async def test_a_stored_payload_its_type_refuses_fails_without_retry(
 async def test_email_is_sent_over_smtp(app_client: Client, mail: Mailbox) -> None:
     subject = f"hello {uuid.uuid4()}"
     body = {"tenantId": new_tenant(), "type": "email",
-            "payload": {"to": "ada@example.com", "subject": subject, "body": "Hi Ada"}}  # fmt: skip
+            "payload": {"to": "ada@example.test", "subject": subject, "body": "Hi Ada"}}  # fmt: skip
     job = await finished(app_client, await create(app_client, body))
     assert job["status"] == "COMPLETED"
     assert job["result"]["via"] == "smtp"
     [message] = [m for m in mail.messages if m["Subject"] == subject]
-    assert message["To"] == "ada@example.com"
+    assert message["To"] == "ada@example.test"
     assert message["Message-ID"] == job["result"]["messageId"]
     assert message.get_payload().strip() == "Hi Ada"  # type: ignore[union-attr]
 
@@ -190,7 +203,7 @@ async def test_email_without_smtp_goes_to_the_outbox(
     )
     for n in range(3):
         assert (
-            deliver(EmailPayload(to="b@example.com", subject=f"n{n}"), settings)["via"] == "outbox"
+            deliver(EmailPayload(to="b@example.test", subject=f"n{n}"), settings)["via"] == "outbox"
         )
     assert [m["Subject"] for m in mailbox.mbox(settings.outbox_path)] == ["n0", "n1", "n2"]
 
