@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from ferry.settings import Settings
 from ferry.stack import free_port as free_port  # re-exported for the tests
 from ferry.stack import worker_command
 
@@ -20,7 +21,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def ferry_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+    """This process's environment without any of Ferry's settings (a developer's
+    REDIS_URL or SMTP_URL must not reach a test's processes), with `values`."""
+    settings = set(Settings.__struct_fields__)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.lower() not in settings and not name.startswith(("STACK_", "WORKER_"))
+    }
     env.update(values)
     return env
 
@@ -80,8 +88,9 @@ def api_process(
 def worker_process(
     env: dict[str, str], log: Path, *, threads: int = 8
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`dramatiq actors` (what `just worker` runs)."""
-    with running(worker_command(threads), env, PROJECT_ROOT, log) as process:
+    """`dramatiq actors` (what `just worker` runs), in the directory of its log: what
+    it writes there (an email outbox without SMTP, say) stays out of the repository."""
+    with running(worker_command(threads), env, log.parent, log) as process:
         yield process
 
 
