@@ -116,7 +116,10 @@ def smtp_server() -> Iterator[Mailbox]:
             mailbox.messages.append(message_from_bytes(envelope.original_content or b""))
             return "250 OK"
 
-    controller = Controller(Collect(), hostname="127.0.0.1", port=free_port())
+    # The name it greets with, given: by default it asks the resolver for this machine's.
+    controller = Controller(
+        Collect(), hostname="127.0.0.1", port=free_port(), server_hostname="smtp.test"
+    )
     controller.start()
     mailbox.url = f"smtp://127.0.0.1:{controller.port}"
     try:
