@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -101,17 +100,21 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await db.dispose()
 
 
+LEFTOVERS = pytest.StashKey[list[str]]()
+
+
 @pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The run fails if its tests left anything behind on the servers they share."""
-    left = leftovers()
-    if not left:
-        return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    lines = ["", "the tests left these behind (each must be removed by its test):", *left]
-    for line in lines:
-        if reporter is not None:
-            reporter.write_line(line, red=True)
-        else:
-            print(line, file=sys.stderr)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    left = session.config.stash[LEFTOVERS] = leftovers()
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if left := config.stash.get(LEFTOVERS, []):
+        terminalreporter.section("left behind (each test must remove what it makes)", red=True)
+        for line in left:
+            terminalreporter.line(line, red=True)
