@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import socket as socket_module
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+from websockets.frames import Frame, Opcode
+from websockets.protocol import CLOSED
+from websockets.uri import parse_uri
 
 
 def ws_url(base: str) -> str:
@@ -92,6 +98,17 @@ class Stream:
                 received.append(update)
         return received
 
+    async def rest(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """The JOB_UPDATEs up to the end of the stream (the server ended it)."""
+        received: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            async for event in self.events:
+                if event.event == "JOB_UPDATE":
+                    received.append(event.json())
+                else:  # a heartbeat, or the comment that says why the stream ends
+                    assert event.event == "message" and not event.data, (event.event, event.data)
+        return received
+
 
 @asynccontextmanager
 async def stream(base: str, tenant: str, last_event_id: int | None = None) -> AsyncIterator[Stream]:
@@ -115,3 +132,74 @@ def statuses(updates: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def seqs(updates: list[dict[str, Any]]) -> list[int]:
     return [update["seq"] for update in updates]
+
+
+class StalledSocket:
+    """A WebSocket client that subscribes and then stops reading: a raw socket, so
+    nothing reads on its behalf; its kernel receive buffer fills, then the server's
+    send buffer. Blocking calls (run them in a thread from async code)."""
+
+    def __init__(self, base: str, *, compress: bool = True) -> None:
+        extensions = enable_client_permessage_deflate(None) if compress else None
+        self.protocol = ClientProtocol(parse_uri(ws_url(base)), extensions=extensions)
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        self.sock = socket_module.create_connection((host, int(port)), timeout=10)
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+
+    @classmethod
+    def subscribed(cls, base: str, tenant: str, *, compress: bool = True) -> StalledSocket:
+        """Connected and subscribed to `tenant` (offering permessage-deflate, as browsers
+        do, unless not `compress`); from now on it reads nothing."""
+        stalled = cls(base, compress=compress)
+        try:
+            stalled.until(lambda message: message["type"] == "CONNECTED")
+            stalled.protocol.send_text(
+                json.dumps({"type": "SUBSCRIBE", "tenantId": tenant}).encode()
+            )
+            stalled._flush()
+            stalled.until(lambda message: message["type"] == "SUBSCRIBED")
+        except BaseException:
+            stalled.close()
+            raise
+        return stalled
+
+    def until(self, wanted: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Read until a message `wanted` has come; the messages read."""
+        received: list[dict[str, Any]] = []
+        while not any(map(wanted, received)):
+            received += self._read()
+            if self.protocol.state is CLOSED or self.protocol.close_rcvd is not None:
+                raise AssertionError(f"closed ({self.protocol.close_rcvd}) while reading")
+        return received
+
+    def resume(self, timeout: float = 30) -> tuple[list[dict[str, Any]], int | None, str]:
+        """Read again, to the end of the connection: the messages that were waiting,
+        and the close code and reason (None: it ended without a close frame)."""
+        received: list[dict[str, Any]] = []
+        self.sock.settimeout(timeout)
+        while self.protocol.close_rcvd is None and self.protocol.state is not CLOSED:
+            received += self._read()
+        close = self.protocol.close_rcvd
+        return received, close.code if close else None, close.reason if close else ""
+
+    def _read(self) -> list[dict[str, Any]]:
+        data = self.sock.recv(65536)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        self._flush()
+        return [
+            json.loads(bytes(event.data))
+            for event in self.protocol.events_received()
+            if isinstance(event, Frame) and event.opcode is Opcode.TEXT
+        ]
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:
+                self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()

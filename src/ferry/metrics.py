@@ -43,6 +43,10 @@ COUNTERS = {
     "ferry_jobs_created": ("Jobs created", ("tenant", "type")),
     "ferry_jobs_finished": ("Jobs that ended, by final status", ("tenant", "type", "status")),
     "ferry_job_retries": ("Failed attempts that scheduled a retry", ("tenant", "type")),
+    "ferry_live_subscribers_cut": (
+        "Live subscribers cut for not reading (a write waited LIVE_WRITE_TIMEOUT_MS)",
+        ("transport",),
+    ),
 }
 HISTOGRAMS = {
     "ferry_job_duration_seconds": (

@@ -63,6 +63,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     sse_heartbeat_ms: int = 15_000
     sse_retry_ms: int = 2_000
     ws_max_subscriptions: int = 100
+    # A live subscriber whose write has waited this long (it stopped reading, and the
+    # buffers between are full) is cut: WebSocket closed with 1013, SSE stream ended.
+    live_write_timeout_ms: int = 10_000
     # Tenant API keys: "on" requires `Authorization: Bearer <key>` everywhere but
     # /health and /schema; the admin key creates and revokes tenant keys.
     ferry_auth: str = "off"

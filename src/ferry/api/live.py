@@ -4,16 +4,21 @@ Both follow one tenant per subscription through `ferry.realtime.feed.follow`,
 so they deliver the same events in the same order: WebSocket for clients that
 can hold a socket, SSE for those behind proxies that cannot (and for resuming
 with `Last-Event-ID` after a disconnect).
+
+A subscriber that stops reading is cut (`WriteWatch`): its WebSocket is closed
+with 1013, its event stream ended, so that it costs the others nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import anyio
 import msgspec
@@ -25,11 +30,12 @@ from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import WS_1013_TRY_AGAIN_LATER
 
 from ferry.api.answers import TENANT_CHECKED
 from ferry.auth import WS_SUBPROTOCOL, principal_of
 from ferry.metrics import recorder
-from ferry.realtime.channels import subscription
+from ferry.realtime.channels import LiveSubscriber, cut_off, subscription
 from ferry.realtime.event import channel_name, seq_of
 from ferry.realtime.feed import FeedItem, Resync, follow
 from ferry.realtime.log import EventLog
@@ -60,6 +66,69 @@ def describe_bad_message(exc: Exception) -> str:
     return in_words(text.replace("`$.", "`").replace("- at `$`", "").strip())
 
 
+class Cuttable(Protocol):
+    async def cut(self, reason: str) -> None:
+        """Drop what waits for this subscriber, send it nothing more but the end."""
+
+
+class WriteWatch:
+    """The writes to live subscribers that wait, and the cut of a subscriber whose
+    write has waited longer than `timeout_s` (LIVE_WRITE_TIMEOUT_MS).
+
+    A client that stops reading fills its kernel's receive buffer, then the server's
+    send buffer (Linux grows it up to megabytes), then the server's transport (64
+    KiB); only then does a write wait. Beyond `timeout_s` the subscriber is cut: its
+    backlog is dropped and it is sent nothing more but the end of its stream. A write
+    that does not wait completes without yielding to the event loop, so the watch,
+    looking a few times per timeout, only ever finds the writes that wait."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._waiting: dict[Cuttable, float] = {}  # subscriber -> when its write began
+        self._watcher: asyncio.Task[None] | None = None
+        self._cuts: set[asyncio.Task[None]] = set()
+
+    def begin(self, subscriber: Cuttable) -> None:
+        self._waiting[subscriber] = time.monotonic()
+        if self._watcher is None:  # in a context of its own, not this request's
+            self._watcher = asyncio.create_task(self._watch(), context=contextvars.Context())
+
+    def end(self, subscriber: Cuttable) -> None:
+        self._waiting.pop(subscriber, None)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.timeout_s / 4)
+            began = time.monotonic() - self.timeout_s
+            for subscriber in [s for s, since in self._waiting.items() if since < began]:
+                del self._waiting[subscriber]
+                reason = f"too slow: a write waited {self.timeout_s:g} s; reconnect"
+                task = asyncio.create_task(subscriber.cut(reason))
+                self._cuts.add(task)
+                task.add_done_callback(self._cuts.discard)
+
+
+def write_watch(state: State) -> WriteWatch:
+    """The app's watch (one for all its subscribers)."""
+    watch: WriteWatch | None = state.get("live_write_watch")
+    if watch is None:
+        settings: Settings = state.settings
+        watch = state.live_write_watch = WriteWatch(settings.live_write_timeout_ms / 1000)
+    return watch
+
+
+def count_cut(transport: str, client: str, tenants: list[str], reason: str) -> None:
+    recorder.inc("ferry_live_subscribers_cut", transport)
+    log.warning(
+        "live subscriber cut: %s %s of %s (%s)", transport, client, ", ".join(tenants), reason
+    )
+
+
+def client_of(scope: Any) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "(unknown client)"
+
+
 @dataclass(frozen=True, slots=True)
 class _Following:
     channel: str
@@ -80,6 +149,8 @@ class LiveSocket:
         self.settings: Settings = state.settings
         self.feeds: dict[str, _Following] = {}
         self._sending = asyncio.Lock()
+        self.watch = write_watch(socket.app.state)
+        self.cut_reason: str | None = None
 
     async def run(self) -> None:
         offered = self.socket.scope.get("subprotocols", ())
@@ -96,6 +167,8 @@ class LiveSocket:
                 await self.stop(list(self.feeds))
 
     async def handle(self, raw: str | bytes) -> None:
+        if self.cut_reason is not None:
+            return  # cut: the close is on its way
         try:
             request = _decode_request(raw)
         # Nested past the decoder's depth, or bytes that are not UTF-8: no message either.
@@ -169,7 +242,25 @@ class LiveSocket:
 
     async def _send(self, data: bytes) -> None:
         async with self._sending:
-            await self.socket.send_data(data, mode="text")
+            if self.cut_reason is not None:
+                return
+            self.watch.begin(self)
+            try:
+                await self.socket.send_data(data, mode="text")
+            finally:
+                self.watch.end(self)
+
+    async def cut(self, reason: str) -> None:
+        """Stop every feed (the one whose write waits with them), then close with 1013
+        once what is already written has gone (or the client has)."""
+        if self.cut_reason is not None:
+            return
+        self.cut_reason = reason
+        count_cut("websocket", client_of(self.socket.scope), list(self.feeds), reason)
+        await self.stop(list(self.feeds))
+        async with self._sending:  # after a reply being written
+            with suppress(Exception):  # the client went away meanwhile
+                await self.socket.close(WS_1013_TRY_AGAIN_LATER, reason)
 
 
 @websocket("/ws")
@@ -237,11 +328,37 @@ def sse_message(item: FeedItem | None) -> ServerSentEventMessage:
     return ServerSentEventMessage(data=item, event="JOB_UPDATE", id=seq_of(item))
 
 
+@dataclass(slots=True, eq=False)
+class _Stream:
+    """One event stream, as the write watch sees it."""
+
+    channels: ChannelsPlugin
+    channel: str
+    subscriber: LiveSubscriber
+    tenant: str
+    client: str
+    cut_reason: str | None = None
+
+    async def cut(self, reason: str) -> None:
+        """Drop its backlog now; the stream ends once its waiting write has gone."""
+        if self.cut_reason is None:
+            self.cut_reason = reason
+            count_cut("sse", self.client, [self.tenant], reason)
+            await cut_off(self.channels, self.subscriber, self.channel)
+
+
 async def _sse_stream(
-    channels: ChannelsPlugin, state: State, tenant: str, after: int | None
+    channels: ChannelsPlugin,
+    state: State,
+    tenant: str,
+    after: int | None,
+    watch: WriteWatch,
+    client: str,
 ) -> AsyncIterator[ServerSentEventMessage]:
     settings: Settings = state.settings
-    async with subscription(channels, channel_name(settings.redis_namespace, tenant)) as subscriber:
+    channel = channel_name(settings.redis_namespace, tenant)
+    async with subscription(channels, channel) as subscriber:
+        stream = _Stream(channels, channel, subscriber, tenant, client)
         recorder.gauge("ferry_live_subscribers", "sse", amount=1)
         try:
             yield ServerSentEventMessage(
@@ -250,7 +367,15 @@ async def _sse_stream(
             items = follow(state.events, tenant, subscriber.iter_events(), after)
             heartbeat_s, stopping = settings.sse_heartbeat_ms / 1000, state.draining.stopping
             async for item in with_heartbeats(items, heartbeat_s, stopping):
-                yield sse_message(item)
+                watch.begin(stream)
+                try:
+                    yield sse_message(item)
+                finally:
+                    watch.end(stream)
+                if stream.cut_reason is not None:
+                    # The client reads again: it resumes with Last-Event-ID.
+                    yield ServerSentEventMessage(comment=stream.cut_reason, data=None)
+                    return
         finally:
             recorder.gauge("ferry_live_subscribers", "sse", amount=-1)
 
@@ -287,4 +412,6 @@ async def live_events(
     if request.method == HttpMethod.HEAD:
         return ServerSentEvent([], headers=headers)  # the headers only: no stream to hold open
     after = last_event_id if last_event_id is not None else last_event_id_query
-    return ServerSentEvent(_sse_stream(channels, state, tenant_id, after), headers=headers)
+    watch, client = write_watch(request.app.state), client_of(request.scope)
+    stream = _sse_stream(channels, state, tenant_id, after, watch, client)
+    return ServerSentEvent(stream, headers=headers)

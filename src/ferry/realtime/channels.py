@@ -3,7 +3,8 @@
 Redis pub/sub when Ferry runs on Redis, in memory on the embedded default:
 the handlers and feeds are the same either way. Subscriber backlogs are capped
 and drop their oldest events when full (`ferry.realtime.feed` reads them back),
-so a slow client can neither stall the others nor grow memory without bound.
+so a slow client can neither stall the others nor grow memory without bound; one
+that stops reading is cut (`ferry.api.live`), which drops its backlog at once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -83,6 +84,19 @@ class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
                 yield channel.decode(), message["data"]
 
 
+class LiveSubscriber(Subscriber):
+    """A subscriber whose backlog can be dropped at once."""
+
+    def discard(self) -> None:
+        """Drop the events waiting here and end the stream: a cut subscriber holds no
+        memory while its last write waits, and gets nothing more."""
+        queue = self._queue
+        while not queue.empty():
+            queue.get_nowait()
+            queue.task_done()
+        queue.put_nowait(None)
+
+
 def build_channels(settings: Settings, client: aioredis.Redis | None) -> ChannelsPlugin:
     backend: ChannelsBackend = (
         MemoryChannelsBackend() if client is None else ReconnectingPubSubBackend(redis=client)
@@ -93,16 +107,24 @@ def build_channels(settings: Settings, client: aioredis.Redis | None) -> Channel
         create_ws_route_handlers=False,
         subscriber_max_backlog=settings.event_backlog,
         subscriber_backlog_strategy="dropleft",
+        subscriber_class=LiveSubscriber,
     )
 
 
 @asynccontextmanager
-async def subscription(channels: ChannelsPlugin, channel: str) -> AsyncIterator[Subscriber]:
+async def subscription(channels: ChannelsPlugin, channel: str) -> AsyncIterator[LiveSubscriber]:
     """Like `ChannelsPlugin.start_subscription`, but the unsubscribe survives the
     cancellation that ends a stream whose client went away (litestar issue 3772)."""
-    subscriber = await channels.subscribe(channel)
+    subscriber = cast(LiveSubscriber, await channels.subscribe(channel))
     try:
         yield subscriber
     finally:
         with anyio.CancelScope(shield=True):
             await channels.unsubscribe(subscriber, channel)
+
+
+async def cut_off(channels: ChannelsPlugin, subscriber: LiveSubscriber, channel: str) -> None:
+    """Unsubscribe and drop the subscriber's backlog: its stream ends at once."""
+    with anyio.CancelScope(shield=True):
+        await channels.unsubscribe(subscriber, channel)
+    subscriber.discard()
