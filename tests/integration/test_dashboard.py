@@ -354,11 +354,15 @@ async def test_the_tenants_queue_shows_in_the_counters(page: Page, ferry: Ferry)
         limits = await client.put(f"/tenants/{tenant}/limits", json={"maxRunning": 1})
         assert limits.status_code == 200
         # One runs (the cap), two wait in the tenant's queue for a slot.
-        await client.post("/jobs/batch", json={"jobs": [sleep_job(tenant, 20_000)] * 3})
-    await open_dashboard(page, ferry, tenant, "WebSocket")
-    stats = page.get_by_test_id("stats")
-    await expect(stats.locator('[data-stat="waiting"]')).to_have_text("2", timeout=WAIT_MS)
-    await expect(stats.locator('[data-stat="oldest-wait"]')).to_have_text(re.compile(r"\d"))
+        batch = await client.post("/jobs/batch", json={"jobs": [sleep_job(tenant, 20_000)] * 3})
+        try:
+            await open_dashboard(page, ferry, tenant, "WebSocket")
+            stats = page.get_by_test_id("stats")
+            await expect(stats.locator('[data-stat="waiting"]')).to_have_text("2", timeout=WAIT_MS)
+            await expect(stats.locator('[data-stat="oldest-wait"]')).to_have_text(re.compile(r"\d"))
+        finally:  # not left running: the module's worker would wait for them when it stops
+            for job_id in batch.json()["jobIds"]:
+                await client.post(f"/jobs/{job_id}/cancel")
 
 
 async def test_the_page_and_its_assets_carry_security_headers(ferry: Ferry) -> None:
