@@ -60,12 +60,21 @@ REALTIME = {
     ),
     "latency": ("Ferry latency at 100 jobs/s, 1 tenant", ("latency", 300, 100)),
 }
+# Subscribers that do not read, beside 100 that do (10 tenants, 500 jobs/s for 20 s).
+CROWD = {
+    "alone": ("alone", ("stalled", 100, 10, 500, 20, 0)),
+    "stalled": ("+ 500 WebSockets and 1 SSE that never read", ("stalled", 100, 10, 500, 20, 500)),
+    "readers": (
+        "+ 500 WebSockets and 1 SSE that read (control)",
+        ("readers", 100, 10, 500, 20, 500),
+    ),
+}
 
 
 def realtime(runs: int, progress: Callable[[str], None]) -> None:
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in REALTIME}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in REALTIME | CROWD}
     for run in range(1, runs + 1):
-        for name, (_, args) in REALTIME.items():
+        for name, (_, args) in (REALTIME | CROWD).items():
             progress(f"realtime: run {run}/{runs}, {name}")
             result = measure("bench.realtime", *args)
             if name == "latency":  # one row per transport
@@ -78,6 +87,7 @@ def realtime(runs: int, progress: Callable[[str], None]) -> None:
             else:
                 results[name].append(result)
     del results["latency"]
+    crowd = {name: medians(results.pop(name)) for name in CROWD}
     table = {name: medians(rows) for name, rows in results.items()}
     baseline = table["redis"]["p99_ms"]
     labels = {name: label for name, (label, _) in REALTIME.items()}
@@ -101,6 +111,44 @@ def realtime(runs: int, progress: Callable[[str], None]) -> None:
     print(f"fan-out (b): p99 {fanout['p99_ms']:.1f} ms (goal < 50 ms), "
           f"{fanout['events']:,.0f} of {fanout['expected']:,.0f} events delivered, "
           f"{fanout['jobs_per_s']:,.0f} jobs/s created")  # fmt: skip
+    crowded(crowd, runs)
+
+
+def crowded(table: dict[str, dict[str, float]], runs: int) -> None:
+    alone = table["alone"]
+    print()
+    print("Subscribers that do not read: 100 WebSocket subscribers over 10 tenants, 500 jobs/s "
+          f"asked for 20 s, median of {runs} runs")  # fmt: skip
+    print()
+    print("| the 100 subscribers' events and the creates | "
+          + " | ".join(f"{label} | / alone" if name != "alone" else label
+                       for name, (label, _) in CROWD.items()) + " |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    rows = (("events delivered / expected", None), ("event p50 ms", "p50_ms"),
+            ("event p99 ms", "p99_ms"), ("event max ms", "max_ms"),
+            ("batch create p50 ms", "create_p50_ms"), ("batch create p99 ms", "create_p99_ms"),
+            ("jobs created /s", "jobs_per_s"), ("API peak RSS MiB", "api_rss_peak_mib"),
+            ("subscribers cut", "cut"))  # fmt: skip
+    for label, key in rows:
+        cells = []
+        for name in CROWD:
+            row = table[name]
+            if key is None:
+                cells.append(f"{row['events']:,.0f} / {row['expected']:,.0f}")
+            else:
+                cells.append(f"{row[key]:,.1f}" if row[key] < 100 else f"{row[key]:,.0f}")
+            if name != "alone":
+                cells.append(
+                    f"{row[key] / alone[key]:.2f}"
+                    if key not in (None, "cut") and alone[key]
+                    else "-"
+                )
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    stalled, readers = table["stalled"], table["readers"]
+    print()
+    print(f"never reading vs reading: event p99 {stalled['p99_ms'] / readers['p99_ms']:.2f} x, "
+          f"batch create p99 {stalled['create_p99_ms'] / readers['create_p99_ms']:.2f} x, "
+          f"peak RSS {stalled['api_rss_peak_mib'] / readers['api_rss_peak_mib']:.2f} x")  # fmt: skip
 
 
 def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:

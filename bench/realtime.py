@@ -10,6 +10,14 @@
 - redis: the baseline: the same fan-out straight from Redis pub/sub to M
   redis-py subscribers at the same event rate (what Ferry adds is the hop
   through the API process and its feeds).
+- stalled: the fan-out of M WebSocket subscribers over K tenants, beside N
+  WebSockets that subscribe to the same tenants and then never read again (raw
+  sockets: their kernel's receive buffer fills, then the server's send buffer)
+  and one SSE client that never reads; the good subscribers' latencies, the
+  latency of each batch create, the API's peak memory and how many
+  subscribers it cut. N = 0: the same fan-out alone.
+- readers: the control: the same, but the N sockets and the SSE client read
+  (and throw away) everything.
 Prints one JSON line.
 """
 
@@ -17,13 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import selectors
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,10 +44,12 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.services import REDIS_URL
 from bench.stats import percentile
+from tests.live import StalledSocket, Stream, stream
 from tests.processes import PROJECT_ROOT, api_process, ferry_env, worker_process
 
 DATA = b"data: "
@@ -171,8 +184,11 @@ async def latency(base: str, jobs: int, rate: float) -> dict[str, Any]:
     return {"expected": expected, "ws": over_ws.summary(), "sse": over_sse.summary()}
 
 
-async def produce(base: str, tenants: list[str], rate: int, seconds: float) -> dict[str, int]:
-    """Create `rate` jobs/s for `seconds`, round-robin over `tenants`; jobs per tenant."""
+async def produce(
+    base: str, tenants: list[str], rate: int, seconds: float, create_ms: list[float] | None = None
+) -> dict[str, int]:
+    """Create `rate` jobs/s for `seconds`, round-robin over `tenants`; jobs per tenant
+    (and the latency of each batch create in `create_ms`)."""
     per_tick, created = max(1, rate // 10), dict.fromkeys(tenants, 0)
     sent = 0
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -185,7 +201,10 @@ async def produce(base: str, tenants: list[str], rate: int, seconds: float) -> d
                 created[tenant] += 1
                 sent += 1
                 batch.append({"tenantId": tenant, "type": "sleep", "payload": {"delayMs": 0}})
+            sent_at = time.monotonic()
             (await client.post("/jobs/batch", json={"jobs": batch})).raise_for_status()
+            if create_ms is not None:
+                create_ms.append((time.monotonic() - sent_at) * 1000)
             tick += 1
             await asyncio.sleep(max(0.0, start + tick * 0.1 - time.monotonic()))
     return created
@@ -220,6 +239,121 @@ async def fanout(
         "deliveries_per_s": expected / produced_s,
         **arrivals.summary(),
     }
+
+
+async def crowded_fanout(
+    base: str, subscribers: int, tenants: int, rate: int, seconds: float, others: int, read: bool
+) -> dict[str, Any]:
+    """`fanout` beside `others` WebSockets and one SSE client of the same tenants that
+    never read (or, with `read`, the control: they read and discard everything)."""
+    names = [f"tenant-{i}" for i in range(tenants)]
+    arrivals = Arrivals()
+    async with httpx.AsyncClient(base_url=base) as client:
+        api_pid = int((await client.get("/health")).json()["instance"].rsplit(":", 1)[1])
+    sockets: list[ClientConnection] = []
+    for start in range(0, subscribers, 50):
+        sockets += await asyncio.gather(
+            *[
+                ws_subscriber(base, names[i % tenants], arrivals)
+                for i in range(start, min(start + 50, subscribers))
+            ]
+        )
+    receivers = [asyncio.create_task(ws_receive(ws, arrivals)) for ws in sockets]
+    # Raw sockets offering permessage-deflate, as browsers do.
+    crowd = await asyncio.to_thread(
+        lambda: [StalledSocket.subscribed(base, names[i % tenants]) for i in range(others)]
+    )
+    stop_reading = threading.Event()
+    reader = threading.Thread(target=discard_all, args=(crowd, stop_reading), daemon=True)
+    if read:
+        reader.start()
+    create_ms: list[float] = []
+    rss_peak = 0.0
+
+    async def sample_rss() -> None:
+        nonlocal rss_peak
+        while True:
+            rss_peak = max(rss_peak, rss_mib(api_pid))
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample_rss())
+    try:
+        async with AsyncExitStack() as stack:
+            if others:  # an SSE client that reads its first event (then nothing, unless `read`)
+                sse = await stack.enter_async_context(stream(base, names[0]))
+                if read:
+                    receivers.append(asyncio.create_task(sse_discard(sse)))
+            began = time.monotonic()
+            created = await produce(base, names, rate, seconds, create_ms)
+            produced_s = time.monotonic() - began
+            expected = sum(3 * created[names[i % tenants]] for i in range(subscribers))
+            await wait_until(lambda: len(arrivals.latencies) >= expected, 60)
+            rss_end = rss_mib(api_pid)
+            async with httpx.AsyncClient(base_url=base) as client:
+                cut = cut_subscribers((await client.get("/metrics")).text)
+    finally:
+        sampler.cancel()
+        stop_reading.set()
+        for task in receivers:
+            task.cancel()
+        await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
+        if reader.is_alive():
+            await asyncio.to_thread(reader.join)
+        for each in crowd:
+            each.close()
+    return {
+        "expected": expected,
+        "jobs_per_s": sum(created.values()) / produced_s,
+        **arrivals.summary(),
+        "create_p50_ms": statistics.median(create_ms),
+        "create_p99_ms": percentile(create_ms, 0.99),
+        "create_max_ms": max(create_ms),
+        "api_rss_peak_mib": max(rss_peak, rss_end),
+        "cut": cut,
+    }
+
+
+def discard_all(crowd: list[StalledSocket], stop: threading.Event) -> None:
+    """Read whatever arrives on the sockets and throw it away, until `stop`."""
+    with selectors.DefaultSelector() as selector:
+        for each in crowd:
+            each.sock.setblocking(False)
+            selector.register(each.sock, selectors.EVENT_READ)
+        while not stop.is_set() and selector.get_map():
+            for key, _ in selector.select(0.2):
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                try:
+                    if sock.recv(1 << 16):
+                        continue
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                selector.unregister(sock)
+
+
+async def sse_discard(sse: Stream) -> None:
+    async for _ in sse.events:
+        pass
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(
+        int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")
+    )
+
+
+def cut_subscribers(metrics: str) -> float:
+    """Subscribers the API cut for not reading, from its `/metrics`."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "ferry_live_subscribers_cut"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
 
 
 async def redis_fanout(
@@ -276,6 +410,17 @@ def main() -> None:
         if scenario == "latency":
             jobs, rate = numbers
             coroutine = latency(base, int(jobs), rate)
+        elif scenario in ("stalled", "readers"):
+            subscribers, tenants, rate, seconds, others = numbers
+            coroutine = crowded_fanout(
+                base,
+                int(subscribers),
+                int(tenants),
+                int(rate),
+                seconds,
+                int(others),
+                read=scenario == "readers",
+            )
         else:
             subscribers, tenants, rate, seconds = numbers
             coroutine = fanout(base, int(subscribers), int(tenants), int(rate), seconds)
