@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # A live subscriber whose write has waited this long (it stopped reading, and the
     # buffers between are full) is cut: WebSocket closed with 1013, SSE stream ended.
     live_write_timeout_ms: int = 10_000
+    # A WebSocket that answers no ping within this long is closed (a client that
+    # stopped reading answers none, whatever room its buffers still have).
+    ws_ping_ms: int = 10_000
     # Tenant API keys: "on" requires `Authorization: Bearer <key>` everywhere but
     # /health and /schema; the admin key creates and revokes tenant keys.
     ferry_auth: str = "off"

@@ -11,6 +11,7 @@ them."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,3 +155,34 @@ async def test_an_event_stream_that_stops_reading_ends_and_resumes(api: Api) -> 
             range(last + 1, EVENTS + 1)
         )
     assert len(cut_lines(api.log)) == 1
+
+
+def test_a_websocket_that_answers_no_ping_is_closed(tmp_path: Path) -> None:
+    """However much room its buffers still have, a socket that stopped reading answers
+    no ping: the server closes it after WS_PING_MS (twice: the ping, then its wait)."""
+    with postgres_database() as database_url, redis_namespace() as namespace:
+        upgrade(database_url)
+        env = shared_env(database_url, namespace, WS_PING_MS="300", LOG_LEVEL="WARNING")
+        with api_process(env, tmp_path, tmp_path / "api.log") as base:
+            stalled = StalledSocket.subscribed(base, new_tenant(), compress=False)
+            try:
+                time.sleep(3)  # ten pings' worth: no event was ever sent to it
+                stalled.sock.settimeout(10)
+                while data := stalled.sock.recv(65536):  # what came, to the server's end
+                    stalled.protocol.receive_data(data)  # (answering nothing: it is gone)
+            finally:
+                stalled.close()
+    close = stalled.protocol.close_rcvd
+    assert close is not None and (close.code, close.reason) == (1011, "keepalive ping timeout")
+
+
+def test_websockets_are_not_compressed(tmp_path: Path) -> None:
+    with postgres_database() as database_url, redis_namespace() as namespace:
+        upgrade(database_url)
+        env = shared_env(database_url, namespace, LOG_LEVEL="WARNING")
+        with api_process(env, tmp_path, tmp_path / "api.log") as base:
+            stalled = StalledSocket.subscribed(base, new_tenant(), compress=True)  # offers it
+            try:
+                assert stalled.protocol.extensions == []
+            finally:
+                stalled.close()
