@@ -12,9 +12,10 @@ from typing import Any, get_args
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from ferry.db import connection_lost
 from ferry.idempotency import KeyReused
 from ferry.models import JobStatus
 from ferry.schemas import JOB_TYPES, HttpMethod, Operation, in_words
@@ -48,19 +49,8 @@ def key_reused(_: Request[Any, Any, Any], exc: KeyReused) -> Response[dict[str, 
     )
 
 
-def _lost_the_database(exc: DBAPIError) -> bool:
-    """The database could not be reached (as opposed to a statement that failed)."""
-    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
-    return (
-        exc.connection_invalidated
-        or isinstance(exc, OperationalError | InterfaceError)
-        or exc.statement is None  # raised while connecting, before any statement
-        or sqlstate.startswith(("08", "57P"))  # connection exception, shutting down
-    )
-
-
 def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    if isinstance(exc, DBAPIError) and not _lost_the_database(exc):
+    if not connection_lost(exc):
         return internal_error(request, exc)
     log.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
     return _error(503, "the database is unavailable; try again shortly")
