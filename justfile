@@ -27,12 +27,13 @@ test *args:
     uv sync --frozen
     uv run --frozen pytest {{args}}
 
-# ruff and mypy
+# ruff, mypy and the dependency rule (import-linter)
 lint:
     uv sync --frozen
     uv run --frozen ruff check .
     uv run --frozen ruff format --check .
     uv run --frozen mypy
+    uv run --frozen lint-imports
 
 # format the code
 fmt:
@@ -54,4 +55,4 @@ down:
 # the compose topology natively: nginx on STACK_PORT (8080) before 2 API processes, 2 workers
 stack:
     uv sync --frozen
-    uv run --frozen python -m ferry.stack
+    uv run --frozen python infra/stack.py

@@ -1,18 +1,9 @@
-"""Ferry's Dramatiq actors, one module per job type.
+"""What `dramatiq actors` imports to start a Ferry worker.
 
-`dramatiq actors` imports this package: the handlers register themselves and
-are declared as actors on the broker configured by the environment.
+The job types are declared as actors on the broker the environment configures
+(`ferry.worker.boot`).
 """
 
-from actors import data_processing, email, sleep, webhook
+from ferry.worker.boot import current_broker
 
-__all__ = ["data_processing", "email", "sleep", "webhook"]
-
-
-def _install() -> None:
-    from ferry.broker import current_broker
-
-    current_broker()
-
-
-_install()
+current_broker()

@@ -28,13 +28,14 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
 from bench.services import REDIS_URL, plain
-from ferry.broker import build_broker, install_broker
-from ferry.dispatch import send_now
-from ferry.models import JobStatus, new_job_id
-from ferry.realtime.redis_log import RedisEventLog
+from ferry.db.jobs import Enqueued
+from ferry.db.models import JobStatus, new_job_id
+from ferry.events.redis_log import RedisEventLog
+from ferry.queue.brokers import build_broker
+from ferry.queue.sender import send_now
 from ferry.settings import Settings
-from ferry.store import Enqueued
-from ferry.worker.lifecycle import JobLifecycle
+from ferry.worker.boot import install
+from ferry.worker.services import WorkerServices
 
 THREADS = 8
 
@@ -146,16 +147,16 @@ def naive_actor(broker: dramatiq.Broker, database_url: str) -> dramatiq.Actor:  
 
 def ferry_broker(
     namespace: str, database_url: str, fair: bool
-) -> tuple[dramatiq.Broker, JobLifecycle]:
-    """Ferry's broker installed in this process (as a worker's), and its lifecycle middleware."""
+) -> tuple[dramatiq.Broker, WorkerServices]:
+    """Ferry's broker installed in this process (as a worker's), and its background services."""
     settings = Settings(
         database_url=database_url,
         redis_url=REDIS_URL,
         redis_namespace=namespace,
         fair_scheduling=fair,
     )
-    broker = install_broker(build_broker(settings), settings)
-    return broker, next(m for m in broker.middleware if isinstance(m, JobLifecycle))
+    broker = install(build_broker(settings), settings)
+    return broker, next(m for m in broker.middleware if isinstance(m, WorkerServices))
 
 
 def ferry(n: int, namespace: str, database_url: str, threads: int, fair: bool) -> dict[str, Any]:

@@ -25,8 +25,8 @@ import dramatiq
 from bench.drain import ferry_broker, insert_pending, wait_for
 from bench.services import plain
 from bench.stats import percentile
-from ferry.dispatch import send_now
-from ferry.store import Enqueued
+from ferry.db.jobs import Enqueued
+from ferry.queue.sender import send_now
 
 THREADS = 32
 HEAD_START_S = 0.5

@@ -8,8 +8,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from ferry.db import create_engine
-from ferry.models import Base
+from ferry.db.engine import create_engine
+from ferry.db.models import Base
 from ferry.settings import load_settings
 
 config = context.config

@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.app import create_app
-from ferry.db import create_engine
+from ferry.db.engine import create_engine
 from ferry.settings import Settings
 from tests.services import TEST_REDIS_URL, leftovers, migrated_database, redis_namespace
 

@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.models import Job
+from ferry.db.models import Job
 from tests.services import TEST_REDIS_URL
 
 Client = AsyncTestClient[Litestar]
@@ -41,7 +41,7 @@ async def count_rows(engine: AsyncEngine) -> int:
 
 def queued_job_ids(namespace: str, queue: str = "jobs") -> list[str]:
     """Job ids of the messages waiting in a Dramatiq queue on the test Redis (for the
-    jobs queue, those waiting for their tenant's turn too: see ferry.fairness)."""
+    jobs queue, those waiting for their tenant's turn too: see ferry.queue.fair)."""
     client = redis.Redis.from_url(TEST_REDIS_URL)
     try:
         messages = client.hvals(f"{namespace}:{queue}.msgs")

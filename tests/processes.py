@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from ferry.settings import Settings
-from ferry.stack import free_port as free_port  # re-exported for the tests
-from ferry.stack import worker_command
+from infra.stack import free_port as free_port  # re-exported for the tests
+from infra.stack import worker_command
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from advanced_alchemy.types import GUID, DateTimeUTC
 from alembic import op
 
-from ferry.models import JsonColumn
+from ferry.db.models import JsonColumn
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -24,23 +24,22 @@ from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPluginProtocol
 
 from ferry.api.answers import RouteAnswers
+from ferry.api.auth import TenantKeyAuth, provide_principal
 from ferry.api.bodies import JsonBodyRequest
 from ferry.api.dashboard import dashboard, dashboard_assets
+from ferry.api.draining import Draining
 from ferry.api.errors import EXCEPTION_HANDLERS, internal_error
 from ferry.api.health import health, ready
 from ferry.api.jobs import JobController
-from ferry.api.live import live_events, live_socket
 from ferry.api.metrics import metrics as metrics_route
 from ferry.api.openapi import openapi_config
+from ferry.api.request_ids import request_ids
 from ferry.api.tenants import TenantKeyController, TenantLimitsController
-from ferry.auth import TenantKeyAuth, provide_principal
-from ferry.broker import build_broker, install_broker
-from ferry.db import create_engine
-from ferry.dispatch import Dispatcher
-from ferry.draining import Draining
-from ferry.intake import Intake
-from ferry.logs import request_ids
-from ferry.metrics import (
+from ferry.db.engine import create_engine
+from ferry.events.channels import build_channels
+from ferry.events.log import Deliver, EventLog, MemoryEventLog
+from ferry.events.redis_log import RedisEventLog
+from ferry.observability.metrics import (
     INSTANCE,
     MemoryMetricsStore,
     MetricsStore,
@@ -49,11 +48,13 @@ from ferry.metrics import (
     flush_every,
     recorder,
 )
-from ferry.realtime.channels import build_channels
-from ferry.realtime.log import Deliver, EventLog, MemoryEventLog
-from ferry.realtime.redis_log import RedisEventLog
+from ferry.queue.brokers import build_broker
+from ferry.queue.sender import Dispatcher
 from ferry.redis_client import connect
+from ferry.service.intake import Intake
 from ferry.settings import Settings, load_settings
+from ferry.sockets.live import live_events, live_socket
+from ferry.worker.boot import install
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         if redis_client is None
         else RedisMetricsStore(redis_client, settings.redis_namespace, INSTANCE)
     )
-    broker = build_broker(settings, events if isinstance(events, MemoryEventLog) else None)
+    broker = build_broker(settings)
     if run_worker:
         # Only a process that runs jobs needs the actors (the API just sends messages).
-        install_broker(broker, settings)
+        install(broker, settings, events if isinstance(events, MemoryEventLog) else None)
     engine = create_engine(settings)
     draining = Draining()
 
@@ -154,7 +155,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         on_shutdown=[pubsub_client.aclose] if pubsub_client is not None else [],
         middleware=[request_ids, *_authentication(settings)],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
-        logging_config=None,  # ferry.logs configures the process's logging
+        logging_config=None,  # ferry.observability.logs configures the process's logging
         cors_config=_cors(settings),
         exception_handlers={**EXCEPTION_HANDLERS, Exception: internal_error},
         request_class=JsonBodyRequest,  # bodies: JSON only, decoded strictly (ferry.api.bodies)

@@ -15,10 +15,10 @@ from types import FrameType
 
 import uvicorn
 
+from ferry.api.draining import Draining
 from ferry.app import create_app
-from ferry.draining import Draining
-from ferry.logs import configure as configure_logging
 from ferry.migrate import upgrade
+from ferry.observability.logs import configure as configure_logging
 from ferry.settings import load_settings
 
 # Requests still running this long after SIGTERM are cut (streams end at once).
@@ -43,7 +43,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        log_config=None,  # ferry.logs configured the loggers
+        log_config=None,  # ferry.observability.logs configured the loggers
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         proxy_headers=True,
         # Until its buffers fill, nothing but a ping tells a WebSocket that stopped

@@ -15,10 +15,10 @@ from litestar import Litestar
 from litestar.di import Provide
 from playwright.async_api import Browser, Route, async_playwright, expect
 
+from ferry.api.auth import provide_principal
 from ferry.api.health import health
 from ferry.api.jobs import JobController
 from ferry.api.openapi import openapi_config
-from ferry.auth import provide_principal
 from tests.processes import free_port
 
 CHROMIUM = "/usr/bin/chromium"

@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from ferry.realtime.channels import build_channels
+from ferry.events.channels import build_channels
 from ferry.settings import Settings
 from tests.services import TEST_REDIS_URL
 

@@ -9,10 +9,10 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from ferry.models import utcnow
-from ferry.realtime.event import JobEvent, seq_of
-from ferry.realtime.log import Committed, EventLog, MemoryEventLog
-from ferry.realtime.redis_log import RedisEventLog
+from ferry.db.models import utcnow
+from ferry.events.event import JobEvent, seq_of
+from ferry.events.log import Committed, EventLog, MemoryEventLog
+from ferry.events.redis_log import RedisEventLog
 from tests.services import TEST_REDIS_URL
 
 TENANT = "tenant-log"

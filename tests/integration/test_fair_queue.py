@@ -10,9 +10,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from ferry.fairness.limits import TenantLimits, redis_fields
-from ferry.fairness.queue import FairQueue
-from ferry.messages import JOBS_QUEUE, job_message
+from ferry.queue.fair.limits import TenantLimits, redis_fields
+from ferry.queue.fair.queue import FairQueue
+from ferry.queue.messages import JOBS_QUEUE, job_message
 from tests.services import TEST_REDIS_URL, redis_namespace
 
 DEPTH = 4

@@ -21,7 +21,7 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db import create_engine
+from ferry.db.engine import create_engine
 from ferry.settings import Settings
 from tests.helpers import Client, new_tenant, sleep_job
 from tests.processes import api_process, shared_env, worker_process

@@ -1,4 +1,4 @@
-"""Acks in groups (`ferry.worker.acks`) on a real Redis, with Dramatiq's own key layout."""
+"""Acks in groups (`ferry.queue.group_ack`) on a real Redis, with Dramatiq's own key layout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dramatiq
 import pytest
 
-from ferry.worker.acks import IDLE_POLL_MS, GroupAckConsumer, GroupAckRedisBroker
+from ferry.queue.group_ack import IDLE_POLL_MS, GroupAckConsumer, GroupAckRedisBroker
 from tests.services import TEST_REDIS_URL, redis_namespace
 
 QUEUE = "acks"

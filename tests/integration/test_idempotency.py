@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.models import IdempotencyKey, utcnow
+from ferry.db.models import IdempotencyKey, utcnow
 from tests.helpers import Client, new_tenant, sleep_job
 
 

@@ -1,4 +1,4 @@
-"""Group commit for creates (`ferry.intake`) on PostgreSQL and Redis."""
+"""Group commit for creates (`ferry.service.intake`) on PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.broker import build_broker
-from ferry.db import create_engine
-from ferry.dispatch import Dispatcher
-from ferry.intake import Intake
-from ferry.models import Job
-from ferry.realtime.redis_log import RedisEventLog
+from ferry.db.engine import create_engine
+from ferry.db.jobs import Enqueued, NewRow
+from ferry.db.models import Job
+from ferry.events.redis_log import RedisEventLog
+from ferry.queue.brokers import build_broker
+from ferry.queue.sender import Dispatcher
+from ferry.service.intake import Intake
 from ferry.settings import Settings
-from ferry.store import Enqueued, NewRow
 from tests.helpers import new_tenant, queued_job_ids
 from tests.services import TEST_REDIS_URL
 
@@ -127,7 +127,7 @@ async def test_a_group_whose_connection_was_lost_is_not_written_again(
         calls.append(len(rows))
         raise DBAPIError("INSERT", None, ConnectionError("lost"), connection_invalidated=True)
 
-    monkeypatch.setattr("ferry.intake.create_jobs", lost)
+    monkeypatch.setattr("ferry.service.intake.create_jobs", lost)
     tenant = new_tenant()
     results = await asyncio.gather(
         *(intake.create([row(tenant)]) for _ in range(3)), return_exceptions=True

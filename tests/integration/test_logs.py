@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import connect
 
-from ferry.logs import JsonFormatter, TextFormatter, configure
+from ferry.observability.logs import JsonFormatter, TextFormatter, configure
 from ferry.settings import Settings
 from tests.helpers import Client, new_tenant
 from tests.processes import api_process, shared_env, wait_for_status, worker_process

@@ -9,9 +9,9 @@ from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from ferry.db import create_engine
+from ferry.db.engine import create_engine
+from ferry.db.models import Job
 from ferry.migrate import alembic_config, upgrade
-from ferry.models import Job
 from ferry.settings import Settings
 from tests.services import postgres_database
 

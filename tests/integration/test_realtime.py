@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from ferry.models import utcnow
-from ferry.realtime.event import JobEvent
-from ferry.realtime.log import Committed
-from ferry.realtime.redis_log import RedisEventLog
+from ferry.db.models import utcnow
+from ferry.events.event import JobEvent
+from ferry.events.log import Committed
+from ferry.events.redis_log import RedisEventLog
 from tests.helpers import new_tenant, sleep_job
 from tests.live import seqs, socket, statuses, stream
 from tests.processes import api_process, ferry_env, free_port, shared_env, worker_process

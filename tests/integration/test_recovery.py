@@ -16,8 +16,8 @@ import httpx
 import pytest
 import redis
 
-from ferry.fairness.broker import FairRedisBroker
-from ferry.messages import JOBS_QUEUE, job_message
+from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.messages import JOBS_QUEUE, job_message
 from ferry.worker.recovery import unqueued
 from tests.audit import attempts, audited_database, counts, transitions, wait_until
 from tests.helpers import new_tenant

@@ -22,11 +22,11 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from ferry.db.models import utcnow
+from ferry.events.event import JobEvent
+from ferry.events.log import Committed
+from ferry.events.redis_log import RedisEventLog
 from ferry.migrate import upgrade
-from ferry.models import utcnow
-from ferry.realtime.event import JobEvent
-from ferry.realtime.log import Committed
-from ferry.realtime.redis_log import RedisEventLog
 from tests.helpers import new_tenant
 from tests.live import StalledSocket, seqs, socket, stream
 from tests.processes import api_process, shared_env

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import new_tenant, sleep_job
 from tests.live import socket, statuses, stream
-from tests.processes import free_port, running, shared_env
+from tests.processes import PROJECT_ROOT, free_port, running, shared_env
 from tests.services import redis_namespace
 
 
@@ -48,7 +48,9 @@ def stack(module_database: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             WORKER_THREADS="8",
             LOG_LEVEL="WARNING",
         )
-        with running([sys.executable, "-m", "ferry.stack"], env, log.parent, log) as process:
+        with running(
+            [sys.executable, str(PROJECT_ROOT / "infra" / "stack.py")], env, log.parent, log
+        ) as process:
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 60
             while "ferry stack: http://" not in log.read_text():

@@ -1,12 +1,12 @@
-"""The worker's PostgreSQL statements (`ferry.worker.statements`) find rows by id only."""
+"""The worker's PostgreSQL statements (`ferry.db.transitions`) find rows by id only."""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.models import new_mark, utcnow
-from ferry.worker.statements import _CLAIM, _COMPLETE, _FAIL, _RETRY
+from ferry.db.models import new_mark, utcnow
+from ferry.db.transitions import _CLAIM, _COMPLETE, _FAIL, _RETRY
 
 
 async def test_no_statement_reads_the_status_index_on_stale_statistics(engine: AsyncEngine) -> None:

@@ -9,10 +9,10 @@ import httpx
 import msgspec
 import pytest
 
-from actors.webhook import SIGNATURE_HEADER, call
-from ferry.egress import EgressGuard
-from ferry.schemas import WebhookPayload
-from ferry.worker.runtime import PermanentError
+from ferry.jobs.builtin.webhook import SIGNATURE_HEADER, call
+from ferry.jobs.egress import EgressGuard
+from ferry.jobs.errors import PermanentError
+from ferry.jobs.payloads import WebhookPayload
 from tests.servers import Hooks, webhook_server
 
 LOOPBACK = EgressGuard(allow_private=True)

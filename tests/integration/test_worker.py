@@ -26,12 +26,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.app import create_app
-from ferry.broker import current_broker
-from ferry.db import create_engine
-from ferry.messages import job_message
-from ferry.models import IdempotencyKey, Job
+from ferry.db.engine import create_engine
+from ferry.db.models import IdempotencyKey, Job
+from ferry.queue.messages import job_message
 from ferry.settings import Settings
-from ferry.worker.lifecycle import JobLifecycle
+from ferry.worker.boot import current_broker
+from ferry.worker.services import WorkerServices
 from tests.helpers import Client, force_status, new_tenant, queued_job_ids, sleep_job
 from tests.servers import Hooks, Mailbox, smtp_server, webhook_server
 from tests.services import TEST_REDIS_URL, redis_namespace
@@ -195,8 +195,8 @@ async def test_email_is_sent_over_smtp(app_client: Client, mail: Mailbox) -> Non
 async def test_email_without_smtp_goes_to_the_outbox(
     worker_settings: Settings, tmp_path: Path
 ) -> None:
-    from actors.email import deliver
-    from ferry.schemas import EmailPayload
+    from ferry.jobs.builtin.email import deliver
+    from ferry.jobs.payloads import EmailPayload
 
     settings = msgspec.structs.replace(
         worker_settings, smtp_url=None, outbox_path=str(tmp_path / "out.mbox")
@@ -360,7 +360,7 @@ async def test_a_message_is_acked_only_once_its_outcome_is_committed(
 
 
 async def test_batching_writes_many_transitions_per_statement(app_client: Client) -> None:
-    lifecycle = next(m for m in current_broker().middleware if isinstance(m, JobLifecycle))
+    lifecycle = next(m for m in current_broker().middleware if isinstance(m, WorkerServices))
     tenant = new_tenant()
     statements, transitions = lifecycle.writer.statements, lifecycle.writer.transitions
     ids = (await app_client.post("/jobs/batch", json={"jobs": [sleep_job(tenant)] * 300})).json()[

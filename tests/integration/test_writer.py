@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db import create_engine
-from ferry.models import Job, JobEventOutbox, JobStatus, utcnow
-from ferry.realtime.event import JobEvent
-from ferry.realtime.log import Committed
+from ferry.db.engine import create_engine
+from ferry.db.jobs import NewRow, create_jobs
+from ferry.db.models import Job, JobEventOutbox, JobStatus, utcnow
+from ferry.db.transitions import Outcome
+from ferry.events.event import JobEvent
+from ferry.events.log import Committed
 from ferry.settings import Settings
-from ferry.store import NewRow, create_jobs
 from ferry.worker.loop import BackgroundLoop
-from ferry.worker.transitions import Outcome
 from ferry.worker.writer import StatusWriter
 from tests.helpers import force_status, new_tenant
 

@@ -9,8 +9,8 @@ import pytest
 from litestar.exceptions import ValidationException
 
 from ferry.api.bodies import decode, is_json
-from ferry.fairness.limits import TenantLimits
-from ferry.schemas import BulkRetry, JobPatch, NewJob, NewJobBatch
+from ferry.queue.fair.limits import TenantLimits
+from ferry.service.schemas import BulkRetry, JobPatch, NewJob, NewJobBatch
 
 
 @pytest.mark.parametrize(

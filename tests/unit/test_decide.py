@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 
 from dramatiq.middleware import TimeLimitExceeded
 
-from ferry.models import JobStatus, utcnow
-from ferry.worker.lifecycle import decide
-from ferry.worker.runtime import JobAborted, PermanentError
-from ferry.worker.transitions import ClaimedJob
+from ferry.db.models import JobStatus, utcnow
+from ferry.db.transitions import ClaimedJob
+from ferry.jobs.errors import JobAborted, PermanentError
+from ferry.worker.outcome import decide
 
 
 def job(attempts: int, max_attempts: int = 3) -> ClaimedJob:

@@ -7,10 +7,10 @@ import ipaddress
 import httpx
 import pytest
 
-from actors.webhook import call
-from ferry.egress import EgressGuard, RefusedTarget, kind_of
-from ferry.schemas import WebhookPayload
-from ferry.worker.runtime import PermanentError
+from ferry.jobs.builtin.webhook import call
+from ferry.jobs.egress import EgressGuard, RefusedTarget, kind_of
+from ferry.jobs.errors import PermanentError
+from ferry.jobs.payloads import WebhookPayload
 
 DNS = {
     "public.example": ["93.184.216.34"],

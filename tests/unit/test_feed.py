@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 
-from ferry.models import utcnow
-from ferry.realtime.event import RECONNECTED, JobEvent, encode, seq_of, with_seq
-from ferry.realtime.feed import READ_CHUNK, FeedItem, Resync, follow
-from ferry.realtime.log import Committed, MemoryEventLog
+from ferry.db.models import utcnow
+from ferry.events.event import RECONNECTED, JobEvent, encode, seq_of, with_seq
+from ferry.events.feed import READ_CHUNK, FeedItem, Resync, follow
+from ferry.events.log import Committed, MemoryEventLog
 
 TENANT = "tenant-a"
 

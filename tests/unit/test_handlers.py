@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.data_processing import compute, percentile
-from actors.email import build_message, deliver
-from actors.webhook import encode_body, sign
-from ferry.schemas import EMAIL_PATTERN, ONE_LINE_PATTERN, DataProcessingPayload, EmailPayload
+from ferry.jobs.builtin.data_processing import compute, percentile
+from ferry.jobs.builtin.email import build_message, deliver
+from ferry.jobs.builtin.webhook import encode_body, sign
+from ferry.jobs.errors import PermanentError
+from ferry.jobs.payloads import EMAIL_PATTERN, ONE_LINE_PATTERN, DataProcessingPayload, EmailPayload
 from ferry.settings import Settings
 from ferry.worker.backoff import retry_delay_ms
-from ferry.worker.runtime import PermanentError
 
 
 def process(operation: str, values: list[float], **extra: object) -> object:

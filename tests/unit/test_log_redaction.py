@@ -1,4 +1,4 @@
-"""Keys out of log lines: what `ferry.logs.redact` and its filter remove, and what they keep."""
+"""Keys out of log lines: what `ferry.observability.logs.redact` and its filter remove, and what they keep."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ferry.logs import JsonFormatter, RedactFilter, TextFormatter, redact
+from ferry.observability.logs import JsonFormatter, RedactFilter, TextFormatter, redact
 
 
 @pytest.mark.parametrize(

@@ -5,15 +5,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ferry.fairness.queue import TenantQueue
-from ferry.metrics import (
-    MemoryMetricsStore,
-    Recorder,
-    Snapshot,
-    families,
-    flush,
-    tenant_queue_families,
-)
+from ferry.api.metrics import tenant_queue_families
+from ferry.observability.metrics import MemoryMetricsStore, Recorder, Snapshot, families, flush
+from ferry.queue.fair.queue import TenantQueue
 
 
 def exposition(

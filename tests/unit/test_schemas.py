@@ -8,23 +8,23 @@ import jsonschema_rs
 import msgspec
 import pytest
 
-from ferry.schemas import (
+from ferry.fields import PATTERN_WORDS, TENANT_ID_PATTERN, in_words
+from ferry.jobs.payloads import (
     EMAIL_PATTERN,
     HEADER_NAME_PATTERN,
     HEADER_VALUE_PATTERN,
     ONE_LINE_PATTERN,
-    PATTERN_WORDS,
-    TENANT_ID_PATTERN,
     URL_PATTERN,
-    BulkRetry,
     DataProcessingPayload,
+    WebhookPayload,
+)
+from ferry.service.schemas import (
+    BulkRetry,
     NewDataProcessingJob,
     NewEmailJob,
     NewJob,
     NewSleepJob,
     NewWebhookJob,
-    WebhookPayload,
-    in_words,
     job_type_of,
 )
 
@@ -83,7 +83,9 @@ def test_errors_name_the_field(body: bytes, where: str) -> None:
 
 
 def test_payloads_nesting_too_deep_are_refused() -> None:
-    from ferry.schemas import MAX_BODY_DEPTH, NewJob, nests_deeper_than
+    from ferry.fields import nests_deeper_than
+    from ferry.jobs.payloads import MAX_BODY_DEPTH
+    from ferry.service.schemas import NewJob
 
     def nested(levels: int) -> object:
         value: object = 1

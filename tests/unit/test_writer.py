@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from ferry.models import JobStatus
-from ferry.realtime.event import JobEvent
-from ferry.realtime.log import Committed
+from ferry.db.models import JobStatus
+from ferry.db.transitions import ClaimedJob, Finished, Outcome, Wrote
+from ferry.events.event import JobEvent
+from ferry.events.log import Committed
 from ferry.worker.loop import BackgroundLoop
-from ferry.worker.statements import Finished, Wrote
-from ferry.worker.transitions import ClaimedJob, Outcome
 from ferry.worker.writer import StatusWriter
 
 COMPLETED, FAILED = JobStatus.COMPLETED, JobStatus.FAILED

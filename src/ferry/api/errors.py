@@ -15,11 +15,12 @@ from litestar.exceptions import HTTPException
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from ferry.db import connection_lost
-from ferry.idempotency import KeyReused
-from ferry.models import JobStatus
-from ferry.schemas import JOB_TYPES, HttpMethod, Operation, in_words
-from ferry.store import Conflict, NotFound
+from ferry.db.engine import connection_lost
+from ferry.db.idempotency import KeyReused
+from ferry.db.jobs import Conflict, NotFound
+from ferry.db.models import JobStatus
+from ferry.fields import in_words
+from ferry.jobs.payloads import JOB_TYPES, HttpMethod, Operation
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
 # Litestar names a query or header parameter's errors after the handler's argument.
 _RENAMED = ("query", "header", "cookie")
 _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
-# A struct's own check about one of its fields (ferry.schemas.field_error).
+# A struct's own check about one of its fields (ferry.service.schemas.field_error).
 _FIELD_CHECK = re.compile(r"`([^`]+)`: (.*)", re.DOTALL)
 # The valid values of each enumerated field, by the field's name.
 _CHOICES: dict[str, tuple[str, ...]] = {

@@ -9,8 +9,8 @@ from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 
-from ferry.metrics import INSTANCE
-from ferry.schemas import Health
+from ferry.observability.metrics import INSTANCE
+from ferry.service.schemas import Health
 
 CHECK_TIMEOUT_S = 2.0
 

@@ -23,21 +23,22 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ferry import outbox
 from ferry.api.answers import BODY, TENANT_CHECKED, KeyConflict, StatusConflict
+from ferry.api.auth import Principal
 from ferry.api.bodies import error_of
-from ferry.auth import Principal
-from ferry.dispatch import announce, pending_events
-from ferry.fairness.broker import FairRedisBroker
-from ferry.idempotency import claim, remember, request_hash
-from ferry.metrics import recorder
-from ferry.models import Job, JobStatus, new_mark, utcnow
-from ferry.realtime.event import JobEvent
-from ferry.schemas import (
+from ferry.db import outbox
+from ferry.db.idempotency import claim, remember, request_hash
+from ferry.db.jobs import Enqueued, JobStore, NewRow, NotFound, insert_jobs
+from ferry.db.models import Job, JobStatus, new_mark, utcnow
+from ferry.events.event import JobEvent
+from ferry.fields import TENANT_ID_PATTERN
+from ferry.jobs.payloads import PAYLOAD_TYPES
+from ferry.observability.metrics import recorder
+from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.sender import announce, pending_events
+from ferry.service.schemas import (
     MAX_LIST_LIMIT,
     MAX_LIST_OFFSET,
-    PAYLOAD_TYPES,
-    TENANT_ID_PATTERN,
     BulkRetry,
     CreatedJob,
     CreatedJobs,
@@ -51,7 +52,6 @@ from ferry.schemas import (
     Requeued,
     job_type_of,
 )
-from ferry.store import Enqueued, JobStore, NewRow, NotFound, insert_jobs
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ TenantQuery = Annotated[
     QueryParameter(name="tenantId", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN),
 ]
 DbSession = NamedDependency[AsyncSession]
-Caller = NamedDependency[Principal]  # who the request acts as (ferry.auth)
+Caller = NamedDependency[Principal]  # who the request acts as (ferry.api.auth)
 IdempotencyKeyHeader = Annotated[
     str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200)
 ]
@@ -135,7 +135,7 @@ async def _commit_and_announce(
     jobs: Sequence[Enqueued] = (),
     mark: uuid.UUID | None = None,
 ) -> None:
-    """Commit, with the outbox row of the events' jobs (`ferry.outbox`; `mark`: written
+    """Commit, with the outbox row of the events' jobs (`ferry.db.outbox`; `mark`: written
     already), then publish the events and send the jobs. The events' `at` is the
     `updated_at` their jobs got."""
     if mark is None and events:
@@ -155,7 +155,7 @@ async def _create_jobs(
     A key belongs to the tenant of the first job."""
     rows = [_row(spec, state.settings.default_max_attempts) for spec in specs]
     if idempotency_key is None:
-        # Shares a transaction with the creates that arrive with it (ferry.intake).
+        # Shares a transaction with the creates that arrive with it (ferry.service.intake).
         jobs = await state.intake.create(rows)
     else:
         async with _session(state) as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Iterator
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -10,12 +11,14 @@ from dramatiq.brokers.stub import StubBroker
 from litestar import Response, get
 from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ferry.api.answers import TENANT_CHECKED
-from ferry.auth import not_a_tenant_key
-from ferry.fairness.broker import FairRedisBroker
-from ferry.messages import JOBS_QUEUE
-from ferry.metrics import Snapshot, families, flush, recorder, tenant_queue_families
+from ferry.api.auth import not_a_tenant_key
+from ferry.observability.metrics import Snapshot, families, flush, recorder
+from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.fair.queue import TenantQueue
+from ferry.queue.messages import JOBS_QUEUE
 
 QUEUES = (JOBS_QUEUE, f"{JOBS_QUEUE}.DQ")  # ready, and delayed (retries, delayMs)
 
@@ -34,6 +37,25 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
     if isinstance(broker, StubBroker):
         return {queue: broker.queues[queue].qsize() for queue in QUEUES}
     return {}
+
+
+def tenant_queue_families(queues: Iterable[TenantQueue]) -> Iterator[Metric]:
+    """Fair scheduling: each waiting tenant's queue, read from Redis at scrape time."""
+    waiting = GaugeMetricFamily(
+        "ferry_tenant_waiting_jobs",
+        "Jobs waiting in a tenant's queue for a turn",
+        labels=["tenant"],
+    )
+    wait = GaugeMetricFamily(
+        "ferry_tenant_oldest_wait_seconds",
+        "How long the oldest job in a tenant's queue has waited",
+        labels=["tenant"],
+    )
+    for queue in queues:
+        waiting.add_metric([queue.tenant_id], queue.waiting)
+        wait.add_metric([queue.tenant_id], queue.wait_ms / 1000)
+    yield waiting
+    yield wait
 
 
 # Every tenant's numbers are here: a tenant key may not read them.

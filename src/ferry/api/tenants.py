@@ -18,13 +18,13 @@ from litestar.params import FromPath, JSONBody, PathParameter
 from sqlalchemy import update
 
 from ferry.api.answers import BODY, TENANT_CHECKED
+from ferry.api.auth import key_cache, key_hash, new_key, not_a_tenant_key, require_admin
 from ferry.api.jobs import Caller, DbSession
-from ferry.auth import key_cache, key_hash, new_key, not_a_tenant_key, require_admin
-from ferry.fairness.broker import FairRedisBroker
-from ferry.fairness.limits import TenantLimits, TenantLimitsOut, limits_of, mirror
-from ferry.models import ApiKey, TenantLimit, utcnow
-from ferry.schemas import TENANT_ID_PATTERN
-from ferry.store import NotFound
+from ferry.db.jobs import NotFound
+from ferry.db.models import ApiKey, TenantLimit, utcnow
+from ferry.fields import TENANT_ID_PATTERN
+from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.fair.limits import TenantLimits, TenantLimitsOut, limits_of, mirror
 
 TenantPath = Annotated[
     str, PathParameter(name="tenant_id", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN)

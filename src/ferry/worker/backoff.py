@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import random
 
-BASE_DELAY_MS = 2_000
-MAX_DELAY_MS = 32_000
+RETRY_BASE_MS = 2_000
+RETRY_CAP_MS = 32_000
 
 
 def retry_delay_ms(
     attempt: int,
     *,
-    base_ms: int = BASE_DELAY_MS,
-    cap_ms: int = MAX_DELAY_MS,
+    base_ms: int = RETRY_BASE_MS,
+    cap_ms: int = RETRY_CAP_MS,
     rng: random.Random | None = None,
 ) -> int:
     """Delay before the attempt after `attempt` (1-based): base * 2^(attempt-1), capped,

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.models import Job, JobStatus, utcnow
-from ferry.worker.runtime import RunningJobs
+from ferry.db.models import Job, JobStatus, utcnow
+from ferry.worker.running import RunningJobs
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ pass; several may run it safely) sees to:
 - lost messages: PENDING jobs overdue by more than `recovery_grace_ms` whose
   message no queue holds (the enqueue failed, or Redis lost its data) are
   re-sent (a message waiting in its tenant's queue counts as held);
-- events: the outbox rows their committer left are relayed (`ferry.outbox`);
+- events: the outbox rows their committer left are relayed (`ferry.db.outbox`);
 - tenants' limits: written from PostgreSQL to Redis again.
 A duplicate message is harmless: the claim lets exactly one of them run. Each
 of these is done on its own: one that fails does not hold up the others.
@@ -30,20 +30,20 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry import outbox
-from ferry.dispatch import send_now
-from ferry.fairness.broker import FairRedisBroker
-from ferry.fairness.limits import all_limits, mirror
-from ferry.idempotency import KEY_TTL
-from ferry.messages import JOBS_QUEUE
-from ferry.metrics import recorder
-from ferry.models import IdempotencyKey, Job, JobStatus, utcnow
-from ferry.outbox import Relay
-from ferry.realtime.event import JobEvent
-from ferry.realtime.log import Committed, EventLog
+from ferry.db import outbox
+from ferry.db.idempotency import KEY_TTL
+from ferry.db.jobs import Enqueued
+from ferry.db.models import IdempotencyKey, Job, JobStatus, utcnow
+from ferry.db.outbox import Relay
+from ferry.events.event import JobEvent
+from ferry.events.log import Committed, EventLog
+from ferry.observability.metrics import recorder
+from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.fair.limits import all_limits, mirror
+from ferry.queue.group_ack import GroupAckRedisBroker
+from ferry.queue.messages import JOBS_QUEUE
+from ferry.queue.sender import send_now
 from ferry.settings import Settings
-from ferry.store import Enqueued
-from ferry.worker.acks import GroupAckRedisBroker
 
 log = logging.getLogger(__name__)
 

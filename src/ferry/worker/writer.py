@@ -4,7 +4,7 @@ Worker threads hand their claims and outcomes to one `StatusWriter` per
 process and block until the transaction that contains them has committed.
 On the worker's background loop, the writer gathers what arrived
 during one tick (up to `batch_size`), writes one `UPDATE ... WHERE id IN (...)
-RETURNING` per kind of transition (`ferry.worker.statements`), wakes the waiting
+RETURNING` per kind of transition (`ferry.db.transitions`), wakes the waiting
 threads with what RETURNING confirmed, and hands the committed events to
 `on_commit` (which publishes them in one Redis round trip). A retry's thread
 waits for the publication too: it sends the next attempt's message, and that
@@ -30,15 +30,21 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db import connection_lost
-from ferry.metrics import recorder
-from ferry.models import JobStatus, utcnow
-from ferry.realtime.event import JobEvent
-from ferry.realtime.log import Committed
+from ferry.db.engine import connection_lost
+from ferry.db.models import JobStatus, utcnow
+from ferry.db.transitions import (
+    ERROR_LIMIT,
+    ClaimedJob,
+    Outcome,
+    TransitionStatements,
+    Wrote,
+    statements_for,
+)
+from ferry.events.event import JobEvent
+from ferry.events.log import Committed
+from ferry.observability.metrics import recorder
 from ferry.text import first_line, storable
 from ferry.worker.loop import BackgroundLoop
-from ferry.worker.statements import TransitionStatements, Wrote, statements_for
-from ferry.worker.transitions import ERROR_LIMIT, ClaimedJob, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,66 @@
+"""The event of one committed status change, and its wire form."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+
+class JobEvent(msgspec.Struct, frozen=True, rename="camel"):
+    """As streamed to subscribers; the event log adds the tenant's `seq`."""
+
+    tenant_id: str
+    job_id: uuid.UUID
+    status: str
+    attempts: int
+    error: str | None
+    at: datetime
+    type: str = "JOB_UPDATE"
+
+
+class EventsLost(msgspec.Struct, frozen=True, rename="camel"):
+    """Appended to a tenant's log where events of committed changes could not be appended
+    as they were: its subscribers get RESYNC (at this entry's seq) and re-read over REST."""
+
+    type: str
+    tenant_id: str
+
+
+def events_lost(tenant_id: str) -> EventsLost:
+    return EventsLost("RESYNC", tenant_id)
+
+
+# Not an event: told to every subscriber when its process's pub/sub connection
+# came back after a loss (`ferry.events.channels`), so that it checks the log
+# for what was published meanwhile.
+RECONNECTED = b""
+
+_encoder = msgspec.json.Encoder()
+_SEQ_PREFIX = b'{"seq":'
+_LOST = b'"type":"RESYNC"'
+
+
+def encode(event: JobEvent | EventsLost) -> bytes:
+    return _encoder.encode(event)
+
+
+def with_seq(data: bytes, seq: int) -> bytes:
+    """`{"seq":N,` + the encoded event's fields: seq first, so it is cheap to read back."""
+    return b"%s%d,%s" % (_SEQ_PREFIX, seq, data[1:])
+
+
+def seq_of(data: bytes) -> int:
+    """The seq of an event as `with_seq` (or the Redis script) wrote it, without parsing it."""
+    return int(data[len(_SEQ_PREFIX) : data.index(b",", len(_SEQ_PREFIX))])
+
+
+def says_lost(data: bytes) -> bool:
+    """Whether a logged entry is an `EventsLost` rather than a job's event."""
+    return data.startswith(_LOST, data.index(b",", len(_SEQ_PREFIX)) + 1)
+
+
+def channel_name(namespace: str, tenant_id: str) -> str:
+    """The channel a tenant's live events are published on."""
+    return f"{namespace}:events:live:{tenant_id}"

@@ -1,0 +1,93 @@
+"""The per-tenant event log: numbers events, keeps the recent ones, publishes them.
+
+`seq` counts a tenant's events from 1 with no holes, so a subscriber that sees
+seq jump knows exactly which events it missed and can read them back with
+`read` as long as they are retained; `read` answers None once they are not.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Protocol
+
+from ferry.events.event import EventsLost, JobEvent, channel_name, encode, with_seq
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The events of one committed change, and the outbox row that holds its jobs
+    (`ferry.db.outbox`; None where there is none): whoever appends them first, the
+    committer or the recovery pass, appends them; the other finds them appended."""
+
+    events: Sequence[JobEvent | EventsLost]
+    mark: uuid.UUID | None = None
+
+
+class EventLog(Protocol):
+    async def append(self, committed: Sequence[Committed]) -> None:
+        """Number, retain and publish the events, in order; those of a mark appended
+        before are skipped."""
+
+    async def appended(self, marks: Sequence[uuid.UUID]) -> list[bool]:
+        """Whether the events of each mark were appended (in the last few minutes)."""
+
+    async def read(self, tenant_id: str, after: int, limit: int) -> list[bytes] | None:
+        """Up to `limit` retained events with seq > `after`, oldest first; None when
+        the event right after `after` is no longer retained (the caller must resync)."""
+
+    async def current(self, tenant_id: str) -> int:
+        """The tenant's latest seq (0 before its first event)."""
+
+
+Deliver = Callable[[str, bytes], None]
+
+
+class MemoryEventLog:
+    """The embedded default: one process, events in memory.
+
+    Workers append from their own thread, so numbering, retention and delivery
+    happen under one lock: the delivery order is the seq order."""
+
+    def __init__(self, namespace: str, deliver: Deliver, *, retain: int) -> None:
+        self.namespace = namespace
+        self.deliver = deliver
+        self.retain = retain
+        self._lock = threading.Lock()
+        self._seq: dict[str, int] = {}
+        self._kept: dict[str, deque[tuple[int, bytes]]] = {}
+
+    async def append(self, committed: Sequence[Committed]) -> None:
+        with self._lock:
+            for event in (event for part in committed for event in part.events):
+                tenant = event.tenant_id
+                seq = self._seq.get(tenant, 0) + 1
+                self._seq[tenant] = seq
+                data = with_seq(encode(event), seq)
+                kept = self._kept.get(tenant)
+                if kept is None:
+                    kept = self._kept[tenant] = deque(maxlen=self.retain)
+                kept.append((seq, data))
+                self.deliver(channel_name(self.namespace, tenant), data)
+
+    async def appended(self, marks: Sequence[uuid.UUID]) -> list[bool]:
+        return [False for _ in marks]  # no outbox in one process: nothing is marked
+
+    async def read(self, tenant_id: str, after: int, limit: int) -> list[bytes] | None:
+        with self._lock:
+            latest = self._seq.get(tenant_id, 0)
+            if after == latest:
+                return []
+            kept = self._kept.get(tenant_id)
+            if after > latest or not kept or kept[0][0] > after + 1:
+                return None
+            start = after + 1 - kept[0][0]  # seqs in `kept` are consecutive
+            return [data for _, data in islice(kept, start, start + limit)]
+
+    async def current(self, tenant_id: str) -> int:
+        with self._lock:
+            return self._seq.get(tenant_id, 0)

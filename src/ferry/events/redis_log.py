@@ -1,0 +1,110 @@
+"""The event log on Redis: a counter, a stream and a channel per tenant.
+
+One Lua script appends a whole batch: per event it INCRs the tenant's seq,
+XADDs the event to the tenant's stream under the id `<seq>-0` (so `read` is an
+XRANGE from the subscriber's last seq), and PUBLISHes it on the tenant's channel.
+A script runs atomically, so the seq order is the publish order everywhere,
+and a worker's whole tick costs one round trip. The events of each committed
+change come with its mark (its outbox row's id, `ferry.db.outbox`): the script
+sets the mark and appends them only if it was not set yet, so the committer and
+the recovery pass never both append them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from ferry.events.event import encode, seq_of
+from ferry.events.log import Committed
+
+# ARGV: key prefix, stream MAXLEN, stream TTL (s, 0: none), mark TTL (ms), then
+# groups: a mark ('' for none), the number of events N, N tenant/event pairs.
+# A group whose mark is set already was appended before (by its committer or by
+# the recovery pass): it is skipped. The seq goes first in the event
+# (`ferry.events.event.with_seq` does the same). The channel is
+# `ferry.events.event.channel_name`. If the stream outlived its counter
+# (someone deleted the key), XADD refuses the smaller id: drop the stale history,
+# since those seqs are being reused, and start it again.
+_APPEND = """
+local prefix, maxlen, ttl, mark_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local appended = 0
+local i = 5
+while i <= #ARGV do
+  local mark, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  if mark == '' or redis.call('SET', prefix .. ':sent:' .. mark, '1', 'NX', 'PX', mark_ttl) then
+    for j = i, i + 2 * n - 1, 2 do
+      local tenant = ARGV[j]
+      local seq = redis.call('INCR', prefix .. ':seq:' .. tenant)
+      local data = '{"seq":' .. seq .. ',' .. string.sub(ARGV[j + 1], 2)
+      local stream = prefix .. ':stream:' .. tenant
+      local id = seq .. '-0'
+      local added = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
+      if type(added) == 'table' and added.err then
+        redis.call('DEL', stream)
+        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
+      end
+      if ttl > 0 then redis.call('EXPIRE', stream, ttl) end
+      redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
+    end
+    appended = appended + n
+  end
+  i = i + 2 * n
+end
+return appended
+"""
+# How long a mark says its events were appended: longer than the recovery pass
+# takes to look at an outbox row (its interval plus its grace, seconds).
+MARK_TTL_MS = 120_000
+
+
+class RedisEventLog:
+    def __init__(
+        self, client: aioredis.Redis, namespace: str, *, retain: int, ttl_s: int = 0
+    ) -> None:
+        self.client = client
+        self.prefix = f"{namespace}:events"
+        self.retain = retain
+        self.ttl_s = ttl_s
+        self._append = client.register_script(_APPEND)
+        self.round_trips = 0  # appends, for benchmarks
+
+    def _stream(self, tenant_id: str) -> str:
+        return f"{self.prefix}:stream:{tenant_id}"
+
+    def _seq(self, tenant_id: str) -> str:
+        return f"{self.prefix}:seq:{tenant_id}"
+
+    async def append(self, committed: Sequence[Committed]) -> None:
+        if not any(part.events for part in committed):
+            return
+        args: list[str | bytes | int] = [self.prefix, self.retain, self.ttl_s, MARK_TTL_MS]
+        for part in committed:
+            args += ["" if part.mark is None else str(part.mark), len(part.events)]
+            for event in part.events:
+                args += [event.tenant_id, encode(event)]
+        await self._append(args=args)
+        self.round_trips += 1
+
+    async def appended(self, marks: Sequence[uuid.UUID]) -> list[bool]:
+        if not marks:
+            return []
+        found = await self.client.mget([f"{self.prefix}:sent:{mark}" for mark in marks])
+        return [value is not None for value in found]
+
+    async def read(self, tenant_id: str, after: int, limit: int) -> list[bytes] | None:
+        # One transaction: the range and the counter must describe the same moment.
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xrange(self._stream(tenant_id), f"({after}-0", "+", count=limit)
+            pipe.get(self._seq(tenant_id))
+            entries, latest = await pipe.execute()
+        events: list[bytes] = [fields[b"data"] for _, fields in entries]
+        if events:
+            return events if seq_of(events[0]) == after + 1 else None
+        return [] if int(latest or 0) == after else None
+
+    async def current(self, tenant_id: str) -> int:
+        return int(await self.client.get(self._seq(tenant_id)) or 0)

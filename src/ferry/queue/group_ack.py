@@ -1,0 +1,180 @@
+"""Acks in groups, and acks held until an outcome is committed.
+
+Dramatiq's Redis consumer acks each message with a script call of its own, a
+round trip on the worker thread per job. Here the first thread to ack sends
+every ack pending in one call; the others leave theirs to it and move on.
+
+A message's ack may also be held (`GroupAckRedisBroker.hold_ack`): Ferry's
+lifecycle records a job's outcome without making the thread wait for the
+write, and releases the hold once the outcome is committed; the ack is sent
+only then. So an ack still never runs ahead of the status it follows.
+
+Safe because an ack only forgets a message whose outcome is already committed:
+if the process dies before the call, Dramatiq re-delivers the message and the
+claim skips it, exactly as when a worker dies between commit and ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import current_millis
+from dramatiq.errors import ConnectionClosed
+
+from ferry.queue.messages import JOBS_QUEUE
+
+IDLE_POLL_MS = 50  # the longest an idle consumer sleeps between fetches
+
+# Dramatiq's own ack (dispatch.lua), for many messages: forget a message's data
+# only if this worker still holds it (maintenance may have handed it to another).
+ACK_MANY = """
+redis.call("zadd", KEYS[3], ARGV[2], ARGV[1])
+for i = 3, #ARGV do
+    if redis.call("srem", KEYS[1], ARGV[i]) > 0 then
+        redis.call("hdel", KEYS[2], ARGV[i])
+    end
+end
+"""
+
+
+class AckHold:
+    """Keeps one message's ack back until `release()`."""
+
+    __slots__ = ("_lock", "_released", "_then")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._released = False
+        self._then: Callable[[], None] | None = None
+
+    def release(self) -> None:
+        with self._lock:
+            self._released = True
+            then, self._then = self._then, None
+        if then is not None:
+            then()
+
+    def defer(self, ack: Callable[[], None]) -> bool:
+        """Run `ack` on release; False if released already (ack now)."""
+        with self._lock:
+            if self._released:
+                return False
+            self._then = ack
+            return True
+
+
+class GroupAckConsumer(_RedisConsumer):
+    def __init__(
+        self, broker: GroupAckRedisBroker, queue_name: str, prefetch: int, timeout: int
+    ) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        namespace = broker.namespace
+        self._keys = [
+            f"{namespace}:__acks__.{broker.broker_id}.{queue_name}",  # Dramatiq's layout
+            f"{namespace}:{queue_name}.msgs",
+            broker.heartbeats_key,
+        ]
+        self._ack_many = broker.client.register_script(ACK_MANY)
+        self._holds = broker.holds
+        self._pending: deque[str] = deque()  # appends and pops are thread-safe
+        self._sending = threading.Lock()
+        self._send_scheduled = False
+
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        message_id = message.options["redis_message_id"]
+        self.queued_message_ids.discard(message.message_id)
+        hold = self._holds.pop(message_id, None)
+        if hold is not None and hold.defer(partial(self._released, message_id)):
+            return
+        self._pending.append(message_id)
+        self.send_pending()
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        self._holds.pop(message.options["redis_message_id"], None)
+        super().nack(message)  # type: ignore[no-untyped-call]
+
+    def _released(self, message_id: str) -> None:
+        """The hold's release (on the writer's event loop, after its commit)."""
+        self._pending.append(message_id)
+        # Off the loop (the writer must not wait for Redis), and once for all the
+        # releases of a commit: a send already scheduled takes this one too.
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            asyncio.get_running_loop().run_in_executor(None, self._send_in_background)
+
+    def _send_in_background(self) -> None:
+        self._send_scheduled = False  # before reading: a later release schedules anew
+        while self._pending:
+            try:
+                self.send_pending()
+                return
+            except ConnectionClosed as exc:
+                self.logger.warning("sending acks failed (%s); trying again in 1 s", exc)
+                time.sleep(1)
+
+    def send_pending(self) -> None:
+        # Whoever holds the lock sends ours too; it looks again after letting go,
+        # so nothing appended meanwhile is left behind.
+        while self._pending and self._sending.acquire(blocking=False):
+            try:
+                self._send()
+            finally:
+                self._sending.release()
+
+    def _send(self) -> None:
+        ids = [self._pending.popleft() for _ in range(len(self._pending))]
+        try:
+            self._ack_many(keys=self._keys, args=[self.broker.broker_id, current_millis(), *ids])
+        except redis.ConnectionError as exc:
+            self._pending.extendleft(reversed(ids))  # Dramatiq retries the ack: sent again
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+
+class GroupAckRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker whose consumers ack in groups, and hold acks on request."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+        self.holds: dict[str, AckHold] = {}  # Redis message id -> its hold
+        self._maintain_now = False
+
+    @property
+    def heartbeats_key(self) -> str:
+        """Dramatiq's sorted set of when each broker (worker process) was last heard of."""
+        return f"{self.namespace}:__heartbeats__"
+
+    def maintain(self) -> None:
+        """Blocking: run Dramatiq's maintenance now, which hands the messages a dead worker
+        fetched and never acked back to the queue (otherwise it runs by chance, on one
+        command in a thousand)."""
+        self._maintain_now = True
+        try:
+            self.do_qsize(JOBS_QUEUE)  # any command: maintenance runs after it
+        finally:
+            self._maintain_now = False
+
+    def _should_do_maintenance(self, command: str) -> int:
+        return 1 if self._maintain_now else int(super()._should_do_maintenance(command))
+
+    @property
+    def consumer_class(self) -> Any:
+        return GroupAckConsumer
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        # An idle consumer polls with a growing backoff up to `timeout` (the CLI's
+        # worker timeout, 1 s): a job sent to an idle worker would wait for it.
+        return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
+
+    def hold_ack(self, message: dramatiq.MessageProxy) -> AckHold:
+        """Keep `message`'s ack from Redis until the returned hold is released."""
+        hold = self.holds[message.options["redis_message_id"]] = AckHold()
+        return hold

@@ -1,0 +1,122 @@
+"""The background services of a worker process, in the shape of Dramatiq's own
+`AsyncIO` middleware: started on worker boot on one event loop thread, stopped
+after the worker threads are done.
+
+They are the status writer (which appends each tick's events to the event log),
+the heartbeat (leases and aborts), the recovery pass, the broker's keep-alive,
+the fair feeder and the metrics flush.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+
+import dramatiq
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ferry.db.engine import create_engine
+from ferry.events.log import Committed, EventLog
+from ferry.events.redis_log import RedisEventLog
+from ferry.observability.metrics import INSTANCE, RedisMetricsStore, flush, flush_every, recorder
+from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.fair.feeder import Feeder
+from ferry.queue.group_ack import GroupAckRedisBroker
+from ferry.redis_client import connect
+from ferry.settings import Settings
+from ferry.worker.heartbeat import Heartbeat, keep_alive
+from ferry.worker.loop import BackgroundLoop
+from ferry.worker.malloc import limit_arenas
+from ferry.worker.recovery import Recovery
+from ferry.worker.running import RUNNING
+from ferry.worker.writer import StatusWriter
+
+GIL_SWITCH_INTERVAL_S = 0.001
+SETTLE_TIMEOUT_S = 10
+
+
+class WorkerServices(dramatiq.Middleware):
+    def __init__(self, settings: Settings, events: EventLog | None = None) -> None:
+        """`events`: where committed transitions go; by default the Redis event log
+        when Ferry runs on Redis (the embedded app passes its in-memory one)."""
+        self.settings = settings
+        self.loop = BackgroundLoop()
+        self._engine: AsyncEngine | None = None
+        self._redis: aioredis.Redis | None = None
+        self.events = events
+        self.metrics: RedisMetricsStore | None = None
+        self.writer = StatusWriter(
+            self.loop,
+            self.engine,
+            batch_size=settings.batch_size,
+            tick_ms=settings.batch_tick_ms,
+            on_commit=self.publish,
+        )
+        self.recovery: Recovery | None = None
+        self.feeder: Feeder | None = None  # on the fair broker
+
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            # No pre-ping: a round trip per checkout would double the tick, and
+            # the writer retries a batch that hit a dead connection anyway.
+            self._engine = create_engine(self.settings, pool_size=6, pre_ping=False)
+        return self._engine
+
+    async def publish(self, committed: list[Committed]) -> None:
+        if self.events is not None:
+            await self.events.append(committed)
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Each job hands off twice between its thread and the I/O loop (claim,
+        # outcome); at the default 5 ms GIL switch interval a handoff can wait
+        # that long behind a busy thread (docs/performance.md).
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+        limit_arenas()
+        if self.settings.redis_url:
+            # On this process's event loop: the event log, metrics and the feeder.
+            self._redis = connect(self.settings.redis_url)
+        if self._redis is not None:
+            self._start_redis_services(broker, self._redis)
+        self.recovery = Recovery(self.engine, broker, self.settings, self.events)
+        self.loop.add_service(self.writer.run)
+        self.loop.add_service(self.writer.publish_events)
+        self.loop.add_service(Heartbeat(self.engine, RUNNING, self.settings.heartbeat_ms).run)
+        self.loop.add_service(self.recovery.run)
+        self.loop.on_stop(self._close)
+        self.loop.start()
+
+    def _start_redis_services(self, broker: dramatiq.Broker, redis: aioredis.Redis) -> None:
+        settings = self.settings
+        if self.events is None:
+            self.events = RedisEventLog(
+                redis,
+                settings.redis_namespace,
+                retain=settings.event_history,
+                ttl_s=settings.event_history_ttl_s,
+            )
+            # A worker process of its own: its metrics join the deployment's in Redis.
+            self.metrics = RedisMetricsStore(redis, settings.redis_namespace, INSTANCE)
+            self.loop.add_service(partial(flush_every, recorder, self.metrics))
+        if isinstance(broker, FairRedisBroker):
+            self.feeder = Feeder(
+                broker.fair, redis, lease_ms=settings.lease_ms, heartbeat_ms=settings.heartbeat_ms
+            )
+            self.loop.add_service(self.feeder.run)
+        if isinstance(broker, GroupAckRedisBroker):
+            alive = (redis, broker.heartbeats_key, broker.broker_id, settings.heartbeat_ms)
+            self.loop.add_service(partial(keep_alive, *alive))
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # The worker threads are done; outcomes they left to the writer are written
+        # (and their acks released) before the loop stops.
+        self.writer.settle(timeout=SETTLE_TIMEOUT_S)
+        self.loop.stop()
+
+    async def _close(self) -> None:
+        if self.metrics is not None:
+            await flush(recorder, self.metrics)
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self._redis is not None:
+            await self._redis.aclose()
