@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ferry.app import create_app
 from ferry.db.engine import create_engine
 from ferry.settings import Settings
-from tests.services import TEST_REDIS_URL, leftovers, migrated_database, redis_namespace
+from tests.support.services import TEST_REDIS_URL, leftovers, migrated_database, redis_namespace
 
 HYPOTHESIS_HOME = pytest.StashKey[Path]()
 

@@ -1,5 +1,5 @@
 """The deployment files agree with each other and with the code (no Docker engine here:
-`tests/integration/test_stack.py` runs the same nginx.conf natively)."""
+`tests/integration/deploy/test_stack.py` runs the same nginx.conf natively)."""
 
 from __future__ import annotations
 

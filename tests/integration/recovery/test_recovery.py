@@ -1,0 +1,100 @@
+"""No job is lost: real `dramatiq` worker processes, one killed with -9 mid-batch,
+and the Redis database flushed mid-run. Every job still ends COMPLETED, exactly once.
+
+A trigger records every status change of the test database, so the test sees
+each transition the workers committed, including those of the dead worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.messages import JOBS_QUEUE, job_message
+from ferry.worker.recovery import unqueued
+from tests.support.audit import attempts, audited_database, counts, transitions, wait_until
+from tests.support.jobs import new_tenant
+from tests.support.processes import api_process, ferry_env, kill_hard, worker_process
+from tests.support.services import TEST_REDIS_URL, private_redis_db, redis_namespace
+
+
+@pytest.fixture
+def audited() -> Iterator[str]:
+    with audited_database() as url:
+        yield url
+
+
+def test_no_job_is_lost_when_a_worker_dies_and_redis_is_flushed(
+    audited: str, tmp_path: Path
+) -> None:
+    url = audited
+    with private_redis_db() as redis_url:
+        env = ferry_env(
+            DATABASE_URL=url,
+            REDIS_URL=redis_url,
+            REDIS_NAMESPACE="chaos",
+            HEARTBEAT_MS="200",
+            LEASE_MS="2000",
+            RECOVERY_INTERVAL_MS="500",
+            RECOVERY_GRACE_MS="1000",
+        )
+        jobs = [{"tenantId": new_tenant(), "type": "sleep", "payload": {"delayMs": 300}}] * 100
+        with (
+            api_process(env, tmp_path, tmp_path / "api.log") as base,
+            worker_process(env, tmp_path / "doomed.log", threads=4) as doomed,
+        ):
+            ids = httpx.post(f"{base}/jobs/batch", json={"jobs": jobs}, timeout=10).json()["jobIds"]
+            wait_until(lambda: counts(url).get("COMPLETED", 0) >= 15, 60, "the batch to get going")
+            wait_until(lambda: counts(url).get("RUNNING", 0) > 0, 10, "a job to be running")
+            kill_hard(doomed)  # kill -9, mid-batch: the jobs it was running stay RUNNING
+            running_at_kill = counts(url).get("RUNNING", 0)
+            flushed = redis.Redis.from_url(redis_url)
+            queued_before_flush = flushed.hlen("chaos:jobs.msgs")
+            with worker_process(env, tmp_path / "survivor.log", threads=4):
+                time.sleep(0.5)
+                flushed.flushdb()  # every queued message is gone
+                flushed.close()
+                wait_until(
+                    lambda: counts(url).get("COMPLETED", 0) == 100, 90, "every job to complete"
+                )
+
+        assert counts(url) == {"COMPLETED": 100}
+        assert running_at_kill > 0 and queued_before_flush > 0
+        # Each job completed exactly once: the claim never let two runs commit.
+        assert transitions(url, "COMPLETED") == {job_id: 1 for job_id in ids}
+        tries = attempts(url)
+        assert transitions(url, "RUNNING") == tries
+        # The jobs the dead worker held were run again, after their lease expired.
+        assert sum(1 for n in tries.values() if n > 1) >= 1
+        assert "re-sending" in (tmp_path / "survivor.log").read_text()
+
+
+def test_a_message_moving_between_queues_while_they_are_read_is_still_seen() -> None:
+    """The recovery pass must not take a message for lost (and send it twice) because the
+    feeder moved it from its tenant's queue into Dramatiq's between two reads."""
+    with redis_namespace() as namespace:
+        broker = FairRedisBroker(depth=2, url=TEST_REDIS_URL, namespace=namespace)
+        sent = broker.enqueue_many([job_message(f"job-{i}", "sleep", "t") for i in range(10)])
+        ready = f"{namespace}:{JOBS_QUEUE}"
+        scan = broker.client.hscan_iter
+
+        def scan_then_move(key: str, **options: Any) -> Iterator[Any]:
+            yield from scan(key, **options)
+            # A worker fetches what is ready (its data stays until acked) and the
+            # feeder moves the next messages in, after each hash has been read.
+            broker.client.delete(ready)
+            broker.fair.refill()
+
+        broker.client.hscan_iter = scan_then_move  # type: ignore[method-assign]
+        try:
+            held = [message.args[0] for message in sent]
+            assert unqueued(broker, [*held, "job-lost"]) == {"job-lost"}
+        finally:
+            broker.client.close()

@@ -1,0 +1,52 @@
+"""Jobs as the tests make and inspect them: tenants, bodies, forced states, queued messages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import redis
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ferry.db.models import Job
+from tests.support.services import TEST_REDIS_URL
+
+Client = AsyncTestClient[Litestar]
+
+
+def new_tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def sleep_job(tenant: str, delay_ms: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": delay_ms}, **extra}
+
+
+async def force_status(engine: AsyncEngine, job_id: str, status: str, **values: Any) -> None:
+    """Put a job into a state directly, as a worker would have."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(Job).where(Job.id == uuid.UUID(job_id)).values(status=status, **values)
+        )
+
+
+async def count_rows(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM jobs"))).scalar_one())
+
+
+def queued_job_ids(namespace: str, queue: str = "jobs") -> list[str]:
+    """Job ids of the messages waiting in a Dramatiq queue on the test Redis (for the
+    jobs queue, those waiting for their tenant's turn too: see ferry.queue.fair)."""
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        messages = client.hvals(f"{namespace}:{queue}.msgs")
+        if queue == "jobs":
+            messages += client.hvals(f"{namespace}:fair:msgs")
+    finally:
+        client.close()
+    return [json.loads(message)["args"][0] for message in messages]
