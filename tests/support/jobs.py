@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -17,6 +19,9 @@ from tests.support.services import TEST_REDIS_URL
 
 Client = AsyncTestClient[Litestar]
 
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)  # for a heartbeat or a key far older than any limit
+
 
 def new_tenant() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
@@ -24,6 +29,25 @@ def new_tenant() -> str:
 
 def sleep_job(tenant: str, delay_ms: int = 0, **extra: Any) -> dict[str, Any]:
     return {"tenantId": tenant, "type": "sleep", "payload": {"delayMs": delay_ms}, **extra}
+
+
+async def create(client: Client, body: dict[str, Any]) -> str:
+    """POST /jobs, which must answer 201; the job's id."""
+    response = await client.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["jobId"])
+
+
+async def finished(
+    client: Client, job_id: str, wait_s: float = 20, statuses: set[str] = TERMINAL
+) -> dict[str, Any]:
+    """The job once its status is one of `statuses` (a terminal one by default)."""
+    for _ in range(int(wait_s / 0.02)):
+        job: dict[str, Any] = (await client.get(f"/jobs/{job_id}")).json()
+        if job["status"] in statuses:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} is still {job['status']}")
 
 
 async def force_status(engine: AsyncEngine, job_id: str, status: str, **values: Any) -> None:

@@ -1,4 +1,6 @@
-"""`Idempotency-Key` on POST /jobs and /jobs/batch: a repeated request creates nothing."""
+"""`Idempotency-Key` on POST /jobs and /jobs/batch: a repeated request creates nothing,
+and the recovery pass forgets the keys a day old (on a worker inside the test
+process: tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,11 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.models import IdempotencyKey, utcnow
-from tests.support.jobs import Client, new_tenant, sleep_job
+from tests.support.jobs import LONG_AGO, Client, new_tenant, sleep_job
 
 
 async def jobs_of(client: Client, tenant: str) -> int:
@@ -95,3 +97,28 @@ async def test_a_bad_key_is_a_400(client: Client) -> None:
         "/jobs", json=sleep_job(new_tenant()), headers={"Idempotency-Key": "k" * 201}
     )
     assert response.status_code == 400 and "Idempotency-Key" in response.text
+
+
+async def test_recovery_forgets_idempotency_keys_after_a_day(
+    app_client: Client, worker_engine: AsyncEngine
+) -> None:
+    fresh, old = uuid.uuid4().hex, uuid.uuid4().hex
+    for key in (fresh, old):
+        response = await app_client.post(
+            "/jobs", json=sleep_job(new_tenant()), headers={"Idempotency-Key": key}
+        )
+        assert response.status_code == 201
+    async with worker_engine.begin() as conn:
+        await conn.execute(
+            update(IdempotencyKey).where(IdempotencyKey.key == old).values(created_at=LONG_AGO)
+        )
+    for _ in range(100):  # the recovery pass runs every RECOVERY_INTERVAL_MS
+        async with worker_engine.connect() as conn:
+            keys = await conn.execute(
+                select(IdempotencyKey.key).where(IdempotencyKey.key.in_([fresh, old]))
+            )
+            left = set(keys.scalars())
+        if old not in left:
+            break
+        await asyncio.sleep(0.1)
+    assert left == {fresh}

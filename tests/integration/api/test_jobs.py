@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.jobs import (
     Client,
     count_rows,
+    create,
     force_status,
     new_tenant,
     queued_job_ids,
@@ -24,12 +25,6 @@ JOB_FIELDS = {
     "id", "tenantId", "type", "payload", "status", "attempts", "maxAttempts", "error",
     "result", "createdAt", "updatedAt", "startedAt", "finishedAt", "nextRunAt",
 }  # fmt: skip
-
-
-async def create(client: Client, body: dict[str, Any]) -> str:
-    response = await client.post("/jobs", json=body)
-    assert response.status_code == 201, response.text
-    return str(response.json()["jobId"])
 
 
 # -- create ---------------------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""No job is lost: real `dramatiq` worker processes, one killed with -9 mid-batch,
-and the Redis database flushed mid-run. Every job still ends COMPLETED, exactly once.
+"""No job is lost: the recovery pass re-sends the PENDING jobs no queue holds and
+returns (or fails) the RUNNING jobs whose worker is gone.
 
-A trigger records every status change of the test database, so the test sees
-each transition the workers committed, including those of the dead worker.
+With real `dramatiq` worker processes, one killed with -9 mid-batch, and the
+Redis database flushed mid-run, every job still ends COMPLETED, exactly once: a
+trigger records every status change of the test database, so the test sees each
+transition the workers committed, including those of the dead worker. The
+single cases run on a worker inside the test process (tests/integration/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,14 +16,27 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import redis
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ferry.app import create_app
 from ferry.queue.fair.broker import FairRedisBroker
 from ferry.queue.messages import JOBS_QUEUE, job_message
+from ferry.settings import Settings
 from ferry.worker.recovery import unqueued
 from tests.support.audit import attempts, audited_database, counts, transitions, wait_until
-from tests.support.jobs import new_tenant
+from tests.support.jobs import (
+    LONG_AGO,
+    Client,
+    create,
+    finished,
+    force_status,
+    new_tenant,
+    sleep_job,
+)
 from tests.support.processes import api_process, ferry_env, kill_hard, worker_process
 from tests.support.services import TEST_REDIS_URL, private_redis_db, redis_namespace
 
@@ -98,3 +114,36 @@ def test_a_message_moving_between_queues_while_they_are_read_is_still_seen() -> 
             assert unqueued(broker, [*held, "job-lost"]) == {"job-lost"}
         finally:
             broker.client.close()
+
+
+async def test_recovery_resends_a_pending_job_no_queue_holds(
+    app_client: Client, worker_settings: Settings
+) -> None:
+    # The API could not reach Redis: the row exists, its message was never sent.
+    broken = msgspec.structs.replace(worker_settings, redis_url="redis://127.0.0.1:1/0")
+    async with AsyncTestClient(app=create_app(broken, run_worker=False)) as cut_off:
+        job_id = await create(cut_off, sleep_job(new_tenant()))
+    job = await finished(app_client, job_id, wait_s=10)
+    assert (job["status"], job["attempts"]) == ("COMPLETED", 1)
+
+
+async def test_recovery_returns_an_orphaned_running_job(
+    app_client: Client, worker_engine: AsyncEngine
+) -> None:
+    # As if its worker died mid-job: RUNNING, lease long expired, no message anywhere.
+    job_id = await create(app_client, sleep_job(new_tenant(), delayMs=60_000))
+    await force_status(
+        worker_engine, job_id, "RUNNING", attempts=1, heartbeat_at=LONG_AGO, next_run_at=None
+    )
+    job = await finished(app_client, job_id, wait_s=10)
+    assert (job["status"], job["attempts"]) == ("COMPLETED", 2)
+
+
+async def test_an_orphan_on_its_last_attempt_fails(
+    app_client: Client, worker_engine: AsyncEngine
+) -> None:
+    job_id = await create(app_client, sleep_job(new_tenant(), delayMs=60_000, maxAttempts=1))
+    await force_status(worker_engine, job_id, "RUNNING", attempts=1, heartbeat_at=LONG_AGO)
+    job = await finished(app_client, job_id, wait_s=10)
+    assert job["status"] == "FAILED"
+    assert "worker lost" in job["error"]

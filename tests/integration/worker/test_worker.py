@@ -1,7 +1,8 @@
 """Workers end to end: the real app, a real Dramatiq worker on Redis, PostgreSQL.
 
-The worker runs in this process (same middleware, same writer as `dramatiq
-actors`); the crash tests in recovery/test_recovery.py use real worker processes.
+The worker runs in this process (tests/integration/conftest.py: same middleware,
+same writer as `dramatiq actors`); the crash tests in recovery/ use real worker
+processes.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import hmac
 import json
 import mailbox
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,93 +21,23 @@ import dramatiq
 import msgspec
 import pytest
 import redis
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.app import create_app
-from ferry.db.engine import create_engine
-from ferry.db.models import IdempotencyKey, Job
+from ferry.db.models import Job
 from ferry.queue.messages import job_message
 from ferry.settings import Settings
 from ferry.worker.boot import current_broker
 from ferry.worker.services import WorkerServices
-from tests.support.jobs import Client, force_status, new_tenant, queued_job_ids, sleep_job
-from tests.support.servers import Hooks, Mailbox, smtp_server, webhook_server
-from tests.support.services import TEST_REDIS_URL, redis_namespace
-
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+from tests.support.jobs import Client, create, finished, new_tenant, queued_job_ids, sleep_job
+from tests.support.servers import Hooks, Mailbox, webhook_server
+from tests.support.services import TEST_REDIS_URL
 
 
 @pytest.fixture(scope="module")
 def hooks() -> Iterator[Hooks]:
     with webhook_server() as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def mail() -> Iterator[Mailbox]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def worker_settings(
-    settings: Settings,
-    module_database: str,
-    mail: Mailbox,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Settings]:
-    with redis_namespace() as namespace:
-        yield msgspec.structs.replace(
-            settings,
-            database_url=module_database,
-            redis_namespace=namespace,
-            smtp_url=mail.url,
-            outbox_path=str(tmp_path_factory.mktemp("outbox") / "outbox.mbox"),
-            webhook_secret="hook-secret",
-            webhook_allow_private=True,  # the test's webhook server is on loopback
-            retry_base_ms=50,
-            retry_cap_ms=200,
-            time_limits="sleep=1500",
-            heartbeat_ms=100,
-            recovery_interval_ms=200,
-            recovery_grace_ms=300,
-            lease_ms=1000,
-        )
-
-
-@pytest.fixture(scope="module")
-async def engine(worker_settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """Here, direct access to the worker's database (the module's own), not the session's."""
-    db = create_engine(worker_settings, pool_size=2)
-    yield db
-    await db.dispose()
-
-
-@pytest.fixture(scope="module")
-async def app_client(worker_settings: Settings) -> AsyncIterator[Client]:
-    """The app with a worker of 8 threads inside it, on PostgreSQL and Redis."""
-    async with AsyncTestClient(app=create_app(worker_settings, run_worker=True)) as client:
-        yield client
-
-
-async def create(client: Client, body: dict[str, Any]) -> str:
-    response = await client.post("/jobs", json=body)
-    assert response.status_code == 201, response.text
-    return str(response.json()["jobId"])
-
-
-async def finished(
-    client: Client, job_id: str, wait_s: float = 20, statuses: set[str] = TERMINAL
-) -> dict[str, Any]:
-    for _ in range(int(wait_s / 0.02)):
-        job: dict[str, Any] = (await client.get(f"/jobs/{job_id}")).json()
-        if job["status"] in statuses:
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} is still {job['status']}")
 
 
 def events(settings: Settings, tenant: str) -> list[dict[str, Any]]:
@@ -159,7 +89,7 @@ async def test_data_processing_stores_its_result(app_client: Client) -> None:
 
 
 async def test_a_stored_payload_its_type_refuses_fails_without_retry(
-    app_client: Client, engine: AsyncEngine
+    app_client: Client, worker_engine: AsyncEngine
 ) -> None:
     """A job stored before its type's rules changed (a mean of no values is refused at
     create now) can never run: it fails at once instead of being retried."""
@@ -170,7 +100,7 @@ async def test_a_stored_payload_its_type_refuses_fails_without_retry(
         "delayMs": 500,
     }
     job_id = await create(app_client, body)
-    async with engine.begin() as conn:
+    async with worker_engine.begin() as conn:
         stored = {"operation": "mean", "values": []}
         await conn.execute(update(Job).where(Job.id == uuid.UUID(job_id)).values(payload=stored))
     job = await finished(app_client, job_id)
@@ -339,12 +269,12 @@ async def test_cancel_aborts_a_running_job(app_client: Client, worker_settings: 
 
 
 async def test_a_message_is_acked_only_once_its_outcome_is_committed(
-    app_client: Client, worker_settings: Settings, engine: AsyncEngine
+    app_client: Client, worker_settings: Settings, worker_engine: AsyncEngine
 ) -> None:
     """The worker thread does not wait for the outcome's write; the ack does."""
     job_id = await create(app_client, sleep_job(new_tenant(), 600))
     await finished(app_client, job_id, statuses={"RUNNING"})
-    async with engine.connect() as locker:
+    async with worker_engine.connect() as locker:
         # Hold the row: the outcome's UPDATE waits for this transaction.
         await locker.execute(select(Job.id).where(Job.id == uuid.UUID(job_id)).with_for_update())
         await asyncio.sleep(1.2)  # the handler has returned meanwhile
@@ -373,7 +303,7 @@ async def test_batching_writes_many_transitions_per_statement(app_client: Client
     assert lifecycle.writer.statements - statements < written / 2
 
 
-# -- replay and recovery ----------------------------------------------------------------
+# -- replay ---------------------------------------------------------------------------
 
 
 async def test_bulk_replay_of_dead_letters(app_client: Client, hooks: Hooks) -> None:
@@ -409,61 +339,5 @@ async def test_bulk_replay_of_dead_letters(app_client: Client, hooks: Hooks) -> 
     ).status_code == 400
 
 
-async def test_recovery_resends_a_pending_job_no_queue_holds(
-    app_client: Client, worker_settings: Settings
-) -> None:
-    # The API could not reach Redis: the row exists, its message was never sent.
-    broken = msgspec.structs.replace(worker_settings, redis_url="redis://127.0.0.1:1/0")
-    async with AsyncTestClient(app=create_app(broken, run_worker=False)) as cut_off:
-        job_id = await create(cut_off, sleep_job(new_tenant()))
-    job = await finished(app_client, job_id, wait_s=10)
-    assert (job["status"], job["attempts"]) == ("COMPLETED", 1)
-
-
-async def test_recovery_returns_an_orphaned_running_job(
-    app_client: Client, engine: AsyncEngine
-) -> None:
-    # As if its worker died mid-job: RUNNING, lease long expired, no message anywhere.
-    job_id = await create(app_client, sleep_job(new_tenant(), delayMs=60_000))
-    await force_status(
-        engine, job_id, "RUNNING", attempts=1, heartbeat_at=LONG_AGO, next_run_at=None
-    )
-    job = await finished(app_client, job_id, wait_s=10)
-    assert (job["status"], job["attempts"]) == ("COMPLETED", 2)
-
-
-async def test_an_orphan_on_its_last_attempt_fails(app_client: Client, engine: AsyncEngine) -> None:
-    job_id = await create(app_client, sleep_job(new_tenant(), delayMs=60_000, maxAttempts=1))
-    await force_status(engine, job_id, "RUNNING", attempts=1, heartbeat_at=LONG_AGO)
-    job = await finished(app_client, job_id, wait_s=10)
-    assert job["status"] == "FAILED"
-    assert "worker lost" in job["error"]
-
-
 def test_actors_are_declared_for_every_job_type() -> None:
     assert set(dramatiq.get_broker().actors) >= {"sleep", "email", "webhook", "data_processing"}
-
-
-async def test_recovery_forgets_idempotency_keys_after_a_day(
-    app_client: Client, engine: AsyncEngine
-) -> None:
-    fresh, old = uuid.uuid4().hex, uuid.uuid4().hex
-    for key in (fresh, old):
-        response = await app_client.post(
-            "/jobs", json=sleep_job(new_tenant()), headers={"Idempotency-Key": key}
-        )
-        assert response.status_code == 201
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(IdempotencyKey).where(IdempotencyKey.key == old).values(created_at=LONG_AGO)
-        )
-    for _ in range(100):  # the recovery pass runs every RECOVERY_INTERVAL_MS
-        async with engine.connect() as conn:
-            keys = await conn.execute(
-                select(IdempotencyKey.key).where(IdempotencyKey.key.in_([fresh, old]))
-            )
-            left = set(keys.scalars())
-        if old not in left:
-            break
-        await asyncio.sleep(0.1)
-    assert left == {fresh}
