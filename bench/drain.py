@@ -32,7 +32,7 @@ from ferry.db.jobs import Enqueued
 from ferry.db.models import JobStatus, new_job_id
 from ferry.events.redis_log import RedisEventLog
 from ferry.queue.brokers import build_broker
-from ferry.queue.sender import send_now
+from ferry.queue.sender import Sender
 from ferry.settings import Settings
 from ferry.worker.boot import install
 from ferry.worker.services import WorkerServices
@@ -162,7 +162,7 @@ def ferry_broker(
 def ferry(n: int, namespace: str, database_url: str, threads: int, fair: bool) -> dict[str, Any]:
     ids = insert_pending(database_url, n)
     broker, lifecycle = ferry_broker(namespace, database_url, fair)
-    send_now(broker, [Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
+    Sender(broker).send_now([Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
     writer = lifecycle.writer
     elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads)
     completed = asyncio.run(_count_completed(database_url, ids))

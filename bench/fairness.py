@@ -26,7 +26,7 @@ from bench.drain import ferry_broker, insert_pending, wait_for
 from bench.services import plain
 from bench.stats import percentile
 from ferry.db.jobs import Enqueued
-from ferry.queue.sender import send_now
+from ferry.queue.sender import Sender
 
 THREADS = 32
 HEAD_START_S = 0.5
@@ -52,14 +52,14 @@ def noisy(fair: bool, flood: int, quiet: int, namespace: str, database_url: str)
     writer = lifecycle.writer
     flood_ids = insert_pending(database_url, flood, "flood")
     quiet_ids = insert_pending(database_url, quiet, "quiet")
-    send_now(broker, enqueued(flood_ids, "flood"))
+    Sender(broker).send_now(enqueued(flood_ids, "flood"))
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=THREADS)
     start = time.time()
     worker.start()
     time.sleep(HEAD_START_S)
     quiet_sent = time.time()
-    send_now(broker, enqueued(quiet_ids, "quiet"))
+    Sender(broker).send_now(enqueued(quiet_ids, "quiet"))
     wait_for(lambda: writer.transitions >= 2 * (flood + quiet))
     elapsed = time.time() - start
     worker.stop()

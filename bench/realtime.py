@@ -49,8 +49,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.services import REDIS_URL
 from bench.stats import percentile
-from tests.live import StalledSocket, Stream, stream
-from tests.processes import PROJECT_ROOT, api_process, ferry_env, worker_process
+from tests.support.live import StalledSocket, Stream, stream
+from tests.support.processes import PROJECT_ROOT, api_process, ferry_env, worker_process
 
 DATA = b"data: "
 

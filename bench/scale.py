@@ -29,7 +29,7 @@ import httpx
 from bench.drain import ferry as drain
 from bench.services import REDIS_URL, plain
 from bench.stats import percentile
-from tests.processes import PROJECT_ROOT, api_process, ferry_env
+from tests.support.processes import PROJECT_ROOT, api_process, ferry_env
 
 TENANT = "big"
 REQUESTS = 300

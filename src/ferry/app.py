@@ -19,14 +19,15 @@ from litestar import Litestar
 from litestar.channels import ChannelsPlugin
 from litestar.config.app import AppConfig
 from litestar.config.cors import CORSConfig
-from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPluginProtocol
+from litestar.types import ControllerRouterHandler
 
 from ferry.api.answers import RouteAnswers
-from ferry.api.auth import TenantKeyAuth, provide_principal
+from ferry.api.auth import TenantKeyAuth
 from ferry.api.bodies import JsonBodyRequest
 from ferry.api.dashboard import dashboard, dashboard_assets
+from ferry.api.dependencies import DEPENDENCIES, Runtime
 from ferry.api.draining import Draining
 from ferry.api.errors import EXCEPTION_HANDLERS, internal_error
 from ferry.api.health import health, ready
@@ -49,9 +50,9 @@ from ferry.observability.metrics import (
     recorder,
 )
 from ferry.queue.brokers import build_broker
-from ferry.queue.sender import Dispatcher
+from ferry.queue.sender import Sender
 from ferry.redis_client import connect
-from ferry.service.intake import Intake
+from ferry.service.jobs import JobService
 from ferry.settings import Settings, load_settings
 from ferry.sockets.live import live_events, live_socket
 from ferry.worker.boot import install
@@ -59,59 +60,111 @@ from ferry.worker.boot import install
 log = logging.getLogger(__name__)
 
 
+ROUTES: list[ControllerRouterHandler] = [
+    JobController,
+    TenantKeyController,
+    TenantLimitsController,
+    health,
+    ready,
+    metrics_route,
+    live_socket,
+    live_events,
+    dashboard,
+    dashboard_assets,
+]
+
+
 def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> Litestar:
     """Build the app. `run_worker` (default: on the embedded default only) runs a
     Dramatiq worker inside this process, on the same broker the API sends to."""
     settings = settings or load_settings()
-    run_worker = settings.embedded if run_worker is None else run_worker
-    redis_client = _redis(settings, socket_timeout=5, socket_connect_timeout=2)
-    # Pub/sub holds its connection open: a client of its own, without a read timeout.
-    pubsub_client = _redis(settings)
-    channels = build_channels(settings, pubsub_client)
-    events: EventLog
-    if redis_client is None:
-        events = MemoryEventLog(settings.redis_namespace, _drop, retain=settings.event_history)
-    else:
-        events = RedisEventLog(
-            redis_client,
-            settings.redis_namespace,
-            retain=settings.event_history,
-            ttl_s=settings.event_history_ttl_s,
-        )
-    # An in-process worker shares the in-memory log; on Redis it opens its own
-    # (a Redis client belongs to one event loop, and the worker has its own).
-    metrics: MetricsStore = (
-        MemoryMetricsStore()
-        if redis_client is None
-        else RedisMetricsStore(redis_client, settings.redis_namespace, INSTANCE)
+    parts = AppParts(settings, settings.embedded if run_worker is None else run_worker)
+    db_config = SQLAlchemyAsyncConfig(
+        engine_instance=parts.engine,
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        before_send_handler="autocommit",
     )
-    broker = build_broker(settings)
-    if run_worker:
-        # Only a process that runs jobs needs the actors (the API just sends messages).
-        install(broker, settings, events if isinstance(events, MemoryEventLog) else None)
-    engine = create_engine(settings)
-    draining = Draining()
+    app = Litestar(
+        route_handlers=ROUTES,
+        # The parts start after the channels plugin and stop before it: the
+        # in-process worker publishes through it until it has stopped.
+        plugins=[
+            SQLAlchemyPlugin(config=db_config),
+            parts.channels,
+            LifespanAfterPlugins(parts.run),
+            RouteAnswers(auth_on=settings.auth_on, open_paths=OPEN_PATHS),
+        ],
+        # Hooks run after every lifespan, the channels plugin's included.
+        on_shutdown=[parts.pubsub.aclose] if parts.pubsub is not None else [],
+        middleware=[request_ids, *_authentication(settings)],
+        dependencies=DEPENDENCIES,
+        logging_config=None,  # ferry.observability.logs configures the process's logging
+        cors_config=_cors(settings),
+        exception_handlers={**EXCEPTION_HANDLERS, Exception: internal_error},
+        request_class=JsonBodyRequest,  # bodies: JSON only, decoded strictly (ferry.api.bodies)
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=openapi_config(),  # its UI's assets served by Ferry (ferry.api.openapi)
+    )
+    # For the authentication middleware and guards, and the server's signal handler.
+    app.state.update(settings=settings, engine=parts.engine, draining=parts.draining)
+    return app
+
+
+class AppParts:
+    """What one app process is made of: built with the app, started by its lifespan."""
+
+    def __init__(self, settings: Settings, run_worker: bool) -> None:
+        self.settings = settings
+        self.run_worker = run_worker
+        self.redis = _redis(settings, socket_timeout=5, socket_connect_timeout=2)
+        # Pub/sub holds its connection open: a client of its own, without a read timeout.
+        self.pubsub = _redis(settings)
+        self.channels = build_channels(settings, self.pubsub)
+        self.events: EventLog
+        self.metrics: MetricsStore
+        if self.redis is None:
+            self.events = MemoryEventLog(
+                settings.redis_namespace, _drop, retain=settings.event_history
+            )
+            self.metrics = MemoryMetricsStore()
+        else:
+            self.events = RedisEventLog(
+                self.redis,
+                settings.redis_namespace,
+                retain=settings.event_history,
+                ttl_s=settings.event_history_ttl_s,
+            )
+            self.metrics = RedisMetricsStore(self.redis, settings.redis_namespace, INSTANCE)
+        self.broker = build_broker(settings)
+        if run_worker:
+            # Only a process that runs jobs needs the actors (the API just sends messages).
+            # An in-process worker shares the in-memory log; on Redis it opens its own
+            # (a Redis client belongs to one event loop, and the worker has its own).
+            memory = self.events if isinstance(self.events, MemoryEventLog) else None
+            install(self.broker, settings, memory)
+        self.engine = create_engine(settings)
+        self.draining = Draining()
 
     @asynccontextmanager
-    async def runtime(app: Litestar) -> AsyncIterator[None]:
-        draining.bind()
-        if isinstance(events, MemoryEventLog):
-            events.deliver = _deliver_on(asyncio.get_running_loop(), channels)
-        worker = _start_worker(broker) if run_worker else None
-        flusher = asyncio.create_task(flush_every(recorder, metrics))
-        dispatcher = Dispatcher(broker, redis_client)
+    async def run(self, app: Litestar) -> AsyncIterator[None]:
+        self.draining.bind()
+        if isinstance(self.events, MemoryEventLog):
+            self.events.deliver = _deliver_on(asyncio.get_running_loop(), self.channels)
+        worker = _start_worker(self.broker) if self.run_worker else None
+        flusher = asyncio.create_task(flush_every(recorder, self.metrics))
         # The intake writes one group at a time: on PostgreSQL one connection, not pinged
         # before each group (a round trip); one the server closed is replaced at checkout.
-        intake_engine = create_engine(settings, pool_size=1, pre_ping=False)
-        app.state.update(
-            settings=settings,
-            engine=engine,
-            dispatcher=dispatcher,
-            intake=Intake(intake_engine, events, dispatcher),
-            redis=redis_client,
-            events=events,
-            draining=draining,
-            metrics=metrics,
+        intake_engine = create_engine(self.settings, pool_size=1, pre_ping=False)
+        sender = Sender(self.broker, self.redis)
+        app.state.runtime = Runtime(
+            settings=self.settings,
+            engine=self.engine,
+            events=self.events,
+            sender=sender,
+            jobs=JobService(self.engine, intake_engine, self.events, sender),
+            metrics=self.metrics,
+            draining=self.draining,
+            redis=self.redis,
         )
         try:
             yield
@@ -120,50 +173,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
                 worker.stop()
             flusher.cancel()
             with suppress(Exception):
-                await flush(recorder, metrics)
-            if redis_client is not None:
-                await redis_client.aclose()
+                await flush(recorder, self.metrics)
+            if self.redis is not None:
+                await self.redis.aclose()
             await intake_engine.dispose()
-
-    db_config = SQLAlchemyAsyncConfig(
-        engine_instance=engine,
-        session_config=AsyncSessionConfig(expire_on_commit=False),
-        before_send_handler="autocommit",
-    )
-    app = Litestar(
-        route_handlers=[
-            JobController,
-            TenantKeyController,
-            TenantLimitsController,
-            health,
-            ready,
-            metrics_route,
-            live_socket,
-            live_events,
-            dashboard,
-            dashboard_assets,
-        ],
-        # The runtime starts after the channels plugin and stops before it: the
-        # in-process worker publishes through it until it has stopped.
-        plugins=[
-            SQLAlchemyPlugin(config=db_config),
-            channels,
-            LifespanAfterPlugins(runtime),
-            RouteAnswers(auth_on=settings.auth_on, open_paths=OPEN_PATHS),
-        ],
-        # Hooks run after every lifespan, the channels plugin's included.
-        on_shutdown=[pubsub_client.aclose] if pubsub_client is not None else [],
-        middleware=[request_ids, *_authentication(settings)],
-        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
-        logging_config=None,  # ferry.observability.logs configures the process's logging
-        cors_config=_cors(settings),
-        exception_handlers={**EXCEPTION_HANDLERS, Exception: internal_error},
-        request_class=JsonBodyRequest,  # bodies: JSON only, decoded strictly (ferry.api.bodies)
-        request_max_body_size=settings.max_body_bytes,
-        openapi_config=openapi_config(),  # its UI's assets served by Ferry (ferry.api.openapi)
-    )
-    app.state.draining = draining  # for the server's signal handler (`ferry.serve`)
-    return app
 
 
 class LifespanAfterPlugins(InitPluginProtocol):

@@ -35,7 +35,7 @@ def _error(
 
 
 def not_found(_: Request[Any, Any, Any], exc: NotFound) -> Response[dict[str, Any]]:
-    return _error(404, f"job {exc.args[0]} not found")
+    return _error(404, str(exc))
 
 
 def conflict(_: Request[Any, Any, Any], exc: Conflict) -> Response[dict[str, Any]]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as aioredis
 from litestar import Response, get
-from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ferry.api.dependencies import Running
 from ferry.observability.metrics import INSTANCE
 from ferry.service.schemas import Health
 
@@ -26,8 +28,8 @@ async def health() -> Health:
     tags=["health"],
     responses={503: ResponseSpec(Health, description="`checks` names what is down")},
 )
-async def ready(state: State) -> Response[Health]:
-    checks = await asyncio.gather(_check_database(state), _check_redis(state))
+async def ready(runtime: Running) -> Response[Health]:
+    checks = await asyncio.gather(_check_database(runtime.engine), _check_redis(runtime.redis))
     results = dict(checks)
     healthy = all(result == "ok" or result == "in-process" for result in results.values())
     return Response(
@@ -36,8 +38,7 @@ async def ready(state: State) -> Response[Health]:
     )
 
 
-async def _check_database(state: State) -> tuple[str, str]:
-    engine = state.engine
+async def _check_database(engine: AsyncEngine) -> tuple[str, str]:
     name = "postgres" if engine.dialect.name == "postgresql" else engine.dialect.name
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as conn:
@@ -47,8 +48,7 @@ async def _check_database(state: State) -> tuple[str, str]:
     return name, "ok"
 
 
-async def _check_redis(state: State) -> tuple[str, str]:
-    client = state.redis
+async def _check_redis(client: aioredis.Redis | None) -> tuple[str, str]:
     if client is None:
         return "broker", "in-process"
     try:

@@ -11,31 +11,23 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
-import anyio.to_thread
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.api.answers import BODY, TENANT_CHECKED, KeyConflict, StatusConflict
 from ferry.api.auth import Principal
 from ferry.api.bodies import error_of
-from ferry.db import outbox
-from ferry.db.idempotency import claim, remember, request_hash
-from ferry.db.jobs import Enqueued, JobStore, NewRow, NotFound, insert_jobs
-from ferry.db.models import Job, JobStatus, new_mark, utcnow
-from ferry.events.event import JobEvent
+from ferry.api.dependencies import Caller, Config, DbSession, Jobs, Queues
+from ferry.db.idempotency import request_hash
+from ferry.db.jobs import JobStore, NewRow, NotFound
+from ferry.db.models import Job, JobStatus
 from ferry.fields import TENANT_ID_PATTERN
 from ferry.jobs.payloads import PAYLOAD_TYPES
-from ferry.observability.metrics import recorder
-from ferry.queue.fair.broker import FairRedisBroker
-from ferry.queue.sender import announce, pending_events
+from ferry.service.jobs import IdempotencyKey, JobService
 from ferry.service.schemas import (
     MAX_LIST_LIMIT,
     MAX_LIST_OFFSET,
@@ -52,6 +44,7 @@ from ferry.service.schemas import (
     Requeued,
     job_type_of,
 )
+from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +52,6 @@ TenantQuery = Annotated[
     str | None,
     QueryParameter(name="tenantId", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN),
 ]
-DbSession = NamedDependency[AsyncSession]
-Caller = NamedDependency[Principal]  # who the request acts as (ferry.api.auth)
 IdempotencyKeyHeader = Annotated[
     str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200)
 ]
@@ -68,25 +59,10 @@ JobId = FromPath[uuid.UUID]
 
 
 def job_out(job: Job) -> JobOut:
-    return JobOut(
-        id=job.id,
-        tenant_id=job.tenant_id,
-        type=job.type,
-        payload=job.payload,
-        status=job.status,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        error=job.error,
-        result=job.result,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        next_run_at=job.next_run_at,
-    )
+    return msgspec.convert(job, JobOut, from_attributes=True)
 
 
-def storable(payload: Any) -> Any:
+def refuse_nul(payload: Any) -> Any:
     """PostgreSQL's JSON cannot hold the NUL character: refuse it as bad input (400)
     rather than fail the INSERT (500)."""
     if _holds_nul(payload):
@@ -108,81 +84,33 @@ def _row(spec: NewJob, default_max_attempts: int) -> NewRow:
     return NewRow(
         tenant_id=spec.tenant_id,
         type=job_type_of(spec),
-        payload=storable(msgspec.to_builtins(spec.payload)),
+        payload=refuse_nul(msgspec.to_builtins(spec.payload)),
         max_attempts=spec.max_attempts or default_max_attempts,
         delay_ms=spec.delay_ms,
     )
 
 
-async def _queue_of(broker: Any, tenant_id: str | None) -> tuple[int | None, int | None]:
-    """Jobs waiting for their turn and the oldest one's wait: of a tenant, or of all."""
-    if not isinstance(broker, FairRedisBroker):
-        return None, None
-    queues = await anyio.to_thread.run_sync(broker.fair.peek, [tenant_id] if tenant_id else [])
-    return sum(q.waiting for q in queues), max((q.wait_ms for q in queues), default=0)
-
-
-def _events(
-    tenant_id: str, status: JobStatus, job_ids: list[uuid.UUID], at: datetime
-) -> list[JobEvent]:
-    return [JobEvent(tenant_id, job_id, status, 0, None, at) for job_id in job_ids]
-
-
-async def _commit_and_announce(
-    session: AsyncSession,
-    state: State,
-    events: list[JobEvent],
-    jobs: Sequence[Enqueued] = (),
-    mark: uuid.UUID | None = None,
-) -> None:
-    """Commit, with the outbox row of the events' jobs (`ferry.db.outbox`; `mark`: written
-    already), then publish the events and send the jobs. The events' `at` is the
-    `updated_at` their jobs got."""
-    if mark is None and events:
-        mark = await outbox.add(session, (event.job_id for event in events), events[0].at)
-    await session.commit()
-    await announce(state.events, state.dispatcher, events, jobs, mark)
-
-
-async def _create_jobs(
-    state: State,
+async def _create(
+    jobs: JobService,
+    settings: Settings,
     specs: Sequence[NewJob],
     request: NewJob | NewJobBatch,
     idempotency_key: str | None,
 ) -> tuple[list[uuid.UUID], bool]:
-    """Create `specs`, announce and send them: (their ids, True). With an
-    Idempotency-Key already used for this request: (the first request's ids, False).
-    A key belongs to the tenant of the first job."""
-    rows = [_row(spec, state.settings.default_max_attempts) for spec in specs]
-    if idempotency_key is None:
-        # Shares a transaction with the creates that arrive with it (ferry.service.intake).
-        jobs = await state.intake.create(rows)
-    else:
-        async with _session(state) as session:
-            tenant = specs[0].tenant_id
-            digest = request_hash(msgspec.json.encode(request))
-            if earlier := await claim(session, tenant, idempotency_key, digest):
-                return earlier.job_ids, False
-            mark = new_mark()
-            jobs = await insert_jobs(session, rows, mark)
-            await remember(session, tenant, idempotency_key, [job.id for job in jobs])
-            await _commit_and_announce(session, state, pending_events(jobs), jobs, mark)
-    for job in jobs:
-        recorder.inc("ferry_jobs_created", job.tenant_id, job.type)
-    return [job.id for job in jobs], True
-
-
-def _session(state: State) -> AsyncSession:
-    """A session of the route's own: the create routes take none from the plugin, whose
-    per-request session (and commit) most creates, written by the intake, do not need."""
-    return AsyncSession(state.engine, expire_on_commit=False)
+    """A key belongs to the tenant of the first job."""
+    rows = [_row(spec, settings.default_max_attempts) for spec in specs]
+    key = None
+    if idempotency_key is not None:
+        digest = request_hash(msgspec.json.encode(request))
+        key = IdempotencyKey(specs[0].tenant_id, idempotency_key, digest)
+    return await jobs.create(rows, key)
 
 
 async def _owned(store: JobStore, caller: Principal, job_id: uuid.UUID) -> None:
     """A tenant key sees its own tenant's jobs only: another's is 404, not 403, so
     that a key cannot learn which job ids exist."""
     if caller.tenant_id is not None and (await store.get(job_id)).tenant_id != caller.tenant_id:
-        raise NotFound(job_id)
+        raise NotFound("job", job_id)
 
 
 async def _created_before(store: JobStore, job_id: uuid.UUID) -> Response[CreatedJob]:
@@ -206,14 +134,15 @@ class JobController(Controller):
     async def create(
         self,
         data: JSONBody[NewJob],
-        state: State,
+        jobs: Jobs,
+        settings: Config,
         principal: Caller,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[CreatedJob]:
         principal.check(data.tenant_id)
-        [job_id], created = await _create_jobs(state, [data], data, idempotency_key)
+        [job_id], created = await _create(jobs, settings, [data], data, idempotency_key)
         if not created:
-            async with _session(state) as session:
+            async with jobs.session() as session:
                 return await _created_before(JobStore(session), job_id)
         return Response(
             CreatedJob(job_id=job_id, status=JobStatus.PENDING),
@@ -229,13 +158,14 @@ class JobController(Controller):
     async def create_batch(
         self,
         data: JSONBody[NewJobBatch],
-        state: State,
+        jobs: Jobs,
+        settings: Config,
         principal: Caller,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[CreatedJobs]:
         for spec in data.jobs:
             principal.check(spec.tenant_id)
-        job_ids, created = await _create_jobs(state, data.jobs, data, idempotency_key)
+        job_ids, created = await _create(jobs, settings, data.jobs, data, idempotency_key)
         return Response(CreatedJobs(job_ids=job_ids), status_code=201 if created else 200)
 
     @get("/", summary="List jobs, newest first", raises=TENANT_CHECKED)
@@ -260,11 +190,17 @@ class JobController(Controller):
 
     @get("/stats", summary="Job counts per status", raises=TENANT_CHECKED)
     async def stats(
-        self, db_session: DbSession, state: State, principal: Caller, tenant_id: TenantQuery = None
+        self,
+        db_session: DbSession,
+        sender: Queues,
+        principal: Caller,
+        tenant_id: TenantQuery = None,
     ) -> JobStats:
         tenant_id = principal.scope(tenant_id)
         counts = await JobStore(db_session).counts(tenant_id)
-        waiting, oldest_wait_ms = await _queue_of(state.dispatcher.broker, tenant_id)
+        queues = await sender.waiting(tenant_id)  # None: fair scheduling is off
+        waiting = None if queues is None else sum(q.waiting for q in queues)
+        oldest_wait_ms = None if queues is None else max((q.wait_ms for q in queues), default=0)
         return JobStats(
             tenant_id=tenant_id,
             total=sum(counts.values()),
@@ -286,17 +222,10 @@ class JobController(Controller):
         raises=[NotFoundException, StatusConflict],
     )
     async def retry(
-        self, job_id: JobId, db_session: DbSession, state: State, principal: Caller
+        self, job_id: JobId, db_session: DbSession, jobs: Jobs, principal: Caller
     ) -> JobOut:
-        store = JobStore(db_session)
-        await _owned(store, principal, job_id)
-        now = utcnow()
-        job = await store.retry(job_id, now)
-        events = _events(job.tenant_id, JobStatus.PENDING, [job.id], now)
-        await _commit_and_announce(
-            db_session, state, events, [Enqueued(job.id, job.type, job.tenant_id, 0)]
-        )
-        return job_out(job)
+        await _owned(JobStore(db_session), principal, job_id)
+        return job_out(await jobs.retry(db_session, job_id))
 
     @post(
         "/retry",
@@ -305,20 +234,18 @@ class JobController(Controller):
         raises=[*BODY, *TENANT_CHECKED],
     )
     async def retry_many(
-        self, data: JSONBody[BulkRetry], db_session: DbSession, state: State, principal: Caller
+        self, data: JSONBody[BulkRetry], db_session: DbSession, jobs: Jobs, principal: Caller
     ) -> Requeued:
         principal.check(data.tenant_id)
-        jobs = await JobStore(db_session).retry_many(
+        replayed = await jobs.retry_many(
+            db_session,
             data.tenant_id,
             ids=data.ids,
             job_type=data.type,
             failed_since=data.failed_since,
             limit=data.limit,
-            now=(now := utcnow()),
         )
-        events = _events(data.tenant_id, JobStatus.PENDING, [job.id for job in jobs], now)
-        await _commit_and_announce(db_session, state, events, jobs)
-        return Requeued(requeued=len(jobs), job_ids=[job.id for job in jobs])
+        return Requeued(requeued=len(replayed), job_ids=[job.id for job in replayed])
 
     @post(
         "/{job_id:uuid}/cancel",
@@ -327,16 +254,10 @@ class JobController(Controller):
         raises=[NotFoundException, StatusConflict],
     )
     async def cancel(
-        self, job_id: JobId, db_session: DbSession, state: State, principal: Caller
+        self, job_id: JobId, db_session: DbSession, jobs: Jobs, principal: Caller
     ) -> JobOut:
-        store = JobStore(db_session)
-        await _owned(store, principal, job_id)
-        now = utcnow()
-        job = await store.cancel(job_id, now)
-        event = JobEvent(job.tenant_id, job.id, job.status, job.attempts, job.error, now)
-        await _commit_and_announce(db_session, state, [event])
-        recorder.inc("ferry_jobs_finished", job.tenant_id, job.type, JobStatus.CANCELLED)
-        return job_out(job)
+        await _owned(JobStore(db_session), principal, job_id)
+        return job_out(await jobs.cancel(db_session, job_id))
 
     @patch(
         "/{job_id:uuid}",
@@ -379,4 +300,4 @@ def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:
         raise ValidationException(
             f"invalid payload for {article} {job_type} job", extra=[error_of(exc, "payload")]
         ) from exc
-    return storable(msgspec.to_builtins(typed))
+    return refuse_nul(msgspec.to_builtins(typed))

@@ -9,14 +9,14 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from litestar import Response, get
-from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ferry.api.answers import TENANT_CHECKED
 from ferry.api.auth import not_a_tenant_key
+from ferry.api.dependencies import Metrics, Queues
 from ferry.observability.metrics import Snapshot, families, flush, recorder
-from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.fair.broker import fair_queue
 from ferry.queue.fair.queue import TenantQueue
 from ferry.queue.messages import JOBS_QUEUE
 
@@ -31,8 +31,8 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, int]:
         for queue in QUEUES:
             pipe.llen(f"{broker.namespace}:{queue}")
         depths = dict(zip(QUEUES, map(int, pipe.execute()), strict=True))
-        if isinstance(broker, FairRedisBroker):
-            depths[f"{JOBS_QUEUE}.fair"] = int(broker.client.hlen(broker.fair.messages_key))
+        if (fair := fair_queue(broker)) is not None:
+            depths[f"{JOBS_QUEUE}.fair"] = int(broker.client.hlen(fair.messages_key))
         return depths
     if isinstance(broker, StubBroker):
         return {queue: broker.queues[queue].qsize() for queue in QUEUES}
@@ -67,14 +67,13 @@ def tenant_queue_families(queues: Iterable[TenantQueue]) -> Iterator[Metric]:
     media_type=CONTENT_TYPE_LATEST,
     raises=TENANT_CHECKED,
 )
-async def metrics(state: State) -> Response[bytes]:
-    await flush(recorder, state.metrics)  # this process's latest counts too
-    totals, gauges = await state.metrics.read()
-    broker = state.dispatcher.broker
-    depths = await asyncio.to_thread(queue_depths, broker)
+async def metrics(metrics: Metrics, sender: Queues) -> Response[bytes]:
+    await flush(recorder, metrics)  # this process's latest counts too
+    totals, gauges = await metrics.read()
+    depths = await asyncio.to_thread(queue_depths, sender.broker)
     snapshot = list(families(totals, gauges, depths))
-    if isinstance(broker, FairRedisBroker):
-        tenants = await asyncio.to_thread(broker.fair.peek)
+    tenants = await sender.waiting()
+    if tenants is not None:
         snapshot += tenant_queue_families(tenants)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot(snapshot))

@@ -8,7 +8,6 @@ from typing import Annotated
 import anyio.to_thread
 import msgspec
 from litestar import Controller, delete, get, post, put
-from litestar.datastructures import State
 from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
@@ -19,12 +18,12 @@ from sqlalchemy import update
 
 from ferry.api.answers import BODY, TENANT_CHECKED
 from ferry.api.auth import key_cache, key_hash, new_key, not_a_tenant_key, require_admin
-from ferry.api.jobs import Caller, DbSession
+from ferry.api.dependencies import Caller, DbSession, Queues
 from ferry.db.jobs import NotFound
 from ferry.db.models import ApiKey, TenantLimit, utcnow
 from ferry.fields import TENANT_ID_PATTERN
-from ferry.queue.fair.broker import FairRedisBroker
 from ferry.queue.fair.limits import TenantLimits, TenantLimitsOut, limits_of, mirror
+from ferry.queue.sender import Sender
 
 TenantPath = Annotated[
     str, PathParameter(name="tenant_id", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN)
@@ -70,7 +69,7 @@ class TenantKeyController(Controller):
         )
         digest = revoked.scalar_one_or_none()
         if digest is None:
-            raise NotFound(key_id)
+            raise NotFound("API key", key_id)
         key_cache.forget(digest)
 
 
@@ -80,11 +79,11 @@ class TenantLimitsController(Controller):
 
     @get("/", summary="A tenant's weight, running cap and rate", raises=TENANT_CHECKED)
     async def get_limits(
-        self, tenant_id: TenantPath, db_session: DbSession, state: State, principal: Caller
+        self, tenant_id: TenantPath, db_session: DbSession, sender: Queues, principal: Caller
     ) -> TenantLimitsOut:
         principal.check(tenant_id)
         row = await db_session.get(TenantLimit, tenant_id)
-        return _out(tenant_id, limits_of(row), state)
+        return _out(tenant_id, limits_of(row), sender)
 
     @put(
         "/",
@@ -97,7 +96,7 @@ class TenantLimitsController(Controller):
         tenant_id: TenantPath,
         data: JSONBody[TenantLimits],
         db_session: DbSession,
-        state: State,
+        sender: Queues,
     ) -> TenantLimitsOut:
         await db_session.merge(
             TenantLimit(
@@ -110,19 +109,18 @@ class TenantLimitsController(Controller):
             )
         )
         await db_session.commit()
-        broker = state.dispatcher.broker
-        if isinstance(broker, FairRedisBroker):
+        if sender.fair is not None:
             # Should this fail, the next recovery pass writes it (it copies every row).
-            await anyio.to_thread.run_sync(mirror, broker.fair, [(tenant_id, data)])
-        return _out(tenant_id, data, state)
+            await anyio.to_thread.run_sync(mirror, sender.fair, [(tenant_id, data)])
+        return _out(tenant_id, data, sender)
 
 
-def _out(tenant_id: str, limits: TenantLimits, state: State) -> TenantLimitsOut:
+def _out(tenant_id: str, limits: TenantLimits, sender: Sender) -> TenantLimitsOut:
     return TenantLimitsOut(
         tenant_id=tenant_id,
         weight=limits.weight,
         max_running=limits.max_running,
         rate_per_second=limits.rate_per_second,
         burst=limits.burst,
-        enforced=isinstance(state.dispatcher.broker, FairRedisBroker),
+        enforced=sender.fair is not None,
     )

@@ -55,7 +55,10 @@ class Conflict(Exception):
 
 
 class NotFound(Exception):
-    pass
+    """No `what` (a job, an API key...) has this id, or none the caller may see."""
+
+    def __init__(self, what: str, key: object) -> None:
+        super().__init__(f"{what} {key} not found")
 
 
 def _replayed(now: datetime) -> dict[str, Any]:
@@ -148,7 +151,7 @@ class JobStore:
     async def get(self, job_id: uuid.UUID) -> Job:
         job = await self.session.get(Job, job_id)
         if job is None:
-            raise NotFound(job_id)
+            raise NotFound("job", job_id)
         return job
 
     async def page(
@@ -225,7 +228,7 @@ class JobStore:
         if job is None:
             current = await self.session.scalar(select(Job.status).where(Job.id == job_id))
             if current is None:
-                raise NotFound(job_id)
+                raise NotFound("job", job_id)
             raise Conflict(current, action)
         return job
 
@@ -285,5 +288,5 @@ class JobStore:
         if result.rowcount == 0:  # type: ignore[attr-defined]
             current = await self.session.scalar(select(Job.status).where(Job.id == job_id))
             if current is None:
-                raise NotFound(job_id)
+                raise NotFound("job", job_id)
             raise Conflict(current, "delete")

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ferry.db.models import Job, JobEventOutbox, new_mark, utcnow
-from ferry.events.event import JobEvent, events_lost
+from ferry.events.event import event_of, events_lost
 from ferry.events.log import Committed, EventLog
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,7 @@ async def _again(conn: AsyncConnection, rows: Sequence[Any]) -> list[Committed]:
             if job is None:
                 continue  # deleted since: there is nothing to tell of it
             if job.updated_at == row.at:
-                events.append(
-                    JobEvent(job.tenant_id, job.id, job.status, job.attempts, job.error, row.at)
-                )
+                events.append(event_of(job, row.at))
             else:
                 lost.add(job.tenant_id)
         events += [events_lost(tenant) for tenant in sorted(lost)]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Protocol
 
 import msgspec
 
@@ -18,6 +20,38 @@ class JobEvent(msgspec.Struct, frozen=True, rename="camel"):
     error: str | None
     at: datetime
     type: str = "JOB_UPDATE"
+
+
+class JobState(Protocol):
+    """What an event tells of a job (a row of the jobs table, say)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class NewJob(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+def event_of(job: JobState, at: datetime) -> JobEvent:
+    """The event of the change that left `job` as it is, made at `at`."""
+    return JobEvent(job.tenant_id, job.id, job.status, job.attempts, job.error, at)
+
+
+def pending_events(jobs: Iterable[NewJob], at: datetime) -> list[JobEvent]:
+    """The PENDING event that announces each new (or replayed) job."""
+    return [JobEvent(job.tenant_id, job.id, "PENDING", 0, None, at) for job in jobs]
 
 
 class EventsLost(msgspec.Struct, frozen=True, rename="camel"):

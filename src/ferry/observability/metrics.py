@@ -20,7 +20,7 @@ import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 from prometheus_client.core import (
@@ -99,6 +99,7 @@ class Recorder:
 recorder = Recorder()
 
 
+@runtime_checkable  # Litestar checks a dependency against its annotation
 class MetricsStore(Protocol):
     async def add(self, totals: dict[str, float], gauges: dict[str, float]) -> None: ...
 

@@ -17,19 +17,21 @@ claimed in the same transaction as their rows.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.jobs import Enqueued, NewRow, create_jobs
-from ferry.db.models import new_mark
-from ferry.events.log import EventLog
-from ferry.queue.sender import Dispatcher, announce, pending_events
+from ferry.db.models import new_mark, utcnow
+from ferry.events.event import JobEvent, pending_events
 
 MAX_GROUP_ROWS = 1000  # rows per INSERT, as a batch request's
+# After the commit: publish the events (of the outbox row), then send the jobs.
+Announce = Callable[[list[JobEvent], Sequence[Enqueued], uuid.UUID | None], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -41,10 +43,9 @@ class _Create:
 
 
 class Intake:
-    def __init__(self, engine: AsyncEngine, events: EventLog, dispatcher: Dispatcher) -> None:
+    def __init__(self, engine: AsyncEngine, announce: Announce) -> None:
         self.engine = engine
-        self.events = events
-        self.dispatcher = dispatcher
+        self.announce = announce
         self._waiting: deque[_Create] = deque()
         self._writer: asyncio.Task[None] | None = None
         # Statistics for tests and benchmarks.
@@ -98,7 +99,7 @@ class Intake:
             return
         self.groups += 1
         self.jobs += len(jobs)
-        await announce(self.events, self.dispatcher, pending_events(jobs), jobs, mark)
+        await self.announce(pending_events(jobs, utcnow()), jobs, mark)
         start = 0
         for request in group:
             mine = jobs[start : start + len(request.rows)]

@@ -34,6 +34,7 @@ from litestar.status_codes import WS_1013_TRY_AGAIN_LATER
 
 from ferry.api.answers import TENANT_CHECKED
 from ferry.api.auth import WS_SUBPROTOCOL, principal_of
+from ferry.api.dependencies import Running, Runtime, runtime_of
 from ferry.events.channels import LiveSubscriber, cut_off, subscription
 from ferry.events.event import channel_name, seq_of
 from ferry.events.feed import FeedItem, Resync, follow
@@ -113,8 +114,8 @@ def write_watch(state: State) -> WriteWatch:
     """The app's watch (one for all its subscribers)."""
     watch: WriteWatch | None = state.get("live_write_watch")
     if watch is None:
-        settings: Settings = state.settings
-        watch = state.live_write_watch = WriteWatch(settings.live_write_timeout_ms / 1000)
+        timeout_ms = runtime_of(state).settings.live_write_timeout_ms
+        watch = state.live_write_watch = WriteWatch(timeout_ms / 1000)
     return watch
 
 
@@ -141,13 +142,13 @@ class LiveSocket:
     """One WebSocket connection: one task per subscribed tenant, one send at a time."""
 
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, state: State
+        self, socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, runtime: Runtime
     ) -> None:
         self.socket = socket
         self.principal = principal_of(socket)
         self.channels = channels
-        self.events: EventLog = state.events
-        self.settings: Settings = state.settings
+        self.events: EventLog = runtime.events
+        self.settings: Settings = runtime.settings
         self.feeds: dict[str, _Following] = {}
         self._sending = asyncio.Lock()
         self.watch = write_watch(socket.app.state)
@@ -266,12 +267,12 @@ class LiveSocket:
 
 @websocket("/ws")
 async def live_socket(
-    socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], state: State
+    socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], runtime: Running
 ) -> None:
     """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s out. With
     FERRY_AUTH=on the key comes as the subprotocol `bearer.<key>` (offered with `ferry`),
     as `Authorization: Bearer <key>`, or as `?token=<key>`."""
-    await LiveSocket(socket, channels, state).run()
+    await LiveSocket(socket, channels, runtime).run()
 
 
 # -- Server-Sent Events ------------------------------------------------------------------
@@ -350,13 +351,13 @@ class _Stream:
 
 async def _sse_stream(
     channels: ChannelsPlugin,
-    state: State,
+    runtime: Runtime,
     tenant: str,
     after: int | None,
     watch: WriteWatch,
     client: str,
 ) -> AsyncIterator[ServerSentEventMessage]:
-    settings: Settings = state.settings
+    settings = runtime.settings
     channel = channel_name(settings.redis_namespace, tenant)
     async with subscription(channels, channel) as subscriber:
         stream = _Stream(channels, channel, subscriber, tenant, client)
@@ -365,8 +366,8 @@ async def _sse_stream(
             yield ServerSentEventMessage(
                 comment="connected", data=None, retry=settings.sse_retry_ms
             )
-            items = follow(state.events, tenant, subscriber.iter_events(), after)
-            heartbeat_s, stopping = settings.sse_heartbeat_ms / 1000, state.draining.stopping
+            items = follow(runtime.events, tenant, subscriber.iter_events(), after)
+            heartbeat_s, stopping = settings.sse_heartbeat_ms / 1000, runtime.draining.stopping
             async for item in with_heartbeats(items, heartbeat_s, stopping):
                 watch.begin(stream)
                 try:
@@ -393,7 +394,7 @@ _SEQ = "A seq this stream sent (its `id:`): the events after it are replayed fir
 async def live_events(
     request: Request[Any, Any, Any],
     channels: NamedDependency[ChannelsPlugin],
-    state: State,
+    runtime: Running,
     tenant_id: Annotated[
         str,
         QueryParameter(name="tenantId", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN),
@@ -414,5 +415,5 @@ async def live_events(
         return ServerSentEvent([], headers=headers)  # the headers only: no stream to hold open
     after = last_event_id if last_event_id is not None else last_event_id_query
     watch, client = write_watch(request.app.state), client_of(request.scope)
-    stream = _sse_stream(channels, state, tenant_id, after, watch, client)
+    stream = _sse_stream(channels, runtime, tenant_id, after, watch, client)
     return ServerSentEvent(stream, headers=headers)

@@ -38,11 +38,11 @@ from ferry.db.outbox import Relay
 from ferry.events.event import JobEvent
 from ferry.events.log import Committed, EventLog
 from ferry.observability.metrics import recorder
-from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.fair.broker import fair_queue
 from ferry.queue.fair.limits import all_limits, mirror
 from ferry.queue.group_ack import GroupAckRedisBroker
 from ferry.queue.messages import JOBS_QUEUE
-from ferry.queue.sender import send_now
+from ferry.queue.sender import Sender
 from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ def unqueued(broker: dramatiq.Broker, job_ids: Iterable[str]) -> set[str]:
     queues = (f"{JOBS_QUEUE}.DQ", JOBS_QUEUE)
     if isinstance(broker, RedisBroker):
         hashes = [f"{broker.namespace}:{queue}.msgs" for queue in queues]
-        if isinstance(broker, FairRedisBroker):
-            hashes.insert(1, broker.fair.messages_key)  # waiting for their tenant's turn
+        if (fair := fair_queue(broker)) is not None:
+            hashes.insert(1, fair.messages_key)  # waiting for their tenant's turn
         encoded: Iterable[Any] = (
             value for key in hashes for _, value in broker.client.hscan_iter(key, count=1000)
         )
@@ -159,10 +159,10 @@ class Recovery:
 
     async def mirror_tenant_limits(self) -> None:
         """Tenants' limits, from PostgreSQL to Redis again (after a Redis loss, say)."""
-        if isinstance(self.broker, FairRedisBroker):
+        if (fair := fair_queue(self.broker)) is not None:
             async with self.engine().connect() as conn:
                 limits = await all_limits(conn)
-            await asyncio.to_thread(mirror, self.broker.fair, limits)
+            await asyncio.to_thread(mirror, fair, limits)
 
     async def forget_old_idempotency_keys(self) -> None:
         cutoff = utcnow() - KEY_TTL
@@ -239,7 +239,7 @@ class Recovery:
 
     async def _send(self, jobs: list[Enqueued]) -> None:
         if jobs:
-            await asyncio.to_thread(send_now, self.broker, jobs)
+            await asyncio.to_thread(Sender(self.broker).send_now, jobs)
 
 
 def _pending(condition: Any, *columns: Any) -> Select[Any]:

@@ -65,3 +65,9 @@ class FairRedisBroker(GroupAckRedisBroker):
             yield chunk
             for message in chunk:
                 self.emit_after("enqueue", message, None)
+
+
+def fair_queue(broker: dramatiq.Broker) -> FairQueue | None:
+    """The tenants' queues when `broker` schedules fairly, else None: the one place
+    that asks whether fair scheduling is on."""
+    return broker.fair if isinstance(broker, FairRedisBroker) else None
