@@ -19,8 +19,9 @@ from ferry.db.jobs import Enqueued, NewRow
 from ferry.db.models import Job
 from ferry.events.redis_log import RedisEventLog
 from ferry.queue.brokers import build_broker
-from ferry.queue.sender import Dispatcher
+from ferry.queue.sender import Sender
 from ferry.service.intake import Intake
+from ferry.service.jobs import JobService
 from ferry.settings import Settings
 from tests.support.jobs import new_tenant, queued_job_ids
 from tests.support.services import TEST_REDIS_URL
@@ -31,7 +32,8 @@ async def intake(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Intak
     client = aioredis.Redis.from_url(TEST_REDIS_URL)
     events = RedisEventLog(client, settings.redis_namespace, retain=1000, ttl_s=60)
     broker = build_broker(settings)
-    yield Intake(engine, events, Dispatcher(broker, client))
+    # The app's intake: announced (events, then messages) by the job service.
+    yield JobService(engine, engine, events, Sender(broker, client)).intake
     broker.close()
     await client.aclose()
 
