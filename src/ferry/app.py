@@ -124,7 +124,10 @@ class AppParts:
         self.metrics: MetricsStore
         if self.redis is None:
             self.events = MemoryEventLog(
-                settings.redis_namespace, _drop, retain=settings.event_history
+                settings.redis_namespace,
+                _drop,
+                retain=settings.event_history,
+                mark_ttl_ms=settings.event_mark_ttl_ms,
             )
             self.metrics = MemoryMetricsStore()
         else:
@@ -133,6 +136,7 @@ class AppParts:
                 settings.redis_namespace,
                 retain=settings.event_history,
                 ttl_s=settings.event_history_ttl_s,
+                mark_ttl_ms=settings.event_mark_ttl_ms,
             )
             self.metrics = RedisMetricsStore(self.redis, settings.redis_namespace, INSTANCE)
         self.broker = build_broker(settings)

@@ -98,6 +98,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         return self.redis_url is None
 
     @property
+    def event_mark_ttl_ms(self) -> int:
+        """How long the event log remembers that a change's events were appended: far
+        longer than the recovery pass takes to look at the change's outbox row (its
+        interval plus its grace). Only an outage of every worker longer than this gets
+        events appended twice."""
+        return max(600_000, 10 * (self.recovery_interval_ms + self.recovery_grace_ms))
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 

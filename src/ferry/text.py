@@ -8,19 +8,18 @@ stored, so that it can never be the reason a job's outcome is not recorded.
 
 from __future__ import annotations
 
+import re
+
 REPLACEMENT = "\ufffd"
+_SURROGATE = re.compile("[\ud800-\udfff]")  # one each: UTF-8 cannot encode any
 ELLIPSIS = "\u2026"
 
 
 def storable(text: str, limit: int) -> str:
     """`text` with NUL and lone surrogates replaced, at most `limit` characters long."""
+    text = _SURROGATE.sub(REPLACEMENT, text.replace("\x00", REPLACEMENT))
     if len(text) > limit:
         text = text[: max(limit - 1, 0)] + ELLIPSIS
-    text = text.replace("\x00", REPLACEMENT)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return text
 
 

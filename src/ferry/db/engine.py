@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -70,3 +77,19 @@ def connection_lost(exc: BaseException) -> bool:
         or exc.statement is None  # raised while connecting, before any statement
         or sqlstate.startswith(_TRANSIENT_SQLSTATES)
     )
+
+
+_DATA_SQLSTATES = ("22", "23")  # data exception, integrity constraint violation
+
+
+def refused_for_data(exc: BaseException) -> bool:
+    """Whether the database refused what a statement carried (a NUL in a result, say),
+    which it would refuse every time, as opposed to being unreachable or unable for now
+    (a lost connection, a missing table before a migration, read-only after a failover),
+    which is waited out."""
+    if connection_lost(exc):
+        return False
+    if isinstance(exc, DBAPIError):
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        return sqlstate.startswith(_DATA_SQLSTATES) or isinstance(exc, DataError | IntegrityError)
+    return True  # raised before the database saw it: encoding the statement's values

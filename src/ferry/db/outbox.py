@@ -109,12 +109,15 @@ async def _again(conn: AsyncConnection, rows: Sequence[Any]) -> list[Committed]:
     """The events of `rows` as the jobs are now: the event of a job still as its row's
     statement left it, `EventsLost` for the tenant of one that changed since."""
     ids = {job_id for row in rows for job_id in row.job_ids}
-    # FOR SHARE: no job changes (and announces it) before its old event is appended.
+    # FOR SHARE: no job changes (and announces it) before its old event is appended;
+    # in id order, as the writer's UPDATEs lock them (an index scan over `= ANY` takes
+    # the ids sorted), lest the two deadlock.
     jobs = {
         job.id: job
         for job in await conn.execute(
             select(Job.id, Job.tenant_id, Job.status, Job.attempts, Job.error, Job.updated_at)
             .where(Job.id == any_(_uuids(ids)))
+            .order_by(Job.id)
             .with_for_update(read=True)
         )
     }

@@ -8,14 +8,17 @@ seq jump knows exactly which events it missed and can read them back with
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
 from ferry.events.event import EventsLost, JobEvent, channel_name, encode, with_seq
+
+MARK_TTL_MS = 600_000  # by default: Settings.event_mark_ttl_ms says why
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +56,24 @@ class MemoryEventLog:
     Workers append from their own thread, so numbering, retention and delivery
     happen under one lock: the delivery order is the seq order."""
 
-    def __init__(self, namespace: str, deliver: Deliver, *, retain: int) -> None:
+    def __init__(
+        self, namespace: str, deliver: Deliver, *, retain: int, mark_ttl_ms: int = MARK_TTL_MS
+    ) -> None:
         self.namespace = namespace
         self.deliver = deliver
         self.retain = retain
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
         self._kept: dict[str, deque[tuple[int, bytes]]] = {}
+        # The marks appended (on PostgreSQL without Redis there is an outbox too),
+        # oldest first, as long as the recovery pass may ask.
+        self._marks: OrderedDict[uuid.UUID, float] = OrderedDict()
+        self.mark_ttl_s = mark_ttl_ms / 1000
 
     async def append(self, committed: Sequence[Committed]) -> None:
         with self._lock:
-            for event in (event for part in committed for event in part.events):
+            fresh = [part for part in committed if not self._mark(part.mark)]
+            for event in (event for part in fresh for event in part.events):
                 tenant = event.tenant_id
                 seq = self._seq.get(tenant, 0) + 1
                 self._seq[tenant] = seq
@@ -74,8 +84,21 @@ class MemoryEventLog:
                 kept.append((seq, data))
                 self.deliver(channel_name(self.namespace, tenant), data)
 
+    def _mark(self, mark: uuid.UUID | None) -> bool:
+        """Remember `mark` as appended; whether it was already."""
+        now = time.monotonic()
+        while self._marks and next(iter(self._marks.values())) < now - self.mark_ttl_s:
+            self._marks.popitem(last=False)
+        if mark is None:
+            return False
+        if mark in self._marks:
+            return True
+        self._marks[mark] = now
+        return False
+
     async def appended(self, marks: Sequence[uuid.UUID]) -> list[bool]:
-        return [False for _ in marks]  # no outbox in one process: nothing is marked
+        with self._lock:
+            return [mark in self._marks for mark in marks]
 
     async def read(self, tenant_id: str, after: int, limit: int) -> list[bytes] | None:
         with self._lock:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from ferry.events.event import encode, seq_of
-from ferry.events.log import Committed
+from ferry.events.log import MARK_TTL_MS, Committed
 
 # ARGV: key prefix, stream MAXLEN, stream TTL (s, 0: none), mark TTL (ms), then
 # groups: a mark ('' for none), the number of events N, N tenant/event pairs.
@@ -56,16 +56,20 @@ while i <= #ARGV do
 end
 return appended
 """
-# How long a mark says its events were appended: longer than the recovery pass
-# takes to look at an outbox row (its interval plus its grace, seconds).
-MARK_TTL_MS = 120_000
 
 
 class RedisEventLog:
     def __init__(
-        self, client: aioredis.Redis, namespace: str, *, retain: int, ttl_s: int = 0
+        self,
+        client: aioredis.Redis,
+        namespace: str,
+        *,
+        retain: int,
+        ttl_s: int = 0,
+        mark_ttl_ms: int = MARK_TTL_MS,
     ) -> None:
         self.client = client
+        self.mark_ttl_ms = mark_ttl_ms
         self.prefix = f"{namespace}:events"
         self.retain = retain
         self.ttl_s = ttl_s
@@ -81,7 +85,7 @@ class RedisEventLog:
     async def append(self, committed: Sequence[Committed]) -> None:
         if not any(part.events for part in committed):
             return
-        args: list[str | bytes | int] = [self.prefix, self.retain, self.ttl_s, MARK_TTL_MS]
+        args: list[str | bytes | int] = [self.prefix, self.retain, self.ttl_s, self.mark_ttl_ms]
         for part in committed:
             args += ["" if part.mark is None else str(part.mark), len(part.events)]
             for event in part.events:

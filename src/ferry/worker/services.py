@@ -94,6 +94,7 @@ class WorkerServices(dramatiq.Middleware):
                 settings.redis_namespace,
                 retain=settings.event_history,
                 ttl_s=settings.event_history_ttl_s,
+                mark_ttl_ms=settings.event_mark_ttl_ms,
             )
             # A worker process of its own: its metrics join the deployment's in Redis.
             self.metrics = RedisMetricsStore(redis, settings.redis_namespace, INSTANCE)

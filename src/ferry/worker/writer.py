@@ -26,11 +26,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db.engine import connection_lost
+from ferry.db.engine import refused_for_data
 from ferry.db.models import JobStatus, utcnow
 from ferry.db.transitions import (
     ERROR_LIMIT,
@@ -47,6 +48,7 @@ from ferry.text import first_line, storable
 from ferry.worker.loop import BackgroundLoop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RUNNING = JobStatus.RUNNING
 OnCommit = Callable[[list[Committed]], Awaitable[None]]
@@ -289,23 +291,17 @@ class StatusWriter:
     ) -> list[Wrote]:
         """Write `requests` (all of one kind) until the database has taken them.
 
-        A lost connection is waited out and the statement tried again: waiting threads
-        must not see an error, since an exception in a worker hook would ack the message
-        without its status. A statement the database refuses (for its data, say: a NUL
-        in a result) would be refused every time: it is halved until the job it refuses
-        is alone, and that job fails with the reason, so every other outcome is kept."""
-        delay = 0.05
-        while True:
-            try:
-                return [await self._statement(kind, requests, now)]
-            except Exception as exc:
-                if not connection_lost(exc):
-                    return await self._refused(kind, requests, now, exc)
-                log.warning(
-                    "writing %d %s transitions failed (%s); retrying", len(requests), kind, exc
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        A lost connection (or a database unable for now) is waited out and the
+        statement tried again: waiting threads must not see an error, since an
+        exception in a worker hook would ack the message without its status. A
+        statement the database refuses for its data (a NUL in a result, say) would be
+        refused every time: it is halved until the job it refuses is alone, and that
+        job fails with the reason, so every other outcome is kept."""
+        try:
+            statement = partial(self._statement, kind, requests, now)
+            return [await _retried(f"writing {len(requests)} {kind} transitions", statement)]
+        except Exception as exc:
+            return await self._refused(kind, requests, now, exc)
 
     async def _refused(
         self, kind: JobStatus, requests: list[_Request], now: datetime, exc: Exception
@@ -319,24 +315,17 @@ class StatusWriter:
         log.error("job %s: %s", request.job_id, error)
         expected = JobStatus.PENDING if kind is RUNNING else RUNNING
         try:
-            return [await self._failed_alone(request.job_id, expected, error, now)]
+            fail = partial(self._fail, request.job_id, expected, error, now)
+            return [await _retried(f"failing job {request.job_id}", fail)]
         except Exception:
             log.exception("job %s could not even be failed; its lease will expire", request.job_id)
             return []
 
-    async def _failed_alone(
+    async def _fail(
         self, job_id: uuid.UUID, expected: JobStatus, error: str, now: datetime
     ) -> Wrote:
-        delay = 0.05
-        while True:
-            try:
-                async with self.engine().connect() as conn:
-                    return await self.sql.fail(conn, job_id, expected, error, now)
-            except Exception as exc:
-                if not connection_lost(exc):
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        async with self.engine().connect() as conn:
+            return await self.sql.fail(conn, job_id, expected, error, now)
 
     async def _statement(self, kind: JobStatus, requests: list[_Request], now: datetime) -> Wrote:
         async with self.engine().connect() as conn:
@@ -345,3 +334,18 @@ class StatusWriter:
                 return await self.sql.claim(conn, ids, now)
             outcomes = [request.outcome for request in requests if request.outcome is not None]
             return await self.sql.finish(conn, kind, outcomes, now)
+
+
+async def _retried(what: str, write: Callable[[], Awaitable[T]]) -> T:
+    """`write()` until the database takes it, waiting out everything but a refusal of
+    its data (raised)."""
+    delay = 0.05
+    while True:
+        try:
+            return await write()
+        except Exception as exc:
+            if refused_for_data(exc):
+                raise
+            log.warning("%s failed (%s); retrying", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

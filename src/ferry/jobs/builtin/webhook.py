@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -58,8 +59,12 @@ def _client() -> httpx.Client:
     # One connection pool per worker thread: keep-alive across jobs to one host.
     client: httpx.Client | None = getattr(_local, "client", None)
     if client is None:
-        # Redirects are followed by `call`, which checks every hop.
-        client = _local.client = httpx.Client(headers={"User-Agent": USER_AGENT})
+        # Redirects are followed by `call`, which checks every hop. No cookies are
+        # kept: the thread's next job may be another tenant's, to the same host.
+        no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        client = _local.client = httpx.Client(
+            headers={"User-Agent": USER_AGENT}, cookies=no_cookies
+        )
     return client
 
 
