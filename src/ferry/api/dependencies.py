@@ -1,5 +1,5 @@
 """What route handlers are given, by the name of their parameter, typed: the app's
-runtime parts, built once when it starts (`ferry.api.plugin`)."""
+runtime parts, built once when it starts (`ferry.app.AppParts`)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ferry.db.models import IdempotencyKey, utcnow
 
 KEY_TTL = timedelta(hours=24)
-HEADER = "Idempotency-Key"
 
 
 class KeyReused(Exception):

@@ -13,6 +13,7 @@ import ferry.jobs.builtin  # noqa: F401  (its modules register the built-in job 
 from ferry.events.log import EventLog
 from ferry.observability.logs import configure as configure_logging
 from ferry.queue.brokers import build_broker
+from ferry.queue.sender import Sender
 from ferry.settings import Settings, load_settings
 from ferry.worker.actors import declare_actors
 from ferry.worker.lifecycle import JobLifecycle
@@ -32,7 +33,7 @@ def install(
     global _installed
     services = WorkerServices(settings, events)
     broker.add_middleware(services, before=TimeLimit)
-    broker.add_middleware(JobLifecycle(settings, services), before=TimeLimit)
+    broker.add_middleware(JobLifecycle(settings, services, Sender(broker)), before=TimeLimit)
     dramatiq.set_broker(broker)
     declare_actors(broker, settings)
     _installed = broker

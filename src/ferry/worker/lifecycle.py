@@ -24,12 +24,14 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
+from ferry.db.jobs import Enqueued
 from ferry.db.models import JobStatus
 from ferry.db.transitions import ClaimedJob, Outcome
 from ferry.observability.logs import job_ids
 from ferry.observability.metrics import recorder
 from ferry.queue.group_ack import AckHold, GroupAckRedisBroker
-from ferry.queue.messages import JOBS_QUEUE, job_message, tenant_of
+from ferry.queue.messages import JOBS_QUEUE, tenant_of
+from ferry.queue.sender import Sender
 from ferry.settings import Settings
 from ferry.worker.outcome import decide
 from ferry.worker.running import set_current_job, take_current_job
@@ -39,9 +41,10 @@ log = logging.getLogger(__name__)
 
 
 class JobLifecycle(dramatiq.Middleware):
-    def __init__(self, settings: Settings, services: WorkerServices) -> None:
+    def __init__(self, settings: Settings, services: WorkerServices, sender: Sender) -> None:
         self.settings = settings
         self.services = services
+        self.sender = sender  # a retry's next attempt
         self._started = threading.local()  # when the running job of a thread was claimed
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
@@ -91,9 +94,8 @@ class JobLifecycle(dramatiq.Middleware):
         self._recorded(job, message, None, recorded)
         if recorded is JobStatus.PENDING:
             try:
-                broker.enqueue(
-                    job_message(str(job.id), job.type, job.tenant_id), delay=outcome.retry_delay_ms
-                )
+                retry = Enqueued(job.id, job.type, job.tenant_id, outcome.retry_delay_ms)
+                self.sender.send_now([retry])
             except Exception:
                 log.exception("re-enqueue of job %s failed; recovery will re-send it", job.id)
 

@@ -1,8 +1,9 @@
 """One background thread per worker process, running an asyncio loop.
 
 The worker's I/O that is not a job lives here: the group-commit writer, the
-heartbeat that renews leases and spots cancelled jobs, and the recovery pass.
-Dramatiq's worker threads hand it work and wait on concurrent futures.
+heartbeat that renews leases and spots cancelled jobs, and the recovery pass
+(`ferry.worker.services` starts them). Dramatiq's worker threads hand work to
+these services, never to the loop directly.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,9 +41,6 @@ class BackgroundLoop:
         if self._loop is None:
             raise RuntimeError(f"{self.name} is not running")
         return self._loop
-
-    def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def start(self) -> None:
         if self._thread is not None:

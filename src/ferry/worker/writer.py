@@ -1,8 +1,10 @@
 """Group commit: the status transitions of every message in flight, one write per tick.
 
 Worker threads hand their claims and outcomes to one `StatusWriter` per
-process and block until the transaction that contains them has committed.
-On the worker's background loop, the writer gathers what arrived
+process: a claim waits until the transaction that contains it has committed; an
+outcome either waits too (a retry, the in-process broker) or leaves a callback
+that runs once it is committed (the message's ack is held until then). On the
+worker's background loop, the writer gathers what arrived
 during one tick (up to `batch_size`), writes one `UPDATE ... WHERE id IN (...)
 RETURNING` per kind of transition (`ferry.db.transitions`), wakes the waiting
 threads with what RETURNING confirmed, and hands the committed events to
@@ -10,9 +12,9 @@ threads with what RETURNING confirmed, and hands the committed events to
 waits for the publication too: it sends the next attempt's message, and that
 attempt's RUNNING event must not overtake this PENDING one.
 
-Only a lost connection is retried. A statement the database refuses for what
-it carries is split until the one job it refuses fails alone, with the reason
-as its error: one bad job never holds up the others.
+A lost connection, or a database unable for now, is waited out. A statement
+the database refuses for what it carries is split until the one job it refuses
+fails alone, with the reason as its error: one bad job never holds up the others.
 """
 
 from __future__ import annotations

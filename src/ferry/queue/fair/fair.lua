@@ -1,4 +1,4 @@
--- Fair scheduling across tenants (docs/architecture.md), atomic in Redis.
+-- Fair scheduling across tenants (docs/fair-scheduling.md), atomic in Redis.
 --
 -- Every tenant with waiting jobs has its own list of message ids
 -- (<ns>:fair:q:<tenant>) and a place in the ring (<ns>:fair:ring). Messages
