@@ -1,0 +1,257 @@
+"""Acks in groups and held acks (`ferry.queue.group_ack`) without Redis: the ack
+script is a recording fake, the writer's event loop a fake that runs what is
+handed to its executor when the test says so. The script itself runs on a real
+Redis in tests/integration/queue/test_group_acks.py."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any, cast
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.errors import ConnectionClosed
+
+from ferry.queue import group_ack
+from ferry.queue.group_ack import AckHold, GroupAckConsumer, GroupAckRedisBroker
+
+QUEUE = "jobs"
+NAMESPACE = "unit"
+
+
+class FakeAckScript:
+    """The consumer's ACK_MANY script: records the ids of each call. It can refuse
+    `fail` calls as a lost connection would, and hold a call until `go` is set."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.keys: list[list[str]] = []
+        self.brokers: list[str] = []
+        self.fail = 0
+        self.hold = False
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def __call__(self, keys: list[str], args: list[Any]) -> None:
+        if self.hold:
+            self.hold = False
+            self.entered.set()
+            assert self.go.wait(5)
+        if self.fail:
+            self.fail -= 1
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+        self.keys.append(keys)
+        self.brokers.append(args[0])
+        self.calls.append([str(message_id) for message_id in args[2:]])
+
+
+class FakeLoop:
+    """The writer's loop as `_released` sees it: what goes to its executor waits here."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[Callable[[], None]] = []
+
+    def run_in_executor(self, executor: None, function: Callable[[], None]) -> None:
+        self.scheduled.append(function)
+
+    def run_scheduled(self) -> None:
+        scheduled, self.scheduled = self.scheduled, []
+        for function in scheduled:
+            function()
+
+
+@pytest.fixture
+def loop(monkeypatch: pytest.MonkeyPatch) -> FakeLoop:
+    fake = FakeLoop()
+    monkeypatch.setattr(group_ack, "asyncio", SimpleNamespace(get_running_loop=lambda: fake))
+    return fake
+
+
+@pytest.fixture
+def broker() -> Iterator[GroupAckRedisBroker]:
+    # A client that never connects: nothing here may reach a Redis.
+    broker = GroupAckRedisBroker(url="redis://127.0.0.1:1/0", namespace=NAMESPACE)
+    yield broker
+    broker.client.close()
+
+
+@pytest.fixture
+def script() -> FakeAckScript:
+    return FakeAckScript()
+
+
+@pytest.fixture
+def consumer(broker: GroupAckRedisBroker, script: FakeAckScript) -> GroupAckConsumer:
+    consumer = broker.consume(QUEUE, prefetch=100)
+    assert isinstance(consumer, GroupAckConsumer)
+    consumer._ack_many = script
+    return consumer
+
+
+def messages(consumer: GroupAckConsumer, count: int) -> list[dramatiq.MessageProxy]:
+    """Messages as if fetched by `consumer` (Redis ids r0, r1, ...)."""
+    fetched = [
+        SimpleNamespace(message_id=f"m{i}", options={"redis_message_id": f"r{i}"})
+        for i in range(count)
+    ]
+    consumer.queued_message_ids.update(message.message_id for message in fetched)
+    return cast(list[dramatiq.MessageProxy], fetched)
+
+
+# -- the hold ---------------------------------------------------------------------------
+
+
+def test_a_deferred_ack_runs_on_release_and_only_once() -> None:
+    hold, acks = AckHold(), []
+    assert hold.defer(lambda: acks.append("ack"))
+    assert acks == []  # never before the release
+    hold.release()
+    assert acks == ["ack"]
+    hold.release()  # a second release runs nothing again
+    assert acks == ["ack"]
+
+
+def test_a_hold_released_first_tells_the_caller_to_ack_itself() -> None:
+    hold, acks = AckHold(), []
+    hold.release()
+    assert not hold.defer(lambda: acks.append("ack"))
+    hold.release()
+    assert acks == []  # the caller acks: the hold never runs it
+
+
+# -- acks in groups ---------------------------------------------------------------------
+
+
+def test_an_ack_with_no_hold_is_sent_at_once_with_dramatiqs_keys(
+    consumer: GroupAckConsumer, broker: GroupAckRedisBroker, script: FakeAckScript
+) -> None:
+    [message] = messages(consumer, 1)
+    consumer.ack(message)
+    assert script.calls == [["r0"]]
+    assert script.keys == [
+        [
+            f"{NAMESPACE}:__acks__.{broker.broker_id}.{QUEUE}",
+            f"{NAMESPACE}:{QUEUE}.msgs",
+            f"{NAMESPACE}:__heartbeats__",
+        ]
+    ]
+    assert script.brokers == [broker.broker_id]
+    assert consumer.outstanding_message_count == 0
+
+
+def test_a_held_ack_waits_for_its_release_and_is_then_sent_off_the_loop(
+    consumer: GroupAckConsumer, broker: GroupAckRedisBroker, script: FakeAckScript, loop: FakeLoop
+) -> None:
+    [message] = messages(consumer, 1)
+    hold = broker.hold_ack(message)
+    consumer.ack(message)  # the outcome is not committed yet
+    assert script.calls == [] and loop.scheduled == []
+    assert broker.holds == {}  # the hold has the ack now: nothing is left behind
+    hold.release()  # on the writer's loop, after the commit
+    assert script.calls == []  # not on the loop: the writer never waits for Redis
+    assert len(loop.scheduled) == 1
+    loop.run_scheduled()
+    assert script.calls == [["r0"]]
+
+
+def test_the_releases_of_one_commit_are_sent_together_and_later_ones_anew(
+    consumer: GroupAckConsumer, broker: GroupAckRedisBroker, script: FakeAckScript, loop: FakeLoop
+) -> None:
+    fetched = messages(consumer, 6)
+    holds = [broker.hold_ack(message) for message in fetched]
+    for message in fetched:
+        consumer.ack(message)
+    for hold in holds[:5]:  # one commit releases the holds of its outcomes
+        hold.release()
+    assert len(loop.scheduled) == 1  # one send for all of them
+    loop.run_scheduled()
+    assert script.calls == [["r0", "r1", "r2", "r3", "r4"]]
+    holds[5].release()  # the next commit's
+    assert len(loop.scheduled) == 1
+    loop.run_scheduled()
+    assert script.calls == [["r0", "r1", "r2", "r3", "r4"], ["r5"]]
+
+
+def test_a_hold_released_before_dramatiq_acks_lets_the_ack_go_at_once(
+    consumer: GroupAckConsumer, broker: GroupAckRedisBroker, script: FakeAckScript, loop: FakeLoop
+) -> None:
+    [message] = messages(consumer, 1)
+    broker.hold_ack(message).release()  # a fast commit
+    consumer.ack(message)
+    assert script.calls == [["r0"]] and loop.scheduled == []
+    assert broker.holds == {}
+
+
+def test_a_nacked_message_drops_its_hold_and_is_never_acked(
+    consumer: GroupAckConsumer,
+    broker: GroupAckRedisBroker,
+    script: FakeAckScript,
+    loop: FakeLoop,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nacked: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        broker, "do_nack", lambda queue, message_id: nacked.append((queue, message_id))
+    )
+    [message] = messages(consumer, 1)
+    hold = broker.hold_ack(message)
+    consumer.nack(message)
+    assert nacked == [(QUEUE, "r0")] and broker.holds == {}
+    hold.release()
+    loop.run_scheduled()
+    assert script.calls == [] and loop.scheduled == []
+
+
+def test_acks_that_arrive_during_a_send_go_out_in_the_next_one(
+    consumer: GroupAckConsumer, script: FakeAckScript
+) -> None:
+    """The first thread to ack sends; the others leave theirs to it and move on."""
+    first, *others = messages(consumer, 10)
+    script.hold = True
+    sender = threading.Thread(target=consumer.ack, args=(first,))
+    sender.start()
+    try:
+        assert script.entered.wait(5)  # its call is in flight
+        for message in others:
+            consumer.ack(message)  # returns at once: the thread in flight sends it
+        assert script.calls == []
+    finally:
+        script.go.set()
+        sender.join(5)
+    assert script.calls == [["r0"], [f"r{i}" for i in range(1, 10)]]
+
+
+def test_acks_a_lost_connection_refused_are_sent_again_in_order(
+    consumer: GroupAckConsumer, script: FakeAckScript
+) -> None:
+    first, second = messages(consumer, 2)
+    script.fail = 1
+    with pytest.raises(ConnectionClosed):  # Dramatiq logs it; the ack is kept
+        consumer.ack(first)
+    assert script.calls == []
+    consumer.ack(second)
+    assert script.calls == [["r0", "r1"]]
+
+
+def test_a_send_off_the_loop_tries_again_until_redis_answers(
+    consumer: GroupAckConsumer,
+    broker: GroupAckRedisBroker,
+    script: FakeAckScript,
+    loop: FakeLoop,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(group_ack, "time", SimpleNamespace(sleep=waits.append))
+    fetched = messages(consumer, 3)
+    holds = [broker.hold_ack(message) for message in fetched]
+    for message in fetched:
+        consumer.ack(message)
+    script.fail = 3
+    for hold in holds:
+        hold.release()
+    loop.run_scheduled()
+    assert script.calls == [["r0", "r1", "r2"]]  # all of them, in their order
+    assert waits == [1, 1, 1]
