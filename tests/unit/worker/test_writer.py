@@ -1,4 +1,5 @@
-"""The status writer's logic on fake statements: what it retries, how it isolates a refusal."""
+"""The status writer's logic on fake statements: what it retries, how it isolates a refusal,
+and how a refusal reads."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from typing import Any
 import pytest
 
 from ferry.db.models import JobStatus
-from ferry.db.transitions import ClaimedJob, Finished, Outcome, Wrote
+from ferry.db.transitions import ERROR_LIMIT, ClaimedJob, Finished, Outcome, Wrote
 from ferry.events.event import JobEvent
 from ferry.events.log import Committed
 from ferry.worker.loop import BackgroundLoop
-from ferry.worker.writer import StatusWriter
+from ferry.worker.writer import StatusWriter, refusal
 
 COMPLETED, FAILED = JobStatus.COMPLETED, JobStatus.FAILED
 
@@ -29,17 +30,26 @@ class Refused(Exception):
 
 class FakeStatements:
     """Records every statement; refuses those that carry a job of `refused`, and loses
-    the connection `drops` times first."""
+    the connection `drops` times first, and at the statements numbered in `drop_calls`
+    (from 0). Failing a job of `unfailable` alone is refused too."""
 
-    def __init__(self, refused: set[uuid.UUID] = frozenset(), drops: int = 0) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        refused: set[uuid.UUID] = frozenset(),  # type: ignore[assignment]
+        drops: int = 0,
+        drop_calls: set[int] = frozenset(),  # type: ignore[assignment]
+        unfailable: set[uuid.UUID] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
         self.refused = refused
         self.drops = drops
+        self.drop_calls = drop_calls
+        self.unfailable = unfailable
         self.calls: list[tuple[str, list[uuid.UUID]]] = []
 
     def _run(self, name: str, ids: list[uuid.UUID]) -> None:
         self.calls.append((name, ids))
-        if self.drops:
-            self.drops -= 1
+        if self.drops or len(self.calls) - 1 in self.drop_calls:
+            self.drops = max(self.drops - 1, 0)
             raise ConnectionResetError("the server closed the connection")
         if self.refused & set(ids):
             raise Refused('invalid byte sequence for encoding "UTF8": 0x00\nDETAIL: ...')
@@ -61,6 +71,8 @@ class FakeStatements:
         self, conn: Any, job_id: uuid.UUID, expected: JobStatus, error: str, now: datetime
     ) -> Wrote:
         self.calls.append(("fail alone", [job_id]))
+        if job_id in self.unfailable:
+            raise Refused("value too long for type character varying(2000)")
         return Wrote(FAILED, {job_id: Finished("t", 1)}, None, error)
 
 
@@ -177,3 +189,86 @@ def test_a_refused_claim_fails_its_job_and_answers_none(loop: BackgroundLoop) ->
     assert [(e.status, e.error) for e in failed] == [
         (FAILED, 'could not be claimed: invalid byte sequence for encoding "UTF8": 0x00')
     ]
+
+
+def test_two_refused_jobs_each_fail_alone_and_no_statement_is_tried_twice(
+    loop: BackgroundLoop,
+) -> None:
+    outcomes = completed(16)
+    bad = {outcomes[2].job_id, outcomes[11].job_id}
+    statements = FakeStatements(refused=bad)
+    recorded, _ = write(loop, statements, outcomes)
+    assert recorded == {o.job_id: FAILED if o.job_id in bad else COMPLETED for o in outcomes}
+    tried = [tuple(ids) for name, ids in statements.calls if name == "completed"]
+    assert len(tried) == len(set(tried))
+    assert sorted(ids[0] for name, ids in statements.calls if name == "fail alone") == sorted(bad)
+    # Each job is in one statement that went through: its own outcome, or its failure.
+    written = [job_id for ids in tried if not bad & set(ids) for job_id in ids]
+    assert sorted(written) == sorted(o.job_id for o in outcomes if o.job_id not in bad)
+
+
+def test_a_connection_lost_during_the_split_is_retried_and_the_split_goes_on(
+    loop: BackgroundLoop,
+) -> None:
+    outcomes = completed(4)
+    bad = outcomes[3].job_id
+    statements = FakeStatements(refused={bad}, drop_calls={1})  # the first half, once
+    recorded, _ = write(loop, statements, outcomes)
+    assert recorded == {o.job_id: FAILED if o.job_id == bad else COMPLETED for o in outcomes}
+    assert [(name, len(ids)) for name, ids in statements.calls] == [
+        ("completed", 4), ("completed", 2), ("completed", 2), ("completed", 2),
+        ("completed", 1), ("completed", 1), ("fail alone", 1),
+    ]  # fmt: skip
+
+
+def test_a_job_that_cannot_even_be_failed_is_left_to_its_lease_and_the_rest_is_kept(
+    loop: BackgroundLoop,
+) -> None:
+    outcomes = completed(4)
+    bad = outcomes[1].job_id
+    statements = FakeStatements(refused={bad}, unfailable={bad})
+    recorded, published = write(loop, statements, outcomes)
+    # Unanswered (None): the job stays RUNNING until its lease expires.
+    assert recorded == {o.job_id: None if o.job_id == bad else COMPLETED for o in outcomes}
+    events = {e.job_id for part in published for e in part.events if isinstance(e, JobEvent)}
+    assert events == {o.job_id for o in outcomes} - {bad}
+
+
+def test_a_refusal_splits_only_the_statement_of_its_kind(loop: BackgroundLoop) -> None:
+    done, failed = completed(4), [Outcome(uuid.uuid4(), FAILED, error="boom") for _ in range(3)]
+    bad = done[0].job_id
+    statements = FakeStatements(refused={bad})
+    recorded, _ = write(loop, statements, [*done, *failed])
+    assert recorded == {o.job_id: FAILED if o.job_id == bad else o.status for o in done + failed}
+    assert [ids for name, ids in statements.calls if name == "failed"] == [
+        [o.job_id for o in failed]
+    ]
+
+
+class DriverError(Exception):
+    """A database driver's error: the statement and its parameters follow its first line."""
+
+
+class Wrapped(Exception):
+    """SQLAlchemy's wrapper of a driver's error (`orig`)."""
+
+    def __init__(self, orig: Exception) -> None:
+        super().__init__(f"(wrapped) {orig}\n[SQL: UPDATE jobs SET result = $1]")
+        self.orig = orig
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [(JobStatus.RUNNING, "could not be claimed"), (COMPLETED, "result could not be stored"),
+     (FAILED, "error could not be stored"), (JobStatus.PENDING, "error could not be stored")],
+)  # fmt: skip
+def test_a_refusal_reads_as_what_could_not_be_written_and_the_drivers_first_line(
+    kind: JobStatus, says: str
+) -> None:
+    driver = DriverError('invalid byte sequence for encoding "UTF8": 0x00\nDETAIL: $1 = secret')
+    assert refusal(kind, Wrapped(driver)) == (
+        f'{says}: invalid byte sequence for encoding "UTF8": 0x00'
+    )
+    assert refusal(kind, DriverError()) == f"{says}: DriverError"  # no message: its type
+    long = refusal(kind, DriverError("x\x00" * ERROR_LIMIT))
+    assert len(long) == ERROR_LIMIT and "\x00" not in long  # storable, whatever it quotes
