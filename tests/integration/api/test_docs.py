@@ -12,10 +12,9 @@ import pytest
 import uvicorn
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from litestar import Litestar
-from litestar.di import Provide
 from playwright.async_api import Browser, Route, async_playwright, expect
 
-from ferry.api.auth import provide_principal
+from ferry.api.dependencies import DEPENDENCIES
 from ferry.api.health import health
 from ferry.api.jobs import JobController
 from ferry.api.openapi import openapi_config
@@ -31,7 +30,7 @@ def docs_app(database_url: str) -> Litestar:
     return Litestar(
         route_handlers=[JobController, health],
         plugins=[SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(connection_string=database_url))],
-        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
+        dependencies=DEPENDENCIES,  # by name; the docs never run a handler
         openapi_config=openapi_config(),
         logging_config=None,
     )
