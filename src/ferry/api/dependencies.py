@@ -57,6 +57,5 @@ Caller = NamedDependency[Principal]  # who the request acts as (ferry.api.auth)
 DbSession = NamedDependency[AsyncSession]  # the request's session (advanced-alchemy)
 Jobs = NamedDependency[JobService]
 Queues = NamedDependency[Sender]  # as `sender`
-Config = NamedDependency[Settings]  # as `settings`
 Metrics = NamedDependency[MetricsStore]
 Running = NamedDependency[Runtime]  # as `runtime`

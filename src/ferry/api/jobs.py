@@ -21,7 +21,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from ferry.api.answers import BODY, TENANT_CHECKED, KeyConflict, StatusConflict
 from ferry.api.auth import Principal
 from ferry.api.bodies import error_of
-from ferry.api.dependencies import Caller, Config, DbSession, Jobs, Queues
+from ferry.api.dependencies import Caller, DbSession, Jobs, Queues
 from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import Job, JobStatus
@@ -44,7 +44,6 @@ from ferry.service.schemas import (
     Requeued,
     job_type_of,
 )
-from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +91,12 @@ def _row(spec: NewJob, default_max_attempts: int) -> NewRow:
 
 async def _create(
     jobs: JobService,
-    settings: Settings,
     specs: Sequence[NewJob],
     request: NewJob | NewJobBatch,
     idempotency_key: str | None,
 ) -> tuple[list[uuid.UUID], bool]:
     """A key belongs to the tenant of the first job."""
-    rows = [_row(spec, settings.default_max_attempts) for spec in specs]
+    rows = [_row(spec, jobs.default_max_attempts) for spec in specs]
     key = None
     if idempotency_key is not None:
         digest = request_hash(msgspec.json.encode(request))
@@ -135,12 +133,11 @@ class JobController(Controller):
         self,
         data: JSONBody[NewJob],
         jobs: Jobs,
-        settings: Config,
         principal: Caller,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[CreatedJob]:
         principal.check(data.tenant_id)
-        [job_id], created = await _create(jobs, settings, [data], data, idempotency_key)
+        [job_id], created = await _create(jobs, [data], data, idempotency_key)
         if not created:
             async with jobs.session() as session:
                 return await _created_before(JobStore(session), job_id)
@@ -159,13 +156,12 @@ class JobController(Controller):
         self,
         data: JSONBody[NewJobBatch],
         jobs: Jobs,
-        settings: Config,
         principal: Caller,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[CreatedJobs]:
         for spec in data.jobs:
             principal.check(spec.tenant_id)
-        job_ids, created = await _create(jobs, settings, data.jobs, data, idempotency_key)
+        job_ids, created = await _create(jobs, data.jobs, data, idempotency_key)
         return Response(CreatedJobs(job_ids=job_ids), status_code=201 if created else 200)
 
     @get("/", summary="List jobs, newest first", raises=TENANT_CHECKED)

@@ -42,10 +42,17 @@ class IdempotencyKey:
 
 class JobService:
     def __init__(
-        self, engine: AsyncEngine, intake_engine: AsyncEngine, events: EventLog, sender: Sender
+        self,
+        engine: AsyncEngine,
+        intake_engine: AsyncEngine,
+        events: EventLog,
+        sender: Sender,
+        *,
+        default_max_attempts: int,
     ) -> None:
         """`intake_engine`: the connection the intake writes its groups on."""
         self.engine = engine
+        self.default_max_attempts = default_max_attempts  # of a job that names none
         self.events = events
         self.sender = sender
         self.intake = Intake(intake_engine, self.announce)
