@@ -40,7 +40,10 @@ def runtime_of(state: State) -> Runtime:
 
 
 def _part(name: str) -> Provide:
-    def provide(state: State) -> Any:
+    # `principal` only orders this lookup after the principal's: Litestar resolves a
+    # request's independent dependencies concurrently, in a task group per request,
+    # which costs more than both lookups (docs/performance.md).
+    def provide(state: State, principal: Caller) -> Any:
         return getattr(runtime_of(state), name)
 
     return Provide(provide, sync_to_thread=False)
