@@ -42,7 +42,8 @@ def runtime_of(state: State) -> Runtime:
 def _part(name: str) -> Provide:
     # `principal` only orders this lookup after the principal's: Litestar resolves a
     # request's independent dependencies concurrently, in a task group per request,
-    # which costs more than both lookups (docs/performance.md).
+    # which costs more than both lookups (docs/performance.md). The principal is an
+    # HTTP request's: a WebSocket handler asks for `runtime` instead.
     def provide(state: State, principal: Caller) -> Any:
         return getattr(runtime_of(state), name)
 
@@ -59,6 +60,6 @@ DEPENDENCIES = {
 Caller = NamedDependency[Principal]  # who the request acts as (ferry.api.auth)
 DbSession = NamedDependency[AsyncSession]  # the request's session (advanced-alchemy)
 Jobs = NamedDependency[JobService]
-Queues = NamedDependency[Sender]  # as `sender`
+Sends = NamedDependency[Sender]  # as `sender`
 Metrics = NamedDependency[MetricsStore]
-Running = NamedDependency[Runtime]  # as `runtime`
+AppRuntime = NamedDependency[Runtime]  # as `runtime`: all of the above

@@ -10,7 +10,7 @@ from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.api.dependencies import Running
+from ferry.api.dependencies import AppRuntime
 from ferry.observability.metrics import INSTANCE
 from ferry.service.schemas import Health
 
@@ -28,7 +28,7 @@ async def health() -> Health:
     tags=["health"],
     responses={503: ResponseSpec(Health, description="`checks` names what is down")},
 )
-async def ready(runtime: Running) -> Response[Health]:
+async def ready(runtime: AppRuntime) -> Response[Health]:
     checks = await asyncio.gather(_check_database(runtime.engine), _check_redis(runtime.redis))
     results = dict(checks)
     healthy = all(result == "ok" or result == "in-process" for result in results.values())

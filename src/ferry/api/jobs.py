@@ -21,7 +21,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from ferry.api.answers import BODY, TENANT_CHECKED, KeyConflict, StatusConflict
 from ferry.api.auth import Principal
 from ferry.api.bodies import error_of
-from ferry.api.dependencies import Caller, DbSession, Jobs, Queues
+from ferry.api.dependencies import Caller, DbSession, Jobs, Sends
 from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import Job, JobStatus
@@ -188,7 +188,7 @@ class JobController(Controller):
     async def stats(
         self,
         db_session: DbSession,
-        sender: Queues,
+        sender: Sends,
         principal: Caller,
         tenant_id: TenantQuery = None,
     ) -> JobStats:

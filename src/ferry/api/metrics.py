@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ferry.api.answers import TENANT_CHECKED
 from ferry.api.auth import not_a_tenant_key
-from ferry.api.dependencies import Metrics, Queues
+from ferry.api.dependencies import Metrics, Sends
 from ferry.observability.metrics import Snapshot, families, flush, recorder
 from ferry.queue.fair.broker import fair_queue
 from ferry.queue.fair.queue import TenantQueue
@@ -67,7 +67,7 @@ def tenant_queue_families(queues: Iterable[TenantQueue]) -> Iterator[Metric]:
     media_type=CONTENT_TYPE_LATEST,
     raises=TENANT_CHECKED,
 )
-async def metrics(metrics: Metrics, sender: Queues) -> Response[bytes]:
+async def metrics(metrics: Metrics, sender: Sends) -> Response[bytes]:
     await flush(recorder, metrics)  # this process's latest counts too
     totals, gauges = await metrics.read()
     depths = await asyncio.to_thread(queue_depths, sender.broker)

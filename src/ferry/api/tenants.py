@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from ferry.api.answers import BODY, TENANT_CHECKED
 from ferry.api.auth import key_cache, key_hash, new_key, not_a_tenant_key, require_admin
-from ferry.api.dependencies import Caller, DbSession, Queues
+from ferry.api.dependencies import Caller, DbSession, Sends
 from ferry.db.jobs import NotFound
 from ferry.db.models import ApiKey, TenantLimit, utcnow
 from ferry.fields import TENANT_ID_PATTERN
@@ -79,7 +79,7 @@ class TenantLimitsController(Controller):
 
     @get("/", summary="A tenant's weight, running cap and rate", raises=TENANT_CHECKED)
     async def get_limits(
-        self, tenant_id: TenantPath, db_session: DbSession, sender: Queues, principal: Caller
+        self, tenant_id: TenantPath, db_session: DbSession, sender: Sends, principal: Caller
     ) -> TenantLimitsOut:
         principal.check(tenant_id)
         row = await db_session.get(TenantLimit, tenant_id)
@@ -96,7 +96,7 @@ class TenantLimitsController(Controller):
         tenant_id: TenantPath,
         data: JSONBody[TenantLimits],
         db_session: DbSession,
-        sender: Queues,
+        sender: Sends,
     ) -> TenantLimitsOut:
         await db_session.merge(
             TenantLimit(

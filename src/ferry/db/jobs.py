@@ -38,7 +38,7 @@ class NewRow:
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
-    """What the dispatcher needs to send one job to its actor."""
+    """What the Sender needs to send one job to its actor."""
 
     id: uuid.UUID
     type: str

@@ -56,7 +56,7 @@ HISTOGRAMS = {
         (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     ),
     "ferry_batch_transitions": (
-        "Status transitions written by one statement of the batching middleware", ("kind",),
+        "Status transitions written by one statement of the status writer", ("kind",),
         (1, 2, 4, 8, 16, 32, 64, 128, 256),
     ),
 }  # fmt: skip

@@ -16,7 +16,7 @@ import dramatiq
 import redis.asyncio as aioredis
 
 from ferry.db.jobs import Enqueued
-from ferry.queue.fair.broker import FairRedisBroker, fair_queue
+from ferry.queue.fair.broker import fair_broker
 from ferry.queue.fair.queue import FairQueue, TenantQueue
 from ferry.queue.messages import job_message
 
@@ -29,7 +29,8 @@ class Sender:
         broker's sends for now run on that loop, not in a thread."""
         self.broker = broker
         self.redis = redis
-        self.fair: FairQueue | None = fair_queue(broker)
+        self._fair_broker = fair_broker(broker)
+        self.fair: FairQueue | None = None if self._fair_broker is None else self._fair_broker.fair
 
     def send_now(self, jobs: Iterable[Enqueued]) -> None:
         """Blocking: enqueue the jobs, delayed ones on the delay queue; on the fair
@@ -39,26 +40,25 @@ class Sender:
             message = job_message(str(job.id), job.type, job.tenant_id)
             if job.delay_ms:
                 self.broker.enqueue(message, delay=job.delay_ms)
-            elif self.fair is not None:
+            elif self._fair_broker is not None:
                 now.append(message)
             else:
                 self.broker.enqueue(message)
-        if now:
-            assert isinstance(self.broker, FairRedisBroker)
-            self.broker.enqueue_many(now)
+        if self._fair_broker is not None and now:
+            self._fair_broker.enqueue_many(now)
 
     async def send(self, jobs: Sequence[Enqueued]) -> bool:
         """Enqueue without blocking the event loop; False (and logged) if the broker refused."""
         rest = jobs
         try:
-            if isinstance(self.broker, FairRedisBroker) and self.redis is not None:
+            if self._fair_broker is not None and self.redis is not None:
                 now = [
                     job_message(str(job.id), job.type, job.tenant_id)
                     for job in jobs
                     if not job.delay_ms
                 ]
                 if now:
-                    await self.broker.enqueue_many_on(self.redis, now)
+                    await self._fair_broker.enqueue_many_on(self.redis, now)
                 rest = [job for job in jobs if job.delay_ms]
             if rest:
                 await anyio.to_thread.run_sync(self.send_now, rest)

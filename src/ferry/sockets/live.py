@@ -34,7 +34,7 @@ from litestar.status_codes import WS_1013_TRY_AGAIN_LATER
 
 from ferry.api.answers import TENANT_CHECKED
 from ferry.api.auth import WS_SUBPROTOCOL, principal_of
-from ferry.api.dependencies import Running, Runtime, runtime_of
+from ferry.api.dependencies import AppRuntime, Runtime, runtime_of
 from ferry.events.channels import LiveSubscriber, cut_off, subscription
 from ferry.events.event import channel_name, seq_of
 from ferry.events.feed import FeedItem, Resync, follow
@@ -267,7 +267,7 @@ class LiveSocket:
 
 @websocket("/ws")
 async def live_socket(
-    socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], runtime: Running
+    socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], runtime: AppRuntime
 ) -> None:
     """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s out. With
     FERRY_AUTH=on the key comes as the subprotocol `bearer.<key>` (offered with `ferry`),
@@ -394,7 +394,7 @@ _SEQ = "A seq this stream sent (its `id:`): the events after it are replayed fir
 async def live_events(
     request: Request[Any, Any, Any],
     channels: NamedDependency[ChannelsPlugin],
-    runtime: Running,
+    runtime: AppRuntime,
     tenant_id: Annotated[
         str,
         QueryParameter(name="tenantId", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN),

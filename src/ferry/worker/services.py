@@ -20,7 +20,7 @@ from ferry.db.engine import create_engine
 from ferry.events.log import Committed, EventLog
 from ferry.events.redis_log import RedisEventLog
 from ferry.observability.metrics import INSTANCE, RedisMetricsStore, flush, flush_every, recorder
-from ferry.queue.fair.broker import FairRedisBroker
+from ferry.queue.fair.broker import fair_queue
 from ferry.queue.fair.feeder import Feeder
 from ferry.queue.group_ack import GroupAckRedisBroker
 from ferry.redis_client import connect
@@ -99,9 +99,9 @@ class WorkerServices(dramatiq.Middleware):
             # A worker process of its own: its metrics join the deployment's in Redis.
             self.metrics = RedisMetricsStore(redis, settings.redis_namespace, INSTANCE)
             self.loop.add_service(partial(flush_every, recorder, self.metrics))
-        if isinstance(broker, FairRedisBroker):
+        if (fair := fair_queue(broker)) is not None:
             self.feeder = Feeder(
-                broker.fair, redis, lease_ms=settings.lease_ms, heartbeat_ms=settings.heartbeat_ms
+                fair, redis, lease_ms=settings.lease_ms, heartbeat_ms=settings.heartbeat_ms
             )
             self.loop.add_service(self.feeder.run)
         if isinstance(broker, GroupAckRedisBroker):

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db.engine import refused_for_data
+from ferry.db.engine import connection_lost, refused_for_data
 from ferry.db.models import JobStatus, utcnow
 from ferry.db.transitions import (
     ERROR_LIMIT,
@@ -348,6 +348,9 @@ async def _retried(what: str, write: Callable[[], Awaitable[T]]) -> T:
         except Exception as exc:
             if refused_for_data(exc):
                 raise
-            log.warning("%s failed (%s); retrying", what, exc)
+            # A lost connection comes back; anything else (a table not migrated yet, a
+            # read-only database) needs an operator, and nothing is lost meanwhile.
+            level = logging.WARNING if connection_lost(exc) else logging.ERROR
+            log.log(level, "%s failed (%s); retrying", what, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -1,8 +1,9 @@
 """Dramatiq's Redis broker, with jobs sent to their tenant's queue instead of the shared one.
 
-Everything that sends a job goes through `enqueue`: the API, a retry when its
-delay is over (Dramatiq's delay queue re-enqueues it), the recovery pass. A
-message for now with a `tenant` option joins that tenant's queue; the rest
+Whatever sends a job for now lands here: the Sender's `enqueue_many` (or
+`enqueue_many_on`, through the API's asyncio client), and `enqueue` for a retry
+whose delay is over (Dramatiq's delay queue re-enqueues it). A message for now
+with a `tenant` option joins that tenant's queue; the rest
 (delayed messages, other queues) take Dramatiq's own path. Workers fetch from
 Dramatiq's queue as ever: the CLI, acks and requeues of dead workers are
 untouched.
@@ -67,7 +68,13 @@ class FairRedisBroker(GroupAckRedisBroker):
                 self.emit_after("enqueue", message, None)
 
 
+def fair_broker(broker: dramatiq.Broker) -> FairRedisBroker | None:
+    """`broker` if it schedules fairly, else None: the one place that asks whether
+    fair scheduling is on."""
+    return broker if isinstance(broker, FairRedisBroker) else None
+
+
 def fair_queue(broker: dramatiq.Broker) -> FairQueue | None:
-    """The tenants' queues when `broker` schedules fairly, else None: the one place
-    that asks whether fair scheduling is on."""
-    return broker.fair if isinstance(broker, FairRedisBroker) else None
+    """The tenants' queues when fair scheduling is on, else None."""
+    fair = fair_broker(broker)
+    return None if fair is None else fair.fair
