@@ -210,6 +210,7 @@ def leftovers() -> list[str]:
                         f"{len(keys)} Redis keys in {made.kind} {made.name} of {made.by}: "
                         + ", ".join(keys[:5])
                         + (", ..." if len(keys) > 5 else "")
+                        + _heartbeats(client, keys)
                     )
         finally:
             client.close()
@@ -218,3 +219,14 @@ def leftovers() -> list[str]:
         for name in asyncio.run(_databases_left(list(databases))):
             lines.append(f"PostgreSQL database {name} of {databases[name].by}")
     return lines
+
+
+def _heartbeats(client: redis.Redis, keys: list[str]) -> str:
+    """Who wrote a Dramatiq heartbeat left behind, and how long ago: which broker kept
+    talking to Redis after its test was over."""
+    now_ms = time.time() * 1000
+    found = []
+    for key in (key for key in keys if key.endswith("__heartbeats__")):
+        members: list[tuple[bytes, float]] = client.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+        found += [f"{member.decode()} {now_ms - score:,.0f} ms ago" for member, score in members]
+    return f" (heartbeats: {', '.join(found)})" if found else ""
