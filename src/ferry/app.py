@@ -31,7 +31,8 @@ from ferry.api.dependencies import DEPENDENCIES, Runtime
 from ferry.api.draining import Draining
 from ferry.api.errors import EXCEPTION_HANDLERS, internal_error
 from ferry.api.health import health, ready
-from ferry.api.jobs import JobController
+from ferry.api.job_types import job_types
+from ferry.api.jobs import job_routes
 from ferry.api.metrics import metrics as metrics_route
 from ferry.api.openapi import openapi_config
 from ferry.api.request_ids import request_ids
@@ -40,6 +41,7 @@ from ferry.db.engine import create_engine
 from ferry.events.channels import build_channels
 from ferry.events.log import Deliver, EventLog, MemoryEventLog
 from ferry.events.redis_log import RedisEventLog
+from ferry.jobs import registry
 from ferry.observability.metrics import (
     INSTANCE,
     MemoryMetricsStore,
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 
 
 ROUTES: list[ControllerRouterHandler] = [
-    JobController,
+    job_types,
     TenantKeyController,
     TenantLimitsController,
     health,
@@ -78,6 +80,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     """Build the app. `run_worker` (default: on the embedded default only) runs a
     Dramatiq worker inside this process, on the same broker the API sends to."""
     settings = settings or load_settings()
+    # The job types, built in and FERRY_JOBS's, before the routes that validate them.
+    payloads = {name: t.payload_type for name, t in registry.load(settings.job_modules).items()}
     parts = AppParts(settings, settings.embedded if run_worker is None else run_worker)
     db_config = SQLAlchemyAsyncConfig(
         engine_instance=parts.engine,
@@ -85,7 +89,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         before_send_handler="autocommit",
     )
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[job_routes(payloads), *ROUTES],
         # The parts start after the channels plugin and stop before it: the
         # in-process worker publishes through it until it has stopped.
         plugins=[

@@ -40,6 +40,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     retry_cap_ms: int = 32_000
     # Per-type time limits overriding the handlers' own, e.g. "sleep=1000,webhook=5000".
     time_limits: str = ""
+    # The team's own job types: importable modules, comma-separated, read by the API
+    # and the workers alike (docs/jobs.md).
+    ferry_jobs: str = ""
+    # A handler's result larger than this (JSON bytes) fails its attempt.
+    max_result_bytes: int = 64 * 1024
     # A RUNNING job's worker renews its lease every heartbeat; a job whose lease
     # is older than lease_ms is presumed orphaned and handed back to PENDING.
     heartbeat_ms: int = 2_000
@@ -83,6 +88,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     @cached_property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def job_modules(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.ferry_jobs.split(",") if name.strip())
 
     @cached_property
     def time_limit_overrides(self) -> dict[str, int]:

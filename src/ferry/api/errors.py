@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, get_args
 
 from litestar import Request, Response
@@ -20,7 +21,8 @@ from ferry.db.idempotency import KeyReused
 from ferry.db.jobs import Conflict, NotFound
 from ferry.db.models import JobStatus
 from ferry.fields import in_words
-from ferry.jobs.payloads import JOB_TYPES, HttpMethod, Operation
+from ferry.jobs.payloads import HttpMethod, Operation
+from ferry.jobs.registry import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +74,11 @@ _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)
 # A struct's own check about one of its fields (ferry.service.schemas.field_error).
 _FIELD_CHECK = re.compile(r"`([^`]+)`: (.*)", re.DOTALL)
 # The valid values of each enumerated field, by the field's name.
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "status": tuple(JobStatus),
-    "type": JOB_TYPES,
-    "method": get_args(HttpMethod),
-    "operation": get_args(Operation),
+_CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
+    "status": lambda: tuple(JobStatus),
+    "type": lambda: tuple(REGISTRY),  # the job types registered in this process
+    "method": lambda: get_args(HttpMethod),
+    "operation": lambda: get_args(Operation),
 }
 
 
@@ -112,7 +114,7 @@ def _explained(extra: Any, handler: Any = None) -> Any:
         error["message"] = in_words(error["message"])
         field = str(error.get("key", "")).rpartition(".")[2]
         if field in _CHOICES and error["message"].startswith(("Invalid value", "Invalid enum")):
-            error["message"] += f"; expected one of: {', '.join(_CHOICES[field])}"
+            error["message"] += f"; expected one of: {', '.join(_CHOICES[field]())}"
     return extra
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
@@ -26,7 +26,7 @@ from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import Job, JobStatus
 from ferry.fields import TENANT_ID_PATTERN
-from ferry.jobs.payloads import PAYLOAD_TYPES
+from ferry.jobs.registry import REGISTRY
 from ferry.service.jobs import IdempotencyKey, JobService
 from ferry.service.schemas import (
     MAX_LIST_LIMIT,
@@ -38,14 +38,19 @@ from ferry.service.schemas import (
     JobPage,
     JobPatch,
     JobStats,
-    JobTypeName,
-    NewJob,
-    NewJobBatch,
     Requeued,
     job_type_of,
+    request_types,
 )
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    # Built from the registered job types when the app is made (service.schemas.request_types)
+    # and given to Litestar as the handlers' signature namespace.
+    NewJob = Any
+    NewJobBatch = Any
+    JobTypeName = str
 
 TenantQuery = Annotated[
     str | None,
@@ -80,11 +85,12 @@ def _holds_nul(value: Any) -> bool:
 
 
 def _row(spec: NewJob, default_max_attempts: int) -> NewRow:
+    job_type = job_type_of(spec)
     return NewRow(
         tenant_id=spec.tenant_id,
-        type=job_type_of(spec),
+        type=job_type,
         payload=refuse_nul(msgspec.to_builtins(spec.payload)),
-        max_attempts=spec.max_attempts or default_max_attempts,
+        max_attempts=spec.max_attempts or REGISTRY[job_type].max_attempts or default_max_attempts,
         delay_ms=spec.delay_ms,
     )
 
@@ -289,11 +295,19 @@ class JobController(Controller):
 
 
 def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:
+    if job_type not in REGISTRY:
+        raise ValidationException(f"the {job_type} job type is not registered here (FERRY_JOBS)")
     try:
-        typed = msgspec.convert(payload, PAYLOAD_TYPES[job_type])
+        typed = msgspec.convert(payload, REGISTRY[job_type].payload_type)
     except msgspec.ValidationError as exc:
         article = "an" if job_type[0] in "aeiou" else "a"
         raise ValidationException(
             f"invalid payload for {article} {job_type} job", extra=[error_of(exc, "payload")]
         ) from exc
     return refuse_nul(msgspec.to_builtins(typed))
+
+
+def job_routes(payloads: Mapping[str, type[Any]]) -> type[JobController]:
+    """The `/jobs` routes for these job types (name -> payload struct): their request
+    types are built from them (`request_types`) and resolve the handlers' annotations."""
+    return type("JobController", (JobController,), {"signature_namespace": request_types(payloads)})

@@ -9,3 +9,11 @@ class PermanentError(Exception):
 
 class JobAborted(BaseException):  # like KeyboardInterrupt: not caught by `except Exception`
     """Raised into the thread of a job that was cancelled while it ran."""
+
+
+class Retry(Exception):
+    """Fail this attempt and run the next one after `after_ms` (within the job's attempts)."""
+
+    def __init__(self, after_ms: int, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.after_ms = max(0, int(after_ms))

@@ -93,12 +93,3 @@ class DataProcessingPayload(_Payload):
         if len(self.values) < needed:
             plural = "s" if needed > 1 else ""
             raise field_error("values", f"{self.operation} needs at least {needed} value{plural}")
-
-
-PAYLOAD_TYPES: dict[str, type[_Payload]] = {
-    "sleep": SleepPayload,
-    "email": EmailPayload,
-    "webhook": WebhookPayload,
-    "data_processing": DataProcessingPayload,
-}
-JOB_TYPES = tuple(PAYLOAD_TYPES)

@@ -1,42 +1,110 @@
 """The job types this process knows: each a handler of a typed payload.
 
-A handler is a plain function of its typed payload that returns the job's
-result (or raises). `job_handler` registers it under its type; a worker
-declares every registered handler as a Dramatiq actor (`ferry.worker.actors`).
+A job type is a function of its typed payload and a `JobContext`, registered
+under its name with the `job` decorator; it returns the job's result (anything
+msgspec can encode) or raises. Ferry's built-in types are written the same way
+(`ferry.jobs.builtin`); a team's own come from the modules named in FERRY_JOBS,
+which the API and the workers import alike (`load`).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
-from ferry.jobs.payloads import PAYLOAD_TYPES
 from ferry.settings import Settings
 
-P = TypeVar("P")
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_TIME_LIMIT_S = 600
+NAME_PATTERN = r"^[a-z][a-z0-9_.:-]{0,31}$"  # what the jobs table's `type` column holds
+
+
+class JobTypeError(Exception):
+    """A job type that cannot be registered, or a module of job types that cannot load."""
 
 
 @dataclass(frozen=True, slots=True)
-class Handler:
-    job_type: str
+class JobType:
+    name: str
     payload_type: type[Any]
-    run: Callable[[Any], Any]
+    run: Callable[..., Any]
     time_limit_ms: int
+    max_attempts: int | None  # None: the deployment's default
+    takes_context: bool
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.run)
 
 
-HANDLERS: dict[str, Handler] = {}
+REGISTRY: dict[str, JobType] = {}
 _settings: Settings | None = None
 
 
-def job_handler(
-    job_type: str, *, time_limit_ms: int
-) -> Callable[[Callable[[P], Any]], Callable[[P], Any]]:
-    def register(run: Callable[[P], Any]) -> Callable[[P], Any]:
-        HANDLERS[job_type] = Handler(job_type, PAYLOAD_TYPES[job_type], run, time_limit_ms)
+def job(
+    name: str,
+    *,
+    payload: type[Any] | None = None,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    max_attempts: int | None = None,
+) -> Callable[[F], F]:
+    """Register the decorated function as the job type `name`.
+
+    `payload`: the struct its payload must fit (by default the annotation of the
+    function's first parameter; `dict` takes any JSON object). A second parameter,
+    if any, is given the job's `JobContext`."""
+
+    def register(run: F) -> F:
+        if not re.match(NAME_PATTERN, name):
+            raise JobTypeError(
+                f"job type {name!r}: a name is 1 to 32 of a-z 0-9 _ . : - (a letter first)"
+            )
+        if name in REGISTRY and REGISTRY[name].run is not run:
+            where = _where(REGISTRY[name].run)
+            raise JobTypeError(f"job type {name!r} is registered twice: {where} and {_where(run)}")
+        parameters = list(inspect.signature(run).parameters)
+        if not 1 <= len(parameters) <= 2:
+            raise JobTypeError(
+                f"job type {name!r}: {_where(run)} must take (payload) or (payload, ctx)"
+            )
+        REGISTRY[name] = JobType(
+            name=name,
+            payload_type=payload or _payload_type(run, parameters[0]),
+            run=run,
+            time_limit_ms=int(time_limit_s * 1000),
+            max_attempts=max_attempts,
+            takes_context=len(parameters) == 2,
+        )
         return run
 
     return register
+
+
+def _payload_type(run: Callable[..., Any], parameter: str) -> type[Any]:
+    hint = get_type_hints(run).get(parameter, dict)
+    return dict[str, Any] if hint in (dict, Any) else hint
+
+
+def _where(run: Callable[..., Any]) -> str:
+    return f"{run.__module__}.{run.__qualname__}"
+
+
+def load(modules: tuple[str, ...]) -> dict[str, JobType]:
+    """Import the built-in types and `modules` (FERRY_JOBS): every job type registered."""
+    import ferry.jobs.builtin  # noqa: F401  (its modules register the built-in types)
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except JobTypeError:
+            raise
+        except Exception as exc:
+            raise JobTypeError(f"FERRY_JOBS: {module} could not be imported: {exc!r}") from exc
+    return REGISTRY
 
 
 def use_settings(settings: Settings) -> None:

@@ -7,20 +7,16 @@ field on error.
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta
 
 from ferry.fields import TenantId
-from ferry.jobs.payloads import (
-    DataProcessingPayload,
-    EmailPayload,
-    SleepPayload,
-    WebhookPayload,
-)
 
 MAX_ATTEMPTS_LIMIT = 25
 MAX_CREATE_DELAY_MS = 7 * 24 * 3600 * 1000
@@ -43,31 +39,9 @@ class _NewJob(
     delay_ms: DelayMs = 0
 
 
-class NewSleepJob(_NewJob, tag="sleep"):
-    payload: SleepPayload
-
-
-class NewEmailJob(_NewJob, tag="email"):
-    payload: EmailPayload
-
-
-class NewWebhookJob(_NewJob, tag="webhook"):
-    payload: WebhookPayload
-
-
-class NewDataProcessingJob(_NewJob, tag="data_processing"):
-    payload: DataProcessingPayload
-
-
-NewJob = NewSleepJob | NewEmailJob | NewWebhookJob | NewDataProcessingJob
-
-
-def job_type_of(job: NewJob) -> str:
-    return type(job).__struct_config__.tag  # type: ignore[return-value]
-
-
-class NewJobBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    jobs: Annotated[list[NewJob], Meta(min_length=1, max_length=MAX_BATCH)]
+def job_type_of(job: Any) -> str:
+    """The `type` a create request named (the tag of its struct)."""
+    return type(job).__struct_config__.tag  # type: ignore[no-any-return]
 
 
 class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
@@ -77,7 +51,34 @@ class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename=
     max_attempts: MaxAttempts | None = None
 
 
-JobTypeName = Literal["sleep", "email", "webhook", "data_processing"]
+def request_types(payloads: Mapping[str, type[Any]]) -> dict[str, Any]:
+    """The request types that depend on the registered job types, by the names the
+    routes use: `NewJob` (one struct per type, tagged by `type`, so that msgspec checks
+    each payload against its type's struct in one decode and names the field),
+    `NewJobBatch`, and `JobTypeName`."""
+    variants = tuple(
+        msgspec.defstruct(
+            f"New{_camel(name)}Job",
+            [("payload", payload)],
+            bases=(_NewJob,),
+            tag=name,
+            module=__name__,
+        )
+        for name, payload in payloads.items()
+    )
+    new_job: Any = Union[variants]  # noqa: UP007  (built at run time)
+    batch = msgspec.defstruct(
+        "NewJobBatch",
+        [("jobs", Annotated[list[new_job], Meta(min_length=1, max_length=MAX_BATCH)])],
+        kw_only=True,
+        forbid_unknown_fields=True,
+        module=__name__,
+    )
+    return {"NewJob": new_job, "NewJobBatch": batch, "JobTypeName": Literal[tuple(payloads)]}
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_.:-]", name))
 
 
 class BulkRetry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
@@ -85,7 +86,7 @@ class BulkRetry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename
 
     tenant_id: TenantId
     ids: Annotated[list[uuid.UUID], Meta(min_length=1, max_length=MAX_BATCH)] | None = None
-    type: JobTypeName | None = None
+    type: Annotated[str, Meta(max_length=32)] | None = None  # a job type's name
     # With its offset: a time without one names no instant.
     failed_since: Annotated[datetime, Meta(tz=True)] | None = None
     limit: Annotated[int, Meta(ge=1, le=10_000)] = 1000

@@ -7,32 +7,50 @@ claimed the job, and the claimed row is the current job of this thread
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import msgspec
 
+from ferry.jobs.context import JobContext
 from ferry.jobs.errors import PermanentError
-from ferry.jobs.registry import HANDLERS, Handler, use_settings
+from ferry.jobs.registry import REGISTRY, JobType, use_settings
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.settings import Settings
 from ferry.worker.running import RUNNING, current_job
 
 
-def _actor_fn(handler: Handler) -> Callable[[str], Any]:
+class ResultTooLarge(Exception):
+    """The handler returned more than MAX_RESULT_BYTES: the attempt fails."""
+
+
+def _actor_fn(job_type: JobType, max_result_bytes: int) -> Callable[[str], Any]:
     def run_job(job_id: str) -> Any:
         job = current_job()
         try:
-            payload = msgspec.convert(job.payload, handler.payload_type)
+            payload = msgspec.convert(job.payload, job_type.payload_type)
         except msgspec.ValidationError as exc:  # stored before its type changed: never runs
-            message = f"the payload does not fit the {handler.job_type} type: {exc}"
+            message = f"the payload does not fit the {job_type.name} type: {exc}"
             raise PermanentError(message) from exc
-        result = RUNNING.run(job.id, lambda: handler.run(payload))
+        ctx = JobContext(job.id, job.tenant_id, job.type, job.attempts, job.max_attempts)
+        args = (payload, ctx) if job_type.takes_context else (payload,)
+        if job_type.is_async:
+            # One loop per attempt, on this thread: correct, not yet many at once.
+            result = RUNNING.run(job.id, ctx._cancelled, lambda: asyncio.run(job_type.run(*args)))
+        else:
+            result = RUNNING.run(job.id, ctx._cancelled, lambda: job_type.run(*args))
         # Results are stored as JSON: turn structs, tuples and the like into builtins.
-        return msgspec.to_builtins(result)
+        stored = msgspec.to_builtins(result)
+        size = len(msgspec.json.encode(stored))
+        if size > max_result_bytes:
+            raise ResultTooLarge(
+                f"the result is {size:,} bytes; at most {max_result_bytes:,} are stored"
+            )
+        return stored
 
-    run_job.__name__ = handler.job_type
+    run_job.__name__ = job_type.name
     return run_job
 
 
@@ -40,17 +58,17 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings) -> None:
     """Declare one actor per registered handler on `broker` (idempotent)."""
     use_settings(settings)
     limits = settings.time_limit_overrides
-    for handler in HANDLERS.values():
-        if handler.job_type in broker.actors:
+    for job_type in REGISTRY.values():
+        if job_type.name in broker.actors:
             continue
         dramatiq.Actor(
-            _actor_fn(handler),
+            _actor_fn(job_type, settings.max_result_bytes),
             broker=broker,
-            actor_name=handler.job_type,
+            actor_name=job_type.name,
             queue_name=JOBS_QUEUE,
             priority=0,
             options={
-                "time_limit": limits.get(handler.job_type, handler.time_limit_ms),
+                "time_limit": limits.get(job_type.name, job_type.time_limit_ms),
                 # Failures are expected and recorded on the job (and logged by
                 # the lifecycle middleware): no traceback at ERROR for each one.
                 "throws": (Exception,),

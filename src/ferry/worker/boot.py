@@ -9,8 +9,8 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.middleware import TimeLimit
 
-import ferry.jobs.builtin  # noqa: F401  (its modules register the built-in job types)
 from ferry.events.log import EventLog
+from ferry.jobs import registry
 from ferry.observability.logs import configure as configure_logging
 from ferry.queue.brokers import build_broker
 from ferry.queue.sender import Sender
@@ -31,6 +31,7 @@ def install(
     records the outcome after the limit is cleared (Dramatiq runs the `after_` hooks in
     reverse), so a limit can only ever interrupt the job itself."""
     global _installed
+    registry.load(settings.job_modules)
     services = WorkerServices(settings, events)
     broker.add_middleware(services, before=TimeLimit)
     broker.add_middleware(JobLifecycle(settings, services, Sender(broker)), before=TimeLimit)

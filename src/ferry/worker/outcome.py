@@ -9,7 +9,7 @@ from dramatiq.middleware import TimeLimitExceeded
 
 from ferry.db.models import JobStatus, utcnow
 from ferry.db.transitions import ERROR_LIMIT, ClaimedJob, Outcome
-from ferry.jobs.errors import JobAborted, PermanentError
+from ferry.jobs.errors import JobAborted, PermanentError, Retry
 from ferry.text import storable
 from ferry.worker.backoff import retry_delay_ms
 
@@ -28,7 +28,10 @@ def decide(
     error = describe(exception)
     if isinstance(exception, PermanentError) or job.attempts >= job.max_attempts:
         return Outcome(job.id, JobStatus.FAILED, error=error)
-    delay_ms = retry_delay_ms(job.attempts, base_ms=retry_base_ms, cap_ms=retry_cap_ms)
+    if isinstance(exception, Retry):
+        delay_ms = exception.after_ms
+    else:
+        delay_ms = retry_delay_ms(job.attempts, base_ms=retry_base_ms, cap_ms=retry_cap_ms)
     return Outcome(
         job.id,
         JobStatus.PENDING,

@@ -48,6 +48,7 @@ class RunningJobs:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_thread: dict[int, uuid.UUID] = {}
+        self._cancelled: dict[int, threading.Event] = {}
 
     def ids(self) -> list[uuid.UUID]:
         with self._lock:
@@ -58,19 +59,23 @@ class RunningJobs:
         with self._lock:
             for thread_id, job_id in self._by_thread.items():
                 if job_id in job_ids:
+                    self._cancelled[thread_id].set()  # the handler's ctx.aborted
                     raise_thread_exception(thread_id, JobAborted)  # type: ignore[no-untyped-call]
                     aborted.append(job_id)
         return aborted
 
-    def run(self, job_id: uuid.UUID, fn: Callable[[], Any]) -> Any:
+    def run(self, job_id: uuid.UUID, cancelled: threading.Event, fn: Callable[[], Any]) -> Any:
+        """`fn()` as the job's: `cancelled` is set if the job is aborted meanwhile."""
         thread_id = threading.get_ident()
         with self._lock:
             self._by_thread[thread_id] = job_id
+            self._cancelled[thread_id] = cancelled
         try:
             return fn()
         finally:
             with self._lock:
                 del self._by_thread[thread_id]
+                del self._cancelled[thread_id]
 
 
 RUNNING = RunningJobs()

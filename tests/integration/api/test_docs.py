@@ -16,8 +16,9 @@ from playwright.async_api import Browser, Route, async_playwright, expect
 
 from ferry.api.dependencies import DEPENDENCIES
 from ferry.api.health import health
-from ferry.api.jobs import JobController
+from ferry.api.jobs import job_routes
 from ferry.api.openapi import openapi_config
+from ferry.jobs.registry import load
 from tests.support.processes import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -28,7 +29,7 @@ def docs_app(database_url: str) -> Litestar:
     """Ferry's job routes under the OpenAPI configuration `ferry.app` uses. The docs read
     nothing from the database: the engine is never connected."""
     return Litestar(
-        route_handlers=[JobController, health],
+        route_handlers=[job_routes({n: t.payload_type for n, t in load(()).items()}), health],
         plugins=[SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(connection_string=database_url))],
         dependencies=DEPENDENCIES,  # by name; the docs never run a handler
         openapi_config=openapi_config(),

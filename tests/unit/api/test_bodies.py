@@ -9,8 +9,13 @@ import pytest
 from litestar.exceptions import ValidationException
 
 from ferry.api.bodies import decode, is_json
+from ferry.jobs.registry import load
 from ferry.queue.fair.limits import TenantLimits
-from ferry.service.schemas import BulkRetry, JobPatch, NewJob, NewJobBatch
+from ferry.service.schemas import BulkRetry, JobPatch, request_types
+
+# The request types of the built-in job types, as the app builds them.
+_TYPES = request_types({name: t.payload_type for name, t in load(()).items()})
+NewJob, NewJobBatch = _TYPES["NewJob"], _TYPES["NewJobBatch"]
 
 
 @pytest.mark.parametrize(

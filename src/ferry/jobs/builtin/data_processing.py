@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from ferry.jobs.payloads import DataProcessingPayload
-from ferry.jobs.registry import job_handler
+from ferry.jobs.registry import job
 
 
 def percentile(ordered: Sequence[float], p: float) -> float:
@@ -38,6 +38,6 @@ def compute(payload: DataProcessingPayload) -> dict[str, object]:
     return {"operation": payload.operation, "count": len(payload.values), "value": value}
 
 
-@job_handler("data_processing", time_limit_ms=120_000)
+@job("data_processing", time_limit_s=120)
 def run(payload: DataProcessingPayload) -> dict[str, object]:
     return compute(payload)

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from ferry.jobs.errors import PermanentError
 from ferry.jobs.payloads import EmailPayload
-from ferry.jobs.registry import job_handler, worker_settings
+from ferry.jobs.registry import job, worker_settings
 from ferry.settings import Settings
 
 SMTP_TIMEOUT_S = 30
@@ -90,6 +90,6 @@ def deliver(payload: EmailPayload, settings: Settings) -> dict[str, str]:
     return {"messageId": str(message["Message-ID"]), "to": payload.to, "via": via}
 
 
-@job_handler("email", time_limit_ms=120_000)
+@job("email", time_limit_s=120)
 def run(payload: EmailPayload) -> dict[str, str]:
     return deliver(payload, worker_settings())

@@ -23,7 +23,7 @@ import msgspec
 from ferry.jobs.egress import EgressGuard, RefusedTarget
 from ferry.jobs.errors import PermanentError
 from ferry.jobs.payloads import WebhookPayload
-from ferry.jobs.registry import job_handler, worker_settings
+from ferry.jobs.registry import job, worker_settings
 from ferry.text import storable
 
 SIGNATURE_HEADER = "X-Ferry-Signature"
@@ -142,7 +142,7 @@ def _send(
         raise ConnectionError(f"{method} {url} failed: {exc}") from exc
 
 
-@job_handler("webhook", time_limit_ms=90_000)
+@job("webhook", time_limit_s=90)
 def run(payload: WebhookPayload) -> dict[str, Any]:
     settings = worker_settings()
     return call(payload, settings.webhook_secret, guard=EgressGuard(settings.webhook_allow_private))
