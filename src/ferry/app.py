@@ -81,7 +81,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     Dramatiq worker inside this process, on the same broker the API sends to."""
     settings = settings or load_settings()
     # The job types, built in and FERRY_JOBS's, before the routes that validate them.
-    payloads = {name: t.payload_type for name, t in registry.load(settings.job_modules).items()}
+    try:
+        registered = registry.load(settings.job_modules)
+    except registry.JobTypeError as exc:
+        raise SystemExit(f"ferry: {exc}") from exc
+    payloads = {name: t.payload_type for name, t in registered.items()}
     parts = AppParts(settings, settings.embedded if run_worker is None else run_worker)
     db_config = SQLAlchemyAsyncConfig(
         engine_instance=parts.engine,

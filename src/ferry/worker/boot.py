@@ -31,7 +31,10 @@ def install(
     records the outcome after the limit is cleared (Dramatiq runs the `after_` hooks in
     reverse), so a limit can only ever interrupt the job itself."""
     global _installed
-    registry.load(settings.job_modules)
+    try:
+        registry.load(settings.job_modules)
+    except registry.JobTypeError as exc:
+        raise SystemExit(f"ferry: {exc}") from exc
     services = WorkerServices(settings, events)
     broker.add_middleware(services, before=TimeLimit)
     broker.add_middleware(JobLifecycle(settings, services, Sender(broker)), before=TimeLimit)
