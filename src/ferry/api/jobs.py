@@ -13,18 +13,23 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 import msgspec
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.channels import ChannelsPlugin
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.api.answers import BODY, TENANT_CHECKED, KeyConflict, StatusConflict
 from ferry.api.auth import Principal
 from ferry.api.bodies import error_of
-from ferry.api.dependencies import Caller, DbSession, Jobs, Sends
+from ferry.api.dependencies import Caller, DbSession, Jobs, Runtime, Sends, runtime_of
 from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import Job, JobStatus
+from ferry.events.channels import subscription
+from ferry.events.event import RECONNECTED, channel_name, says_lost
 from ferry.fields import TENANT_ID_PATTERN
 from ferry.jobs.registry import REGISTRY
 from ferry.service.jobs import IdempotencyKey, JobService
@@ -44,6 +49,8 @@ from ferry.service.schemas import (
 )
 
 log = logging.getLogger(__name__)
+MAX_WAIT_S = 60  # of a long poll: proxies and clients time out after about that
+ENDED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 if TYPE_CHECKING:
     # Built from the registered job types when the app is made (service.schemas.request_types)
@@ -211,11 +218,36 @@ class JobController(Controller):
             oldest_wait_ms=oldest_wait_ms,
         )
 
-    @get("/{job_id:uuid}", summary="One job", raises=[NotFoundException])
-    async def get_job(self, job_id: JobId, db_session: DbSession, principal: Caller) -> JobOut:
+    @get(
+        "/{job_id:uuid}",
+        summary="One job; with `wait`, once it has ended",
+        raises=[NotFoundException],
+    )
+    async def get_job(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: JobId,
+        db_session: DbSession,
+        principal: Caller,
+        wait: Annotated[
+            int,
+            QueryParameter(
+                ge=0,
+                le=MAX_WAIT_S,
+                description="Seconds to wait for the job to end (COMPLETED, FAILED or "
+                "CANCELLED) before answering; it answers as soon as it has",
+            ),
+        ] = 0,
+    ) -> JobOut:
         store = JobStore(db_session)
         await _owned(store, principal, job_id)
-        return job_out(await store.get(job_id))
+        job = await store.get(job_id)
+        if wait and job.status not in ENDED:
+            await db_session.commit()  # no connection held while waiting
+            await _until_ended(request, job.id, job.tenant_id, wait)
+            db_session.expire(job)  # read it again, not from the session's map
+            job = await store.get(job_id)
+        return job_out(job)
 
     @post(
         "/{job_id:uuid}/retry",
@@ -311,3 +343,36 @@ def job_routes(payloads: Mapping[str, type[Any]]) -> type[JobController]:
     """The `/jobs` routes for these job types (name -> payload struct): their request
     types are built from them (`request_types`) and resolve the handlers' annotations."""
     return type("JobController", (JobController,), {"signature_namespace": request_types(payloads)})
+
+
+async def _until_ended(
+    request: Request[Any, Any, Any], job_id: uuid.UUID, tenant_id: str, wait_s: int
+) -> None:
+    """Return once the tenant's events say the job ended, or after `wait_s`: no polling,
+    the request listens to the tenant's channel like a live subscriber. It reads the
+    row again first (the job may have ended before it listened), and after a gap."""
+    runtime = runtime_of(request.app.state)
+    channels = request.app.plugins.get(ChannelsPlugin)
+    channel = channel_name(runtime.settings.redis_namespace, tenant_id)
+    wanted = str(job_id).encode()
+    with anyio.move_on_after(wait_s):
+        async with subscription(channels, channel) as subscriber:
+            if await _ended(runtime, job_id):
+                return
+            async for data in subscriber.iter_events():
+                if data == RECONNECTED or says_lost(data):
+                    if await _ended(runtime, job_id):
+                        return
+                elif wanted in data and _event_status(data) in ENDED:
+                    return
+
+
+async def _ended(runtime: Runtime, job_id: uuid.UUID) -> bool:
+    async with AsyncSession(runtime.engine) as session:
+        job = await session.get(Job, job_id)
+        return job is None or job.status in ENDED
+
+
+def _event_status(data: bytes) -> str | None:
+    status: str | None = msgspec.json.decode(data, type=dict[str, Any]).get("status")
+    return status
