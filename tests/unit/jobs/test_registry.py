@@ -1,0 +1,235 @@
+"""Registering job types: the `job` decorator, `load` of FERRY_JOBS modules, and how a
+handler's `Retry` sets the next attempt's delay. No servers."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import pytest
+
+from ferry import JobContext, Retry, job
+from ferry.db.models import JobStatus, utcnow
+from ferry.db.transitions import ClaimedJob
+from ferry.jobs import registry
+from ferry.jobs.registry import REGISTRY, JobTypeError, load
+from ferry.worker.outcome import decide
+
+USER_MODULES = ("tests.support.user_jobs.jobs", "tests.support.user_jobs.duplicate")
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    """Each test sees the registry as it was and leaves it so: what it registers (its
+    own types, the fixture package's) is removed, and the fixture modules are forgotten
+    so that the next import registers them again."""
+    before = dict(REGISTRY)
+    try:
+        yield
+    finally:
+        REGISTRY.clear()
+        REGISTRY.update(before)
+        for module in [name for name in sys.modules if name.startswith("tests.support.user_")]:
+            if module != "tests.support.user_jobs":
+                del sys.modules[module]
+
+
+class Thumbnail(msgspec.Struct, rename="camel"):
+    url: str
+    max_width: int
+
+
+def test_the_payload_type_is_the_first_parameters_annotation() -> None:
+    @job("test.thumbnail")
+    def thumbnail(payload: Thumbnail, ctx: JobContext) -> None:
+        return None
+
+    registered = REGISTRY["test.thumbnail"]
+    assert registered.payload_type is Thumbnail
+    assert registered.takes_context and not registered.is_async
+    assert registered.run is thumbnail
+    assert msgspec.convert({"url": "u", "maxWidth": 3}, registered.payload_type) == Thumbnail(
+        "u", 3
+    )
+
+
+def test_an_explicit_payload_type_wins_and_the_options_are_kept() -> None:
+    @job("test.explicit", payload=Thumbnail, time_limit_s=1.5, max_attempts=7)
+    async def explicit(payload: Any) -> None:
+        return None
+
+    registered = REGISTRY["test.explicit"]
+    assert registered.payload_type is Thumbnail
+    assert (registered.time_limit_ms, registered.max_attempts) == (1500, 7)
+    assert registered.is_async and not registered.takes_context
+
+
+def test_the_defaults() -> None:
+    @job("test.defaults")
+    def defaults(payload: Thumbnail) -> None:
+        return None
+
+    registered = REGISTRY["test.defaults"]
+    assert registered.time_limit_ms == registry.DEFAULT_TIME_LIMIT_S * 1000
+    assert registered.max_attempts is None  # the deployment's default
+
+
+@pytest.mark.parametrize("annotation", ["dict", "any", "none"])
+def test_a_dict_payload_takes_any_object(annotation: str) -> None:
+    if annotation == "dict":
+
+        @job("test.anything")
+        def anything(payload: dict) -> None:  # type: ignore[type-arg]  # as a user may write it
+            return None
+
+    elif annotation == "any":
+
+        @job("test.anything")
+        def anything(payload: Any) -> None:
+            return None
+
+    else:
+
+        @job("test.anything")
+        def anything(payload) -> None:  # type: ignore[no-untyped-def]  # no annotation at all
+            return None
+
+    payload_type = REGISTRY["test.anything"].payload_type
+    body = {"any": ["thing", 1, None], "nested": {"x": 1.5}}
+    assert msgspec.convert(body, payload_type) == body
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(["not", "an", "object"], payload_type)
+
+
+def test_registering_the_same_function_again_is_harmless() -> None:
+    def same(payload: dict[str, Any]) -> None:
+        return None
+
+    job("test.same")(same)
+    job("test.same")(same)  # a module imported twice, say
+    assert REGISTRY["test.same"].run is same
+
+
+def test_a_name_registered_twice_names_both_places() -> None:
+    @job("test.twice")
+    def first(payload: dict[str, Any]) -> None:
+        return None
+
+    with pytest.raises(JobTypeError) as raised:
+
+        @job("test.twice")
+        def second(payload: dict[str, Any]) -> None:
+            return None
+
+    message = str(raised.value)
+    assert "'test.twice' is registered twice" in message
+    assert f"{__name__}.{first.__qualname__}" in message
+    assert f"{__name__}.test_a_name_registered_twice_names_both_places.<locals>.second" in message
+    assert REGISTRY["test.twice"].run is first  # the first one stays
+
+
+@pytest.mark.parametrize(
+    "name", ["", "Resize", "9lives", "_private", "has space", "x" * 33, "émoji", "a/b"]
+)
+def test_a_bad_name_is_refused(name: str) -> None:
+    with pytest.raises(JobTypeError, match="a name is 1 to 32 of a-z 0-9"):
+
+        @job(name)
+        def handler(payload: dict[str, Any]) -> None:
+            return None
+
+    assert name not in REGISTRY
+
+
+@pytest.mark.parametrize("name", ["a", "x" * 32, "team.resize", "crm:sync-2", "a_b"])
+def test_good_names_are_taken(name: str) -> None:
+    @job(name)
+    def handler(payload: dict[str, Any]) -> None:
+        return None
+
+    assert REGISTRY[name].run is handler
+
+
+def test_a_wrong_signature_is_refused() -> None:
+    def no_parameter() -> None:
+        return None
+
+    def three(payload: dict[str, Any], ctx: JobContext, extra: int) -> None:
+        return None
+
+    for wrong in (no_parameter, three):
+        with pytest.raises(JobTypeError, match=r"must take \(payload\) or \(payload, ctx\)") as e:
+            job("test.wrong")(wrong)
+        assert wrong.__qualname__ in str(e.value)
+    assert "test.wrong" not in REGISTRY
+
+
+def test_load_registers_the_builtin_types_and_the_named_modules() -> None:
+    registered = load(("tests.support.user_jobs.jobs",))
+    assert {"sleep", "email", "webhook", "data_processing"} <= set(registered)
+    assert {"resize", "report", "flaky", "bloat", "whoami"} <= set(registered)
+    from tests.support.user_jobs import jobs
+
+    assert registered["resize"].payload_type is jobs.Resize
+    assert (registered["resize"].time_limit_ms, registered["resize"].max_attempts) == (60_000, 3)
+    assert registered["report"].payload_type is jobs.Report  # from the annotation
+    assert registered["report"].is_async
+    assert registered["bloat"].takes_context is False
+    assert registered["flaky"].payload_type == dict[str, Any]
+
+
+def test_load_of_two_modules_registering_one_name_names_both() -> None:
+    with pytest.raises(JobTypeError) as raised:
+        load(USER_MODULES)
+    message = str(raised.value)
+    assert "'resize' is registered twice" in message
+    assert "tests.support.user_jobs.jobs.resize" in message
+    assert "tests.support.user_jobs.duplicate.resize_again" in message
+
+
+def test_load_of_a_module_that_fails_to_import_names_it() -> None:
+    with pytest.raises(JobTypeError) as raised:
+        load(("tests.support.user_jobs.broken",))
+    message = str(raised.value)
+    assert "FERRY_JOBS: tests.support.user_jobs.broken could not be imported" in message
+    assert "JobContxt" in message  # and why
+    assert "never" not in REGISTRY
+
+
+def test_load_of_a_module_that_does_not_exist_names_it() -> None:
+    missing = f"tests.support.no_such_jobs_{uuid.uuid4().hex[:6]}"
+    with pytest.raises(JobTypeError, match=f"FERRY_JOBS: {missing} could not be imported"):
+        load((missing,))
+
+
+def claimed(attempts: int, max_attempts: int = 3) -> ClaimedJob:
+    return ClaimedJob(uuid.uuid4(), "t", "flaky", {}, attempts, max_attempts)
+
+
+def outcome(job: ClaimedJob, exception: BaseException) -> Any:
+    return decide(job, None, exception, retry_base_ms=50, retry_cap_ms=200)
+
+
+def test_retry_sets_the_next_attempts_delay() -> None:
+    before = utcnow()
+    retried = outcome(claimed(1), Retry(after_ms=5000, reason="not ready yet"))
+    after = utcnow()
+    assert retried.status is JobStatus.PENDING
+    assert retried.retry_delay_ms == 5000  # not the backoff (50 ms here)
+    assert retried.error == "Retry: not ready yet"
+    assert before + timedelta(seconds=5) <= retried.next_run_at <= after + timedelta(seconds=5)
+
+
+def test_retry_without_a_reason_and_with_a_negative_delay() -> None:
+    retried = outcome(claimed(2), Retry(after_ms=-10))
+    assert (retried.status, retried.retry_delay_ms) == (JobStatus.PENDING, 0)
+    assert retried.error == "Retry: retry requested"
+
+
+def test_retry_on_the_last_attempt_fails_the_job() -> None:
+    failed = outcome(claimed(3, max_attempts=3), Retry(after_ms=1000))
+    assert (failed.status, failed.next_run_at) == (JobStatus.FAILED, None)
