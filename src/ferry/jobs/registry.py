@@ -20,7 +20,7 @@ from ferry.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_TIME_LIMIT_S = 600
-NAME_PATTERN = r"^[a-z][a-z0-9_.:-]{0,31}$"  # what the jobs table's `type` column holds
+NAME_PATTERN = r"[a-z][a-z0-9_.:-]{0,31}"  # what the jobs table's `type` column holds
 
 
 class JobTypeError(Exception):
@@ -59,7 +59,7 @@ def job(
     if any, is given the job's `JobContext`."""
 
     def register(run: F) -> F:
-        if not re.match(NAME_PATTERN, name):
+        if not re.fullmatch(NAME_PATTERN, name):
             raise JobTypeError(
                 f"job type {name!r}: a name is 1 to 32 of a-z 0-9 _ . : - (a letter first)"
             )

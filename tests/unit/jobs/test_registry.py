@@ -133,7 +133,7 @@ def test_a_name_registered_twice_names_both_places() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "Resize", "9lives", "_private", "has space", "x" * 33, "émoji", "a/b"]
+    "name", ["", "Resize", "9lives", "_private", "has space", "x" * 33, "émoji", "a/b", "abc\n"]
 )
 def test_a_bad_name_is_refused(name: str) -> None:
     with pytest.raises(JobTypeError, match="a name is 1 to 32 of a-z 0-9"):
