@@ -8,7 +8,7 @@ import msgspec
 from litestar import get
 
 from ferry.api.dependencies import AppRuntime
-from ferry.jobs.registry import REGISTRY
+from ferry.jobs.registry import REGISTRY, backoff_ms
 
 
 class JobTypeOut(msgspec.Struct, rename="camel"):
@@ -30,8 +30,8 @@ async def job_types(runtime: AppRuntime) -> list[JobTypeOut]:
             payload_schema=msgspec.json.schema(job_type.payload_type),
             time_limit_ms=limits.get(job_type.name, job_type.time_limit_ms),
             max_attempts=job_type.max_attempts or settings.default_max_attempts,
-            retry_base_ms=settings.retry_base_ms,
-            retry_cap_ms=settings.retry_cap_ms,
+            retry_base_ms=backoff_ms(job_type.name, settings)[0],
+            retry_cap_ms=backoff_ms(job_type.name, settings)[1],
         )
         for job_type in REGISTRY.values()
     ]

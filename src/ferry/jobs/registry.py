@@ -35,10 +35,24 @@ class JobType:
     time_limit_ms: int
     max_attempts: int | None  # None: the deployment's default
     takes_context: bool
+    # Backoff between attempts (base * 2^(attempt-1), capped); None: the deployment's.
+    retry_base_ms: int | None = None
+    retry_cap_ms: int | None = None
 
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.run)
+
+
+def backoff_ms(name: str, settings: Settings) -> tuple[int, int]:
+    """The base and the cap of the backoff between attempts of the job type `name`."""
+    job_type = REGISTRY.get(name)
+    base = job_type.retry_base_ms if job_type else None
+    cap = job_type.retry_cap_ms if job_type else None
+    return (
+        settings.retry_base_ms if base is None else base,
+        settings.retry_cap_ms if cap is None else cap,
+    )
 
 
 REGISTRY: dict[str, JobType] = {}
@@ -51,12 +65,16 @@ def job(
     payload: type[Any] | None = None,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     max_attempts: int | None = None,
+    retry_base_ms: int | None = None,
+    retry_cap_ms: int | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated function as the job type `name`.
 
     `payload`: the struct its payload must fit (by default the annotation of the
     function's first parameter; `dict` takes any JSON object). A second parameter,
-    if any, is given the job's `JobContext`."""
+    if any, is given the job's `JobContext`. `max_attempts`, `retry_base_ms` and
+    `retry_cap_ms` default to the deployment's (DEFAULT_MAX_ATTEMPTS, RETRY_BASE_MS,
+    RETRY_CAP_MS); a job's own `maxAttempts` overrides the type's."""
 
     def register(run: F) -> F:
         if not re.fullmatch(NAME_PATTERN, name):
@@ -78,6 +96,8 @@ def job(
             time_limit_ms=int(time_limit_s * 1000),
             max_attempts=max_attempts,
             takes_context=len(parameters) == 2,
+            retry_base_ms=retry_base_ms,
+            retry_cap_ms=retry_cap_ms,
         )
         return run
 

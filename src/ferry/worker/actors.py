@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import dramatiq
 import msgspec
@@ -19,15 +18,15 @@ from ferry.jobs.errors import PermanentError
 from ferry.jobs.registry import REGISTRY, JobType, use_settings
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.settings import Settings
-from ferry.worker.running import RUNNING, current_job
+from ferry.worker.running import RUNNING, current_job, set_result
 
 
 class ResultTooLarge(Exception):
     """The handler returned more than MAX_RESULT_BYTES: the attempt fails."""
 
 
-def _actor_fn(job_type: JobType, max_result_bytes: int) -> Callable[[str], Any]:
-    def run_job(job_id: str) -> Any:
+def _actor_fn(job_type: JobType, max_result_bytes: int) -> Callable[[str], None]:
+    def run_job(job_id: str) -> None:
         job = current_job()
         try:
             payload = msgspec.convert(job.payload, job_type.payload_type)
@@ -48,7 +47,7 @@ def _actor_fn(job_type: JobType, max_result_bytes: int) -> Callable[[str], Any]:
             raise ResultTooLarge(
                 f"the result is {size:,} bytes; at most {max_result_bytes:,} are stored"
             )
-        return stored
+        set_result(stored)  # for the lifecycle (ferry.worker.running)
 
     run_job.__name__ = job_type.name
     return run_job

@@ -27,6 +27,7 @@ from dramatiq.middleware import SkipMessage
 from ferry.db.jobs import Enqueued
 from ferry.db.models import JobStatus
 from ferry.db.transitions import ClaimedJob, Outcome
+from ferry.jobs.registry import backoff_ms
 from ferry.observability.logs import job_ids
 from ferry.observability.metrics import recorder
 from ferry.queue.group_ack import AckHold, GroupAckRedisBroker
@@ -34,7 +35,7 @@ from ferry.queue.messages import JOBS_QUEUE, tenant_of
 from ferry.queue.sender import Sender
 from ferry.settings import Settings
 from ferry.worker.outcome import decide
-from ferry.worker.running import set_current_job, take_current_job
+from ferry.worker.running import set_current_job, take_current_job, take_result
 from ferry.worker.services import WorkerServices
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,11 @@ class JobLifecycle(dramatiq.Middleware):
         exception: BaseException | None = None,
     ) -> None:
         job = take_current_job()
+        stored = take_result()  # the actor's `result` is None (ferry.worker.running)
         if job is None:
             return
         try:
-            outcome = self._outcome(job, result, exception)
+            outcome = self._outcome(job, stored, exception)
         except BaseException:
             self._release(message)  # nothing will be recorded: free the slot now
             raise
@@ -100,13 +102,8 @@ class JobLifecycle(dramatiq.Middleware):
                 log.exception("re-enqueue of job %s failed; recovery will re-send it", job.id)
 
     def _outcome(self, job: ClaimedJob, result: Any, exception: BaseException | None) -> Outcome:
-        outcome = decide(
-            job,
-            result,
-            exception,
-            retry_base_ms=self.settings.retry_base_ms,
-            retry_cap_ms=self.settings.retry_cap_ms,
-        )
+        base_ms, cap_ms = backoff_ms(job.type, self.settings)
+        outcome = decide(job, result, exception, retry_base_ms=base_ms, retry_cap_ms=cap_ms)
         recorder.observe(
             "ferry_job_duration_seconds", time.monotonic() - self._started.at, job.type
         )

@@ -30,6 +30,21 @@ def take_current_job() -> ClaimedJob | None:
     return job
 
 
+# What the handler returned, for the lifecycle: not returned through Dramatiq, which
+# would log a warning for every value without its Results middleware.
+_result: ContextVar[Any] = ContextVar("ferry_job_result", default=None)
+
+
+def set_result(value: Any) -> None:
+    _result.set(value)
+
+
+def take_result() -> Any:
+    value = _result.get()
+    _result.set(None)
+    return value
+
+
 def current_job() -> ClaimedJob:
     job = _current.get()
     if job is None:

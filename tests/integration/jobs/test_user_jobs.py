@@ -214,6 +214,10 @@ def test_job_types_lists_the_users_types_with_their_payload_schema(stack: Stack)
     resize = types["resize"]
     assert (resize["timeLimitMs"], resize["maxAttempts"]) == (60_000, 3)
     assert (resize["retryBaseMs"], resize["retryCapMs"]) == (50, 200)  # the deployment's
+    assert (types["whoami"]["retryBaseMs"], types["whoami"]["retryCapMs"]) == (
+        50,
+        150,
+    )  # its own cap
     schema = resize["payloadSchema"]
     struct = schema["$defs"][schema["$ref"].rpartition("/")[2]]
     assert struct["properties"] == {

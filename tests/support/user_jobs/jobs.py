@@ -50,7 +50,7 @@ def bloat(payload: dict[str, Any]) -> dict[str, str]:
     return {"blob": "x" * BLOAT_BYTES}
 
 
-@job("whoami")
+@job("whoami", retry_cap_ms=150)
 def whoami(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     ctx.log.info("running %s for %s", ctx.job_type, ctx.tenant_id)
     return {

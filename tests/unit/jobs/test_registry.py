@@ -233,3 +233,19 @@ def test_retry_without_a_reason_and_with_a_negative_delay() -> None:
 def test_retry_on_the_last_attempt_fails_the_job() -> None:
     failed = outcome(claimed(3, max_attempts=3), Retry(after_ms=1000))
     assert (failed.status, failed.next_run_at) == (JobStatus.FAILED, None)
+
+
+def test_a_types_backoff_is_its_own_or_the_deployments() -> None:
+    from ferry.jobs.registry import backoff_ms
+    from ferry.settings import Settings
+
+    @job("test.patient", retry_base_ms=10_000, retry_cap_ms=60_000)
+    def patient(payload: dict[str, Any]) -> None: ...
+
+    @job("test.halfway", retry_cap_ms=5_000)
+    def halfway(payload: dict[str, Any]) -> None: ...
+
+    settings = Settings(retry_base_ms=2_000, retry_cap_ms=32_000)
+    assert backoff_ms("test.patient", settings) == (10_000, 60_000)
+    assert backoff_ms("test.halfway", settings) == (2_000, 5_000)
+    assert backoff_ms("test.unregistered", settings) == (2_000, 32_000)
