@@ -48,6 +48,7 @@ function query(params) {
 export const api = {
   listJobs: (params) => call("GET", `/jobs?${query(params)}`),
   stats: (tenantId) => call("GET", `/jobs/stats?${query({ tenantId })}`),
+  jobTypes: () => call("GET", "/job-types"),
   getJob: (id) => call("GET", `/jobs/${id}`),
   createJob: (spec) => call("POST", "/jobs", spec),
   retry: (id) => call("POST", `/jobs/${id}/retry`),

@@ -7,6 +7,8 @@ import { LiveFeed } from "./live.js";
 const PAGE_SIZE = 25;
 const LOG_SIZE = 200;
 const STATUSES = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
+// Examples for the built-in types; any other type's template is made from its
+// payload's JSON Schema (GET /job-types).
 const TEMPLATES = {
   sleep: { delayMs: 1000 },
   email: { to: "someone@example.com", subject: "Hello from Ferry", body: "It works." },
@@ -245,7 +247,40 @@ async function act(action) {
 // -- creating jobs --------------------------------------------------------------------
 
 function showTemplate() {
-  $("payload").value = JSON.stringify(TEMPLATES[$("job-type").value], null, 2);
+  const name = $("job-type").value;
+  $("payload").value = JSON.stringify(TEMPLATES[name] ?? {}, null, 2);
+}
+
+const EXAMPLES = { string: "", integer: 0, number: 0, boolean: false, array: [], object: {} };
+
+function example(schema) {
+  // A payload of every field: its default, or an empty value of its type.
+  const struct = schema.$ref ? schema.$defs[schema.$ref.split("/").pop()] : schema;
+  const payload = {};
+  for (const [field, property] of Object.entries(struct.properties ?? {})) {
+    payload[field] = "default" in property ? property.default : EXAMPLES[property.type] ?? null;
+  }
+  return payload;
+}
+
+async function loadJobTypes() {
+  // The types this deployment runs (FERRY_JOBS's too), in both selects.
+  let types;
+  try {
+    types = await api.jobTypes();
+  } catch {
+    return; // the built-in types the page lists will do
+  }
+  for (const type of types) TEMPLATES[type.name] ??= example(type.payloadSchema);
+  const names = types.map((type) => type.name);
+  const chosen = $("job-type").value;
+  $("job-type").replaceChildren(...names.map((name) => element("option", { value: name }, name)));
+  $("job-type").value = names.includes(chosen) ? chosen : names[0];
+  $("type-filter").replaceChildren(
+    element("option", { value: "" }, "any"),
+    ...names.map((name) => element("option", { value: name }, name)),
+  );
+  showTemplate();
 }
 
 async function create(submit) {
@@ -318,9 +353,11 @@ function start() {
     useKey($("api-key").value.trim());
     live.transport = "ws"; // a refusal without a key said nothing about WebSocket
     followTenant();
+    loadJobTypes();
   });
   showTemplate();
   followTenant();
+  loadJobTypes();
 }
 
 start();

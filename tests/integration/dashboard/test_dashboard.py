@@ -4,6 +4,7 @@ API process and a worker process on PostgreSQL and Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 import operator
 import re
 import shutil
@@ -31,6 +32,7 @@ from tests.support.jobs import new_tenant, sleep_job
 from tests.support.processes import api_process, shared_env, worker_process
 from tests.support.servers import Hooks, webhook_server
 from tests.support.services import redis_namespace
+from tests.support.user_jobs import user_env
 
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 20_000
@@ -54,6 +56,7 @@ def ferry(module_database: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             namespace,
             WEBHOOK_ALLOW_PRIVATE="true",  # the test's webhook server is on loopback
             LOG_LEVEL="WARNING",
+            **user_env(),  # a team's own job types too: the form offers them
         )
         with (
             api_process(env, logs, logs / "api.log") as base,
@@ -138,6 +141,25 @@ async def watch_a_new_job_complete(page: Page, ferry: Ferry, transport: str, sho
         "PENDING", "RUNNING", "COMPLETED",
     ]  # fmt: skip
     await page.screenshot(path=shot, full_page=True)
+
+
+async def test_the_form_offers_the_registered_types_with_a_template_from_their_schema(
+    page: Page, ferry: Ferry
+) -> None:
+    tenant = new_tenant()
+    await open_dashboard(page, ferry, tenant, "WebSocket")
+    select = page.get_by_test_id("job-type-select")
+    await expect(select.locator("option[value=resize]")).to_have_count(1, timeout=WAIT_MS)
+    await expect(page.get_by_test_id("type-filter").locator("option[value=resize]")).to_have_count(
+        1
+    )
+    await select.select_option("resize")
+    # Every field of the payload: its default, or an empty value of its type.
+    template = json.loads(await page.locator("#payload").input_value())
+    assert template == {"url": "", "width": 0, "keepRatio": True}
+    await create_from_form(page, "resize", '{"url": "https://x.test/a.png", "width": 64}')
+    row = page.get_by_test_id("job-row")
+    await expect(row.get_by_test_id("job-status")).to_have_text("COMPLETED", timeout=WAIT_MS)
 
 
 async def test_a_job_created_in_the_form_turns_completed_live_over_websocket(

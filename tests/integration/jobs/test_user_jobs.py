@@ -8,7 +8,6 @@ workers know of it, they learnt from FERRY_JOBS."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ import pytest
 
 from tests.support.jobs import TERMINAL, new_tenant
 from tests.support.processes import (
-    PROJECT_ROOT,
     api_process,
     ferry_env,
     shared_env,
@@ -29,18 +27,11 @@ from tests.support.processes import (
     worker_process,
 )
 from tests.support.services import migrated_database, redis_namespace
+from tests.support.user_jobs import user_env
 
-USER_JOBS = "tests.support.user_jobs.jobs"
 USER_TYPES = {"resize", "report", "flaky", "bloat", "whoami"}
 BUILTIN_TYPES = {"sleep", "email", "webhook", "data_processing"}
 RETRY_AFTER_MS = 2000  # tests.support.user_jobs.jobs.RETRY_AFTER_MS (not imported here)
-
-
-def user_env(**values: str) -> dict[str, str]:
-    """FERRY_JOBS, and the repository on the path: the processes run in a directory of
-    their own, from which `tests` is not importable otherwise."""
-    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    return {"FERRY_JOBS": USER_JOBS, "PYTHONPATH": path, **values}
 
 
 @dataclass(frozen=True)
