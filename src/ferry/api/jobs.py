@@ -8,9 +8,10 @@ re-sends what no queue holds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
@@ -29,7 +30,7 @@ from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import Job, JobStatus
 from ferry.events.channels import subscription
-from ferry.events.event import RECONNECTED, channel_name, says_lost
+from ferry.events.event import RECONNECTED, channel_name, says_lost, seq_of
 from ferry.fields import TENANT_ID_PATTERN
 from ferry.jobs.registry import REGISTRY
 from ferry.service.jobs import IdempotencyKey, JobService
@@ -348,31 +349,45 @@ def job_routes(payloads: Mapping[str, type[Any]]) -> type[JobController]:
 async def _until_ended(
     request: Request[Any, Any, Any], job_id: uuid.UUID, tenant_id: str, wait_s: int
 ) -> None:
-    """Return once the tenant's events say the job ended, or after `wait_s`: no polling,
-    the request listens to the tenant's channel like a live subscriber. It reads the
-    row again first (the job may have ended before it listened), and after a gap."""
+    """Return once the tenant's events say the job ended, after `wait_s`, or when the
+    server starts to stop: no polling, the request listens to the tenant's channel like
+    a live subscriber. It reads the row again first (the job may have ended before it
+    listened), and after a gap in what it heard."""
     runtime = runtime_of(request.app.state)
     channels = request.app.plugins.get(ChannelsPlugin)
     channel = channel_name(runtime.settings.redis_namespace, tenant_id)
-    wanted = str(job_id).encode()
     with anyio.move_on_after(wait_s):
-        async with subscription(channels, channel) as subscriber:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on, runtime.draining.stopping, group.cancel_scope)
+            async with subscription(channels, channel) as subscriber:
+                await _until_heard(runtime, job_id, subscriber.iter_events())
+            group.cancel_scope.cancel()
+
+
+async def _cancel_on(event: asyncio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _until_heard(runtime: Runtime, job_id: uuid.UUID, events: AsyncIterator[bytes]) -> None:
+    if await _ended(runtime, job_id):
+        return
+    wanted, last_seq = str(job_id), 0
+    async for data in events:
+        if data == RECONNECTED or says_lost(data):
             if await _ended(runtime, job_id):
                 return
-            async for data in subscriber.iter_events():
-                if data == RECONNECTED or says_lost(data):
-                    if await _ended(runtime, job_id):
-                        return
-                elif wanted in data and _event_status(data) in ENDED:
-                    return
+            continue
+        seq = seq_of(data)
+        if last_seq and seq > last_seq + 1 and await _ended(runtime, job_id):
+            return  # events were dropped for this slow listener: read again
+        last_seq = seq
+        event = msgspec.json.decode(data, type=dict[str, Any])
+        if event.get("jobId") == wanted and event.get("status") in ENDED:
+            return
 
 
 async def _ended(runtime: Runtime, job_id: uuid.UUID) -> bool:
     async with AsyncSession(runtime.engine) as session:
         job = await session.get(Job, job_id)
         return job is None or job.status in ENDED
-
-
-def _event_status(data: bytes) -> str | None:
-    status: str | None = msgspec.json.decode(data, type=dict[str, Any]).get("status")
-    return status

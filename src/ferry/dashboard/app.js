@@ -280,6 +280,7 @@ async function loadJobTypes() {
     element("option", { value: "" }, "any"),
     ...names.map((name) => element("option", { value: name }, name)),
   );
+  $("type-filter").value = state.type; // the table's filter stays as it was
   showTemplate();
 }
 

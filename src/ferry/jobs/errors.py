@@ -14,6 +14,8 @@ class JobAborted(BaseException):  # like KeyboardInterrupt: not caught by `excep
 class Retry(Exception):
     """Fail this attempt and run the next one after `after_ms` (within the job's attempts)."""
 
+    MAX_AFTER_MS = 7 * 24 * 3600 * 1000  # a week, as a create's delayMs
+
     def __init__(self, after_ms: int, reason: str = "retry requested") -> None:
         super().__init__(reason)
-        self.after_ms = max(0, int(after_ms))
+        self.after_ms = min(max(0, int(after_ms)), self.MAX_AFTER_MS)

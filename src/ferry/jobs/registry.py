@@ -84,6 +84,10 @@ def job(
         if name in REGISTRY and REGISTRY[name].run is not run:
             where = _where(REGISTRY[name].run)
             raise JobTypeError(f"job type {name!r} is registered twice: {where} and {_where(run)}")
+        _check_policy(name, max_attempts, retry_base_ms, retry_cap_ms)
+        alike = [other for other in REGISTRY if other != name and _spelled(other) == _spelled(name)]
+        if alike:
+            raise JobTypeError(f"job type {name!r} differs from {alike[0]!r} only in separators")
         parameters = list(inspect.signature(run).parameters)
         if not 1 <= len(parameters) <= 2:
             raise JobTypeError(
@@ -102,6 +106,25 @@ def job(
         return run
 
     return register
+
+
+MAX_ATTEMPTS_LIMIT = 25  # as a job's own maxAttempts
+
+
+def _check_policy(
+    name: str, max_attempts: int | None, base_ms: int | None, cap_ms: int | None
+) -> None:
+    if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise JobTypeError(f"job type {name!r}: max_attempts is 1 to {MAX_ATTEMPTS_LIMIT}")
+    if any(value is not None and value < 0 for value in (base_ms, cap_ms)):
+        raise JobTypeError(f"job type {name!r}: retry_base_ms and retry_cap_ms are >= 0")
+    if base_ms is not None and cap_ms is not None and base_ms > cap_ms:
+        raise JobTypeError(f"job type {name!r}: retry_base_ms is more than retry_cap_ms")
+
+
+def _spelled(name: str) -> str:
+    """A name without its separators: the API's struct of a type is named after it."""
+    return re.sub(r"[_.:-]", "", name)
 
 
 def _payload_type(run: Callable[..., Any], parameter: str) -> type[Any]:

@@ -8,7 +8,9 @@ claimed the job, and the claimed row is the current job of this thread
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import dramatiq
 import msgspec
@@ -19,6 +21,10 @@ from ferry.jobs.registry import REGISTRY, JobType, use_settings
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.settings import Settings
 from ferry.worker.running import RUNNING, current_job, set_result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 class ResultTooLarge(Exception):
@@ -35,11 +41,10 @@ def _actor_fn(job_type: JobType, max_result_bytes: int) -> Callable[[str], None]
             raise PermanentError(message) from exc
         ctx = JobContext(job.id, job.tenant_id, job.type, job.attempts, job.max_attempts)
         args = (payload, ctx) if job_type.takes_context else (payload,)
-        if job_type.is_async:
+        result = RUNNING.run(job.id, ctx._cancelled, lambda: job_type.run(*args))
+        if inspect.isawaitable(result):
             # One loop per attempt, on this thread: correct, not yet many at once.
-            result = RUNNING.run(job.id, ctx._cancelled, lambda: asyncio.run(job_type.run(*args)))
-        else:
-            result = RUNNING.run(job.id, ctx._cancelled, lambda: job_type.run(*args))
+            result = RUNNING.run(job.id, ctx._cancelled, lambda: asyncio.run(_awaited(result)))
         # Results are stored as JSON: turn structs, tuples and the like into builtins.
         stored = msgspec.to_builtins(result)
         size = len(msgspec.json.encode(stored))

@@ -249,3 +249,30 @@ def test_a_types_backoff_is_its_own_or_the_deployments() -> None:
     assert backoff_ms("test.patient", settings) == (10_000, 60_000)
     assert backoff_ms("test.halfway", settings) == (2_000, 5_000)
     assert backoff_ms("test.unregistered", settings) == (2_000, 32_000)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"max_attempts": 0}, "max_attempts is 1 to 25"),
+        ({"max_attempts": 26}, "max_attempts is 1 to 25"),
+        ({"retry_base_ms": -1}, "are >= 0"),
+        ({"retry_base_ms": 5_000, "retry_cap_ms": 1_000}, "more than retry_cap_ms"),
+    ],
+)
+def test_a_policy_out_of_bounds_is_refused(options: dict[str, Any], words: str) -> None:
+    with pytest.raises(JobTypeError, match=words):
+        job("test.bounds", **options)(lambda payload: None)
+
+
+def test_names_that_differ_only_in_separators_are_refused() -> None:
+    @job("test.a_b")
+    def first(payload: dict[str, Any]) -> None: ...
+
+    with pytest.raises(JobTypeError, match="only in separators"):
+        job("test.a-b")(lambda payload: None)
+
+
+def test_a_retry_is_at_most_a_week_away() -> None:
+    assert Retry(after_ms=10**18).after_ms == Retry.MAX_AFTER_MS
+    assert Retry(after_ms=-5).after_ms == 0
