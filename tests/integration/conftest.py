@@ -1,15 +1,19 @@
 """An app with a worker inside it, for the integration tests of any feature that needs
 jobs to run without worker processes: the real app, a real Dramatiq worker of 8
 threads on Redis (same middleware, same writer as `dramatiq actors`), and a
-PostgreSQL database of the module's own. Each module that asks gets its own."""
+PostgreSQL database of the module's own. Each module that asks gets its own.
+
+Also the browser of the tests that drive a page: Debian's Chromium, under Playwright."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
+from playwright.async_api import Browser, async_playwright
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.app import create_app
@@ -18,6 +22,8 @@ from ferry.settings import Settings
 from tests.support.jobs import Client
 from tests.support.servers import Mailbox, smtp_server
 from tests.support.services import redis_namespace
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +72,15 @@ async def app_client(worker_settings: Settings) -> AsyncIterator[Client]:
     """The app with a worker of 8 threads inside it, on PostgreSQL and Redis."""
     async with AsyncTestClient(app=create_app(worker_settings, run_worker=True)) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM} (Debian package chromium)", pytrace=False
+        )
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        await launched.close()

@@ -15,7 +15,7 @@ import httpx
 
 from ferry.settings import Settings
 from infra.stack import free_port as free_port  # re-exported for the tests
-from infra.stack import worker_command
+from infra.stack import wait_healthy, worker_command
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,18 +69,10 @@ def api_process(
     args = [sys.executable, "-m", "ferry.serve", *(["--embedded"] if embedded else [])]
     with running(args, {**env, "PORT": str(port)}, cwd, log) as process:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"API exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"API did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+        try:
+            wait_healthy(base, process)
+        except SystemExit as exc:  # the stack's words, and the API's log
+            raise AssertionError(f"{exc}:\n{log.read_text()}") from None
         yield base
 
 

@@ -3,16 +3,15 @@ every script, style and icon they load is served by Ferry itself."""
 
 from __future__ import annotations
 
-import shutil
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from litestar import Litestar
-from playwright.async_api import Browser, Route, async_playwright, expect
+from playwright.async_api import Browser, Route, expect
 
 from ferry.api.dependencies import DEPENDENCIES
 from ferry.api.health import health
@@ -21,7 +20,6 @@ from ferry.api.openapi import openapi_config
 from ferry.jobs.registry import load
 from tests.support.processes import free_port
 
-CHROMIUM = "/usr/bin/chromium"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -56,18 +54,6 @@ def docs(database_url: str) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(
-            f"Chromium is not installed at {CHROMIUM} (Debian package chromium)", pytrace=False
-        )
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
-        yield launched
-        await launched.close()
 
 
 @pytest.mark.parametrize("path", ["/schema", "/schema/swagger"])

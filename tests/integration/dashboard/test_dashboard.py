@@ -7,7 +7,6 @@ import asyncio
 import json
 import operator
 import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from playwright.async_api import (
     Page,
     Route,
     WebSocketRoute,
-    async_playwright,
     expect,
 )
 
@@ -34,7 +32,6 @@ from tests.support.servers import Hooks, webhook_server
 from tests.support.services import redis_namespace
 from tests.support.user_jobs import user_env
 
-CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 20_000
 
 
@@ -63,18 +60,6 @@ def ferry(module_database: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             worker_process(env, logs / "worker.log"),
         ):
             yield Ferry(base, module_database, hooks, env, logs)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(
-            f"Chromium is not installed at {CHROMIUM} (Debian package chromium)", pytrace=False
-        )
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
-        yield launched
-        await launched.close()
 
 
 # Every Content-Security-Policy violation in the page, as a console error the test sees.
