@@ -85,7 +85,6 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         registered = registry.load(settings.job_modules)
     except registry.JobTypeError as exc:
         raise SystemExit(f"ferry: {exc}") from exc
-    payloads = {name: t.payload_type for name, t in registered.items()}
     parts = AppParts(settings, settings.embedded if run_worker is None else run_worker)
     db_config = SQLAlchemyAsyncConfig(
         engine_instance=parts.engine,
@@ -93,7 +92,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         before_send_handler="autocommit",
     )
     app = Litestar(
-        route_handlers=[job_routes(payloads), *ROUTES],
+        route_handlers=[job_routes(registered), *ROUTES],
         # The parts start after the channels plugin and stop before it: the
         # in-process worker publishes through it until it has stopped.
         plugins=[

@@ -8,7 +8,8 @@ import msgspec
 from litestar import get
 
 from ferry.api.dependencies import AppRuntime
-from ferry.jobs.registry import REGISTRY, backoff_ms
+from ferry.jobs.registry import REGISTRY, JobType, backoff_ms
+from ferry.settings import Settings
 
 
 class JobTypeOut(msgspec.Struct, rename="camel"):
@@ -22,16 +23,16 @@ class JobTypeOut(msgspec.Struct, rename="camel"):
 
 @get("/job-types", summary="The registered job types and their payloads", tags=["jobs"])
 async def job_types(runtime: AppRuntime) -> list[JobTypeOut]:
-    settings = runtime.settings
-    limits = settings.time_limit_overrides
-    return [
-        JobTypeOut(
-            name=job_type.name,
-            payload_schema=msgspec.json.schema(job_type.payload_type),
-            time_limit_ms=limits.get(job_type.name, job_type.time_limit_ms),
-            max_attempts=job_type.max_attempts or settings.default_max_attempts,
-            retry_base_ms=backoff_ms(job_type.name, settings)[0],
-            retry_cap_ms=backoff_ms(job_type.name, settings)[1],
-        )
-        for job_type in REGISTRY.values()
-    ]
+    return [_out(job_type, runtime.settings) for job_type in REGISTRY.values()]
+
+
+def _out(job_type: JobType, settings: Settings) -> JobTypeOut:
+    base_ms, cap_ms = backoff_ms(job_type.name, settings)
+    return JobTypeOut(
+        name=job_type.name,
+        payload_schema=msgspec.json.schema(job_type.payload_type),
+        time_limit_ms=settings.time_limit_overrides.get(job_type.name, job_type.time_limit_ms),
+        max_attempts=job_type.max_attempts or settings.default_max_attempts,
+        retry_base_ms=base_ms,
+        retry_cap_ms=cap_ms,
+    )

@@ -32,7 +32,7 @@ from ferry.db.models import Job, JobStatus
 from ferry.events.channels import subscription
 from ferry.events.event import RECONNECTED, channel_name, says_lost, seq_of
 from ferry.fields import TENANT_ID_PATTERN
-from ferry.jobs.registry import REGISTRY
+from ferry.jobs.registry import REGISTRY, JobType
 from ferry.service.jobs import IdempotencyKey, JobService
 from ferry.service.schemas import (
     MAX_LIST_LIMIT,
@@ -340,10 +340,11 @@ def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:
     return refuse_nul(msgspec.to_builtins(typed))
 
 
-def job_routes(payloads: Mapping[str, type[Any]]) -> type[JobController]:
-    """The `/jobs` routes for these job types (name -> payload struct): their request
-    types are built from them (`request_types`) and resolve the handlers' annotations."""
-    return type("JobController", (JobController,), {"signature_namespace": request_types(payloads)})
+def job_routes(job_types: Mapping[str, JobType]) -> type[JobController]:
+    """The `/jobs` routes for these job types (the registry's): their request types are
+    built from them (`request_types`) and resolve the handlers' annotations."""
+    namespace = request_types(job_types)
+    return type("JobController", (JobController,), {"signature_namespace": namespace})
 
 
 async def _until_ended(

@@ -30,7 +30,11 @@ class Sender:
         self.broker = broker
         self.redis = redis
         self._fair_broker = fair_broker(broker)
-        self.fair: FairQueue | None = None if self._fair_broker is None else self._fair_broker.fair
+
+    @property
+    def fair(self) -> FairQueue | None:
+        """The tenants' queues, when fair scheduling is on."""
+        return None if self._fair_broker is None else self._fair_broker.fair
 
     def send_now(self, jobs: Iterable[Enqueued]) -> None:
         """Blocking: enqueue the jobs, delayed ones on the delay queue; on the fair

@@ -17,6 +17,7 @@ import msgspec
 from msgspec import Meta
 
 from ferry.fields import TenantId
+from ferry.jobs.registry import JobType
 
 MAX_ATTEMPTS_LIMIT = 25
 MAX_CREATE_DELAY_MS = 7 * 24 * 3600 * 1000
@@ -51,7 +52,7 @@ class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename=
     max_attempts: MaxAttempts | None = None
 
 
-def request_types(payloads: Mapping[str, type[Any]]) -> dict[str, Any]:
+def request_types(job_types: Mapping[str, JobType]) -> dict[str, Any]:
     """The request types that depend on the registered job types, by the names the
     routes use: `NewJob` (one struct per type, tagged by `type`, so that msgspec checks
     each payload against its type's struct in one decode and names the field),
@@ -59,12 +60,12 @@ def request_types(payloads: Mapping[str, type[Any]]) -> dict[str, Any]:
     variants = tuple(
         msgspec.defstruct(
             f"New{_camel(name)}Job",
-            [("payload", payload)],
+            [("payload", job_type.payload_type)],
             bases=(_NewJob,),
             tag=name,
             module=__name__,
         )
-        for name, payload in payloads.items()
+        for name, job_type in job_types.items()
     )
     new_job: Any = Union[variants]  # noqa: UP007  (built at run time)
     batch = msgspec.defstruct(
@@ -74,7 +75,7 @@ def request_types(payloads: Mapping[str, type[Any]]) -> dict[str, Any]:
         forbid_unknown_fields=True,
         module=__name__,
     )
-    return {"NewJob": new_job, "NewJobBatch": batch, "JobTypeName": Literal[tuple(payloads)]}
+    return {"NewJob": new_job, "NewJobBatch": batch, "JobTypeName": Literal[tuple(job_types)]}
 
 
 def _camel(name: str) -> str:

@@ -23,6 +23,14 @@ from ferry.settings import Settings
 from ferry.worker.running import RUNNING, current_job, set_result
 
 
+def _attempt(job_type: JobType, args: tuple[Any, ...]) -> Any:
+    result = job_type.run(*args)
+    if inspect.isawaitable(result):
+        # One loop per attempt, on this thread: correct, not yet many at once.
+        return asyncio.run(_awaited(result))
+    return result
+
+
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
@@ -41,10 +49,7 @@ def _actor_fn(job_type: JobType, max_result_bytes: int) -> Callable[[str], None]
             raise PermanentError(message) from exc
         ctx = JobContext(job.id, job.tenant_id, job.type, job.attempts, job.max_attempts)
         args = (payload, ctx) if job_type.takes_context else (payload,)
-        result = RUNNING.run(job.id, ctx._cancelled, lambda: job_type.run(*args))
-        if inspect.isawaitable(result):
-            # One loop per attempt, on this thread: correct, not yet many at once.
-            result = RUNNING.run(job.id, ctx._cancelled, lambda: asyncio.run(_awaited(result)))
+        result = RUNNING.run(job.id, ctx._cancelled, lambda: _attempt(job_type, args))
         # Results are stored as JSON: turn structs, tuples and the like into builtins.
         stored = msgspec.to_builtins(result)
         size = len(msgspec.json.encode(stored))

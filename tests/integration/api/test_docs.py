@@ -27,7 +27,7 @@ def docs_app(database_url: str) -> Litestar:
     """Ferry's job routes under the OpenAPI configuration `ferry.app` uses. The docs read
     nothing from the database: the engine is never connected."""
     return Litestar(
-        route_handlers=[job_routes({n: t.payload_type for n, t in load(()).items()}), health],
+        route_handlers=[job_routes(load(())), health],
         plugins=[SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(connection_string=database_url))],
         dependencies=DEPENDENCIES,  # by name; the docs never run a handler
         openapi_config=openapi_config(),

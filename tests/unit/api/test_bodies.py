@@ -14,7 +14,7 @@ from ferry.queue.fair.limits import TenantLimits
 from ferry.service.schemas import BulkRetry, JobPatch, request_types
 
 # The request types of the built-in job types, as the app builds them.
-_TYPES = request_types({name: t.payload_type for name, t in load(()).items()})
+_TYPES = request_types(load(()))
 NewJob, NewJobBatch = _TYPES["NewJob"], _TYPES["NewJobBatch"]
 
 

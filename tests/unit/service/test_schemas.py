@@ -17,7 +17,7 @@ from ferry.jobs.registry import load
 from ferry.service.schemas import BulkRetry, job_type_of, request_types
 
 # The request types of the built-in job types, as the app builds them.
-TYPES = request_types({name: t.payload_type for name, t in load(()).items()})
+TYPES = request_types(load(()))
 NewJob = TYPES["NewJob"]
 
 
