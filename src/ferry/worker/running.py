@@ -62,19 +62,19 @@ class RunningJobs:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_thread: dict[int, uuid.UUID] = {}
-        self._cancelled: dict[int, threading.Event] = {}
+        # Per thread: its job, and the event its handler's ctx.aborted reads.
+        self._by_thread: dict[int, tuple[uuid.UUID, threading.Event]] = {}
 
     def ids(self) -> list[uuid.UUID]:
         with self._lock:
-            return list(self._by_thread.values())
+            return [job_id for job_id, _ in self._by_thread.values()]
 
     def abort(self, job_ids: set[uuid.UUID]) -> list[uuid.UUID]:
         aborted = []
         with self._lock:
-            for thread_id, job_id in self._by_thread.items():
+            for thread_id, (job_id, cancelled) in self._by_thread.items():
                 if job_id in job_ids:
-                    self._cancelled[thread_id].set()  # the handler's ctx.aborted
+                    cancelled.set()
                     raise_thread_exception(thread_id, JobAborted)  # type: ignore[no-untyped-call]
                     aborted.append(job_id)
         return aborted
@@ -83,14 +83,12 @@ class RunningJobs:
         """`fn()` as the job's: `cancelled` is set if the job is aborted meanwhile."""
         thread_id = threading.get_ident()
         with self._lock:
-            self._by_thread[thread_id] = job_id
-            self._cancelled[thread_id] = cancelled
+            self._by_thread[thread_id] = (job_id, cancelled)
         try:
             return fn()
         finally:
             with self._lock:
                 del self._by_thread[thread_id]
-                del self._cancelled[thread_id]
 
 
 RUNNING = RunningJobs()
