@@ -64,6 +64,12 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     next_run_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # What the running attempt last reported (`ctx.progress`); reset by each claim.
+    progress: Mapped[float | None] = mapped_column(Float, default=None)
+    progress_message: Mapped[str | None] = mapped_column(Text, default=None)
+    # This job's own backoff (its type's when NULL).
+    retry_base_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    retry_cap_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     # Internal: renewed by the worker running the job; a stale one means the worker died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 

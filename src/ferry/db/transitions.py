@@ -45,6 +45,9 @@ class ClaimedJob:
     payload: Any
     attempts: int
     max_attempts: int
+    # The job's own backoff, if it was given one (else its type's applies).
+    retry_base_ms: int | None = None
+    retry_cap_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +126,11 @@ SELECT * FROM changed
 _CLAIM = _announced(
     """
 UPDATE jobs SET status = 'RUNNING', attempts = attempts + 1, started_at = $2,
-       updated_at = $2, heartbeat_at = $2, next_run_at = NULL
+       updated_at = $2, heartbeat_at = $2, next_run_at = NULL,
+       progress = NULL, progress_message = NULL
  WHERE id = ANY($1::uuid[]) AND status IS NOT DISTINCT FROM 'PENDING'
-RETURNING id, tenant_id, type, payload::text, attempts, max_attempts""",
+RETURNING id, tenant_id, type, payload::text, attempts, max_attempts,
+          retry_base_ms, retry_cap_ms""",
     mark=3,
     at=2,
 )
@@ -175,7 +180,9 @@ class PostgresStatements:
         mark = new_mark()
         rows = await _run(conn, _CLAIM, ids, now, mark)
         claimed = {
-            row[0]: ClaimedJob(row[0], row[1], row[2], _payload(row[3]), row[4], row[5])
+            row[0]: ClaimedJob(
+                row[0], row[1], row[2], _payload(row[3]), row[4], row[5], row[6], row[7]
+            )
             for row in rows
         }
         return Wrote(JobStatus.RUNNING, claimed, mark if claimed else None)
@@ -242,6 +249,8 @@ class PortableStatements:
                 updated_at=now,
                 heartbeat_at=now,
                 next_run_at=None,
+                progress=None,
+                progress_message=None,
             )
             .returning(
                 jobs.c.id,
@@ -250,6 +259,8 @@ class PortableStatements:
                 jobs.c.payload,
                 jobs.c.attempts,
                 jobs.c.max_attempts,
+                jobs.c.retry_base_ms,
+                jobs.c.retry_cap_ms,
             )
         )
         async with conn.begin():
