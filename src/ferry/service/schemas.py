@@ -122,6 +122,12 @@ class JobOut(msgspec.Struct, rename="camel"):
     started_at: datetime | None
     finished_at: datetime | None
     next_run_at: datetime | None
+    # What the running (or last) attempt reported through `ctx.progress`.
+    progress: float | None = None
+    progress_message: str | None = None
+    # The job's own backoff, when it was created with one (else its type's).
+    retry_base_ms: int | None = None
+    retry_cap_ms: int | None = None
 
 
 class JobPage(msgspec.Struct):
