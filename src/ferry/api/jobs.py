@@ -30,7 +30,7 @@ from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import Job, JobStatus
 from ferry.events.channels import subscription
-from ferry.events.event import RECONNECTED, channel_name, says_lost, seq_of
+from ferry.events.event import RECONNECTED, channel_name, progress_after, says_lost, seq_of
 from ferry.fields import TENANT_ID_PATTERN
 from ferry.jobs.registry import REGISTRY, JobType
 from ferry.service.jobs import IdempotencyKey, JobService
@@ -375,6 +375,8 @@ async def _until_heard(runtime: Runtime, job_id: uuid.UUID, events: AsyncIterato
         return
     wanted, last_seq = str(job_id), 0
     async for data in events:
+        if data != RECONNECTED and progress_after(data) is not None:
+            continue  # a PROGRESS: not an end, and its seq is not the JOB_UPDATEs'
         if data == RECONNECTED or says_lost(data):
             if await _ended(runtime, job_id):
                 return

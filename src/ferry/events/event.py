@@ -1,4 +1,5 @@
-"""The event of one committed status change, and its wire form."""
+"""The event of a committed status change, the event of a job's progress, and their wire
+form."""
 
 from __future__ import annotations
 
@@ -66,6 +67,31 @@ def events_lost(tenant_id: str) -> EventsLost:
     return EventsLost("RESYNC", tenant_id)
 
 
+class ProgressEvent(msgspec.Struct, frozen=True, rename="camel"):
+    """What a running job's handler reported (`ctx.progress`), as streamed to subscribers.
+
+    Not a status change: the event log numbers it with a `seq` of its own (a gap in
+    it means nothing), keeps no history of it, and adds `after`, the tenant's last
+    JOB_UPDATE seq when it was published, which places it among the JOB_UPDATEs.
+    `type` goes first, so that the log and the feeds can tell it without parsing it."""
+
+    type: str
+    tenant_id: str
+    job_id: uuid.UUID
+    progress: float
+    message: str | None
+    at: datetime
+
+
+def progress_event(
+    tenant_id: str, job_id: uuid.UUID, progress: float, message: str | None, at: datetime
+) -> ProgressEvent:
+    return ProgressEvent("PROGRESS", tenant_id, job_id, progress, message, at)
+
+
+Event = JobEvent | EventsLost | ProgressEvent
+
+
 # Not an event: told to every subscriber when its process's pub/sub connection
 # came back after a loss (`ferry.events.channels`), so that it checks the log
 # for what was published meanwhile.
@@ -74,9 +100,11 @@ RECONNECTED = b""
 _encoder = msgspec.json.Encoder()
 _SEQ_PREFIX = b'{"seq":'
 _LOST = b'"type":"RESYNC"'
+_ENCODED_PROGRESS = b'{"type":"PROGRESS",'  # how `encode` starts a ProgressEvent
+_PROGRESS = b'"type":"PROGRESS","after":'
 
 
-def encode(event: JobEvent | EventsLost) -> bytes:
+def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
@@ -93,6 +121,22 @@ def seq_of(data: bytes) -> int:
 def says_lost(data: bytes) -> bool:
     """Whether a logged entry is an `EventsLost` rather than a job's event."""
     return data.startswith(_LOST, data.index(b",", len(_SEQ_PREFIX)) + 1)
+
+
+def with_progress_seq(data: bytes, seq: int, after: int) -> bytes:
+    """An encoded `ProgressEvent` as published: `{"seq":N,"type":"PROGRESS","after":M,` + its
+    other fields (the Redis script writes the same)."""
+    return b"%s%d,%s%d,%s" % (_SEQ_PREFIX, seq, _PROGRESS, after, data[len(_ENCODED_PROGRESS) :])
+
+
+def progress_after(data: bytes) -> int | None:
+    """The `after` of a published `ProgressEvent`; None for any other event (a JOB_UPDATE,
+    a RESYNC), without parsing it."""
+    start = data.index(b",", len(_SEQ_PREFIX)) + 1
+    if not data.startswith(_PROGRESS, start):
+        return None
+    start += len(_PROGRESS)
+    return int(data[start : data.index(b",", start)])
 
 
 def channel_name(namespace: str, tenant_id: str) -> str:

@@ -7,6 +7,14 @@ slow client gets everything while the log retains it, and its memory stays
 bounded meanwhile. When the log no longer has them, or says itself that events
 were lost, the feed says `Resync`: the client must re-read the current state
 over REST.
+
+Progress events (`PROGRESS`) ride along, outside that bookkeeping: their `seq`
+is a counter of their own and says nothing of gaps. Each carries `after`, the
+tenant's JOB_UPDATE seq when it was published, and is sent in that place: once
+the JOB_UPDATEs up to `after` are (read back first if they were missed), and not
+at all if later ones were sent already (a replay or a read-back got ahead of it),
+so that no PROGRESS ever follows a JOB_UPDATE published after it: its job's end,
+say. A client that misses one reads the job's `progress` over REST.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from ferry.events.event import RECONNECTED, says_lost, seq_of
+from ferry.events.event import RECONNECTED, progress_after, says_lost, seq_of
 from ferry.events.log import EventLog
 
 # Events read back per round trip while catching up.
@@ -71,6 +79,14 @@ async def follow(
                 yield Resync(tenant_id, latest)
             async for item in read_back(None):
                 yield item
+            continue
+        after = progress_after(data)
+        if after is not None:
+            if after > last:  # JOB_UPDATEs published before it were missed: them first
+                async for item in read_back(after + 1):
+                    yield item
+            if after == last:
+                yield data
             continue
         seq = seq_of(data)
         if seq <= last:

@@ -3,6 +3,11 @@
 `seq` counts a tenant's events from 1 with no holes, so a subscriber that sees
 seq jump knows exactly which events it missed and can read them back with
 `read` as long as they are retained; `read` answers None once they are not.
+
+Progress events (`ProgressEvent`) are published only: numbered by a counter of
+their own, so that they leave no hole in `seq`, with the tenant's current `seq`
+as their `after`, and not retained (a client that missed some reads the job's
+`progress` over REST).
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
-from ferry.events.event import EventsLost, JobEvent, channel_name, encode, with_seq
+from ferry.events.event import (
+    Event,
+    ProgressEvent,
+    channel_name,
+    encode,
+    with_progress_seq,
+    with_seq,
+)
 
 MARK_TTL_MS = 600_000  # by default: Settings.event_mark_ttl_ms says why
 
@@ -27,14 +39,14 @@ class Committed:
     (`ferry.db.outbox`; None where there is none): whoever appends them first, the
     committer or the recovery pass, appends them; the other finds them appended."""
 
-    events: Sequence[JobEvent | EventsLost]
+    events: Sequence[Event]
     mark: uuid.UUID | None = None
 
 
 class EventLog(Protocol):
     async def append(self, committed: Sequence[Committed]) -> None:
         """Number, retain and publish the events, in order; those of a mark appended
-        before are skipped."""
+        before are skipped. A `ProgressEvent` is numbered apart and published only."""
 
     async def appended(self, marks: Sequence[uuid.UUID]) -> list[bool]:
         """Whether the events of each mark were appended (in the last few minutes)."""
@@ -64,6 +76,7 @@ class MemoryEventLog:
         self.retain = retain
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
+        self._progress_seq: dict[str, int] = {}
         self._kept: dict[str, deque[tuple[int, bytes]]] = {}
         # The marks appended (on PostgreSQL without Redis there is an outbox too),
         # oldest first, as long as the recovery pass may ask.
@@ -75,6 +88,11 @@ class MemoryEventLog:
             fresh = [part for part in committed if not self._mark(part.mark)]
             for event in (event for part in fresh for event in part.events):
                 tenant = event.tenant_id
+                if isinstance(event, ProgressEvent):
+                    seq = self._progress_seq[tenant] = self._progress_seq.get(tenant, 0) + 1
+                    data = with_progress_seq(encode(event), seq, self._seq.get(tenant, 0))
+                    self.deliver(channel_name(self.namespace, tenant), data)
+                    continue
                 seq = self._seq.get(tenant, 0) + 1
                 self._seq[tenant] = seq
                 data = with_seq(encode(event), seq)

@@ -8,6 +8,10 @@ and a worker's whole tick costs one round trip. The events of each committed
 change come with its mark (its outbox row's id, `ferry.db.outbox`): the script
 sets the mark and appends them only if it was not set yet, so the committer and
 the recovery pass never both append them.
+
+A progress event (`ProgressEvent`) takes the tenant's progress counter instead,
+and is only PUBLISHed, with the tenant's seq at that moment as its `after`: it
+leaves no hole in `seq` and no entry in the stream.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from ferry.events.log import MARK_TTL_MS, Committed
 # (`ferry.events.event.with_seq` does the same). The channel is
 # `ferry.events.event.channel_name`. If the stream outlived its counter
 # (someone deleted the key), XADD refuses the smaller id: drop the stale history,
-# since those seqs are being reused, and start it again.
+# since those seqs are being reused, and start it again. A progress event (encoded
+# as `{"type":"PROGRESS",...`, `ferry.events.event.with_progress_seq` does the same)
+# is numbered by the tenant's progress counter and only published.
 _APPEND = """
 local prefix, maxlen, ttl, mark_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local progress = '{"type":"PROGRESS",'
 local appended = 0
 local i = 5
 while i <= #ARGV do
@@ -37,18 +44,26 @@ while i <= #ARGV do
   i = i + 2
   if mark == '' or redis.call('SET', prefix .. ':sent:' .. mark, '1', 'NX', 'PX', mark_ttl) then
     for j = i, i + 2 * n - 1, 2 do
-      local tenant = ARGV[j]
-      local seq = redis.call('INCR', prefix .. ':seq:' .. tenant)
-      local data = '{"seq":' .. seq .. ',' .. string.sub(ARGV[j + 1], 2)
-      local stream = prefix .. ':stream:' .. tenant
-      local id = seq .. '-0'
-      local added = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
-      if type(added) == 'table' and added.err then
-        redis.call('DEL', stream)
-        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
+      local tenant, event = ARGV[j], ARGV[j + 1]
+      if string.sub(event, 1, #progress) == progress then
+        local seq = redis.call('INCR', prefix .. ':progress-seq:' .. tenant)
+        local after = redis.call('GET', prefix .. ':seq:' .. tenant) or '0'
+        local data = '{"seq":' .. seq .. ',"type":"PROGRESS","after":' .. after .. ','
+          .. string.sub(event, #progress + 1)
+        redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
+      else
+        local seq = redis.call('INCR', prefix .. ':seq:' .. tenant)
+        local data = '{"seq":' .. seq .. ',' .. string.sub(event, 2)
+        local stream = prefix .. ':stream:' .. tenant
+        local id = seq .. '-0'
+        local added = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
+        if type(added) == 'table' and added.err then
+          redis.call('DEL', stream)
+          redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
+        end
+        if ttl > 0 then redis.call('EXPIRE', stream, ttl) end
+        redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
       end
-      if ttl > 0 then redis.call('EXPIRE', stream, ttl) end
-      redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
     end
     appended = appended + n
   end

@@ -36,7 +36,7 @@ from ferry.api.answers import TENANT_CHECKED
 from ferry.api.auth import WS_SUBPROTOCOL, principal_of
 from ferry.api.dependencies import AppRuntime, Runtime, runtime_of
 from ferry.events.channels import LiveSubscriber, cut_off, subscription
-from ferry.events.event import channel_name, seq_of
+from ferry.events.event import channel_name, progress_after, seq_of
 from ferry.events.feed import FeedItem, Resync, follow
 from ferry.events.log import EventLog
 from ferry.fields import TENANT_ID_PATTERN, TenantId, in_words
@@ -269,9 +269,10 @@ class LiveSocket:
 async def live_socket(
     socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], runtime: AppRuntime
 ) -> None:
-    """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s out. With
-    FERRY_AUTH=on the key comes as the subprotocol `bearer.<key>` (offered with `ferry`),
-    as `Authorization: Bearer <key>`, or as `?token=<key>`."""
+    """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s and
+    `PROGRESS` events out. With FERRY_AUTH=on the key comes as the subprotocol
+    `bearer.<key>` (offered with `ferry`), as `Authorization: Bearer <key>`, or as
+    `?token=<key>`."""
     await LiveSocket(socket, channels, runtime).run()
 
 
@@ -327,6 +328,9 @@ def sse_message(item: FeedItem | None) -> ServerSentEventMessage:
     if isinstance(item, Resync):
         data = _encode({"type": "RESYNC", "tenantId": item.tenant_id, "seq": item.seq})
         return ServerSentEventMessage(data=data, event="RESYNC", id=item.seq)
+    if progress_after(item) is not None:
+        # No `id:`: Last-Event-ID must stay a JOB_UPDATE seq, where a resume starts.
+        return ServerSentEventMessage(data=item, event="PROGRESS")
     return ServerSentEventMessage(data=item, event="JOB_UPDATE", id=seq_of(item))
 
 
@@ -406,8 +410,9 @@ async def live_events(
         int | None, QueryParameter(name="lastEventId", ge=0, le=MAX_SEQ, description=_SEQ)
     ] = None,
 ) -> ServerSentEvent:
-    """`event: JOB_UPDATE` with `id: <seq>`; with `Last-Event-ID` (or `?lastEventId=`)
-    it first replays what came after that seq, or sends `event: RESYNC` when it is gone."""
+    """`event: JOB_UPDATE` with `id: <seq>`, and `event: PROGRESS` (no `id:`); with
+    `Last-Event-ID` (or `?lastEventId=`) it first replays the JOB_UPDATEs after that seq,
+    or sends `event: RESYNC` when they are gone."""
     principal_of(request).check(tenant_id)
     # Proxies must pass each event through as it comes (nginx buffers otherwise).
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

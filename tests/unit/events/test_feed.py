@@ -8,7 +8,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 
 from ferry.db.models import utcnow
-from ferry.events.event import RECONNECTED, JobEvent, encode, seq_of, with_seq
+from ferry.events.event import (
+    RECONNECTED,
+    JobEvent,
+    ProgressEvent,
+    encode,
+    events_lost,
+    progress_after,
+    progress_event,
+    says_lost,
+    seq_of,
+    with_progress_seq,
+    with_seq,
+)
 from ferry.events.feed import READ_CHUNK, FeedItem, Resync, follow
 from ferry.events.log import Committed, MemoryEventLog
 
@@ -136,3 +148,70 @@ async def test_after_a_reconnect_to_an_emptied_redis_the_feed_resyncs() -> None:
         yield fresh[0]
 
     assert await collect(follow(emptied, TENANT, reconnected(), 5)) == [Resync(TENANT, 0), 1]
+
+
+# -- progress events ---------------------------------------------------------------------
+
+
+def progress(tenant: str = TENANT, fraction: float = 0.5) -> ProgressEvent:
+    return progress_event(tenant, uuid.uuid4(), fraction, "working", utcnow())
+
+
+async def described(items: AsyncIterator[FeedItem]) -> list[int | str | Resync]:
+    """JOB_UPDATEs as their seq, PROGRESS events as `P<seq>/<after>`."""
+    found: list[int | str | Resync] = []
+    async for item in items:
+        if isinstance(item, Resync):
+            found.append(item)
+        elif (after := progress_after(item)) is not None:
+            found.append(f"P{seq_of(item)}/{after}")
+        else:
+            found.append(seq_of(item))
+    return found
+
+
+def test_a_progress_event_goes_out_with_its_own_seq_and_the_update_seq_it_follows() -> None:
+    job = uuid.uuid4()
+    at = utcnow()
+    data = with_progress_seq(encode(progress_event(TENANT, job, 0.25, "rows", at)), 7, 41)
+    assert data.startswith(b'{"seq":7,"type":"PROGRESS","after":41,')
+    assert (seq_of(data), progress_after(data), says_lost(data)) == (7, 41, False)
+    assert msgspec.json.decode(data) == {
+        "seq": 7, "type": "PROGRESS", "after": 41, "tenantId": TENANT, "jobId": str(job),
+        "progress": 0.25, "message": "rows", "at": at.isoformat().replace("+00:00", "Z"),
+    }  # fmt: skip
+    assert progress_after(with_seq(encode(event()), 3)) is None
+    assert progress_after(with_seq(encode(events_lost(TENANT)), 4)) is None
+
+
+async def test_progress_events_pass_in_order_and_make_no_gap() -> None:
+    delivered: list[bytes] = []
+    log = MemoryEventLog("ns", lambda channel, data: delivered.append(data), retain=100)
+    parts: list[list[JobEvent | ProgressEvent]] = [
+        [event()], [progress(), progress()], [event()], [progress()], [event()],
+    ]  # fmt: skip
+    publish = log.append([Committed(part) for part in parts])
+    items = await described(follow(log, TENANT, live(delivered, 0, lambda: publish), None))
+    assert items == [1, "P1/1", "P2/1", 2, "P3/2", 3]
+
+
+async def test_a_progress_event_older_than_what_a_replay_sent_is_left_out() -> None:
+    """A resume reads back JOB_UPDATEs that are in the live backlog too: a PROGRESS
+    published before the last of them (its job's end, maybe) must not follow it."""
+    log, delivered = await filled(3)
+    await log.append([Committed([progress()]), Committed([event()])])  # P after 3, then 4
+    backlog = delivered[3:]  # published after the subscription: P1/3, 4
+    items = await described(follow(log, TENANT, live(backlog), 2))
+    assert items == [3, 4]  # 4 was read back before P1 came live: P1 is left out
+
+
+async def test_a_progress_event_after_missed_updates_waits_for_them_to_be_read_back() -> None:
+    log, delivered = await filled(3)
+
+    async def publish() -> None:
+        await log.append([Committed([event(), event()]), Committed([progress()])])
+        await log.append([Committed([event()])])
+
+    # 4 and 5 are dropped from the backlog; P1 (after 5) and 6 are kept.
+    items = await described(follow(log, TENANT, live(delivered, 5, publish), 3))
+    assert items == [4, 5, "P1/5", 6]
