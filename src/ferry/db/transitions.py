@@ -1,5 +1,6 @@
 """A worker's transitions (a claim, an attempt's outcome) and the SQL of a tick: one
-statement per kind of transition, for any number of jobs.
+statement per kind of transition, for any number of jobs; and one for the progress
+its running jobs reported (not a transition: no outbox row, no status change).
 
 Every statement is conditional on the status it expects (`PENDING` for a
 claim, `RUNNING` for an outcome) and returns the rows it changed, so a job
@@ -63,6 +64,16 @@ class Outcome:
     retry_delay_ms: int = field(default=0, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """The latest `ctx.progress` of one attempt of a job."""
+
+    job_id: uuid.UUID
+    attempt: int  # stored only while this attempt is the job's running one
+    fraction: float
+    message: str | None
+
+
 jobs: Table = Job.__table__  # type: ignore[assignment]
 
 
@@ -101,6 +112,12 @@ class TransitionStatements(Protocol):
         now: datetime,
     ) -> Wrote:
         """One job straight to FAILED (from `expected`): its own transition was refused."""
+
+    async def progress(
+        self, conn: AsyncConnection, reports: list[ProgressReport]
+    ) -> dict[uuid.UUID, str]:
+        """Store each report on its job if that attempt still runs: the tenant of each job
+        stored (the others ended, or were cancelled, retried or deleted meanwhile)."""
 
 
 def statements_for(dialect: str) -> TransitionStatements:
@@ -175,6 +192,16 @@ RETURNING id, tenant_id, attempts""",
 )
 
 
+# Not announced: progress is no status change. `attempts` must still be the reporting
+# attempt's: a late report of an attempt that ended never lands on the next one.
+_PROGRESS = """
+UPDATE jobs AS j SET progress = v.progress, progress_message = v.message
+  FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::text[])
+       AS v(id, attempts, progress, message)
+ WHERE j.id = v.id AND j.status IS NOT DISTINCT FROM 'RUNNING' AND j.attempts = v.attempts
+RETURNING j.id, j.tenant_id"""
+
+
 class PostgresStatements:
     async def claim(self, conn: AsyncConnection, ids: list[uuid.UUID], now: datetime) -> Wrote:
         mark = new_mark()
@@ -219,6 +246,19 @@ class PostgresStatements:
         rows = await _run(conn, _FAIL_ALONE, job_id, error, now, expected.value, mark)
         failed = {row[0]: Finished(row[1], row[2]) for row in rows}
         return Wrote(JobStatus.FAILED, failed, mark if failed else None, error)
+
+    async def progress(
+        self, conn: AsyncConnection, reports: list[ProgressReport]
+    ) -> dict[uuid.UUID, str]:
+        rows = await _run(
+            conn,
+            _PROGRESS,
+            [report.job_id for report in reports],
+            [report.attempt for report in reports],
+            [report.fraction for report in reports],
+            [report.message for report in reports],
+        )
+        return {row[0]: row[1] for row in rows}
 
 
 def _payload(text: str) -> Any:
@@ -311,6 +351,25 @@ class PortableStatements:
         )
         return Wrote(JobStatus.FAILED, await _finished(conn, statement), error=error)
 
+    async def progress(
+        self, conn: AsyncConnection, reports: list[ProgressReport]
+    ) -> dict[uuid.UUID, str]:
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id.in_([report.job_id for report in reports]),
+                jobs.c.status == JobStatus.RUNNING,
+                jobs.c.attempts == _per_job(reports, "attempt", jobs.c.attempts),
+            )
+            .values(
+                progress=_per_job(reports, "fraction", jobs.c.progress),
+                progress_message=_per_job(reports, "message", jobs.c.progress_message),
+            )
+            .returning(jobs.c.id, jobs.c.tenant_id)
+        )
+        async with conn.begin():
+            return {row.id: row.tenant_id for row in await conn.execute(statement)}
+
 
 async def _finished(conn: AsyncConnection, statement: Any) -> dict[uuid.UUID, Finished]:
     async with conn.begin():
@@ -318,7 +377,9 @@ async def _finished(conn: AsyncConnection, statement: Any) -> dict[uuid.UUID, Fi
         return {row.id: Finished(row.tenant_id, row.attempts) for row in result}
 
 
-def _per_job(outcomes: Sequence[Outcome], attribute: str, column: Any) -> ColumnElement[Any]:
+def _per_job(
+    outcomes: Sequence[Outcome | ProgressReport], attribute: str, column: Any
+) -> ColumnElement[Any]:
     """`CASE WHEN id = ... THEN ... END`: a different value per row in one statement."""
     values = [getattr(outcome, attribute) for outcome in outcomes]
     if all(value is None for value in values):

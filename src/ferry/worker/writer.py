@@ -15,6 +15,14 @@ attempt's RUNNING event must not overtake this PENDING one.
 A lost connection, or a database unable for now, is waited out. A statement
 the database refuses for what it carries is split until the one job it refuses
 fails alone, with the reason as its error: one bad job never holds up the others.
+
+Running jobs' progress (`ctx.progress`) waits in a `ProgressBuffer`, latest per
+job, and is written before the tick's transitions in one more statement: at most
+once per `progress_interval_ms`, and in any tick that holds the outcome of a job
+that reported, so that a job's last progress is stored before it ends. Its events
+go out ahead of the tick's, only for the jobs still running. It is not a
+transition: a statement that fails is logged and its reports dropped (the next
+ones will do), never retried.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -39,21 +48,26 @@ from ferry.db.transitions import (
     ERROR_LIMIT,
     ClaimedJob,
     Outcome,
+    ProgressReport,
     TransitionStatements,
     Wrote,
     statements_for,
 )
-from ferry.events.event import JobEvent
+from ferry.events.event import JobEvent, progress_event
 from ferry.events.log import Committed
 from ferry.observability.metrics import recorder
 from ferry.text import first_line, storable
 from ferry.worker.loop import BackgroundLoop
+from ferry.worker.progress import ProgressBuffer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RUNNING = JobStatus.RUNNING
 OnCommit = Callable[[list[Committed]], Awaitable[None]]
+# Progress reaches the database and the subscribers at most this often (unless a
+# job that reported ends): ten times a second is live enough for a progress bar.
+PROGRESS_INTERVAL_MS = 100
 
 
 def refusal(kind: JobStatus, exc: Exception) -> str:
@@ -124,8 +138,11 @@ class StatusWriter:
         tick_ms: int,
         on_commit: OnCommit | None = None,
         statements: TransitionStatements | None = None,
+        progress: ProgressBuffer | None = None,
+        progress_interval_ms: int = PROGRESS_INTERVAL_MS,
     ) -> None:
-        """`statements`: the SQL to run (by default the engine's dialect's)."""
+        """`statements`: the SQL to run (by default the engine's dialect's). `progress`:
+        the buffer the jobs report into (by default one of its own)."""
         self.loop = loop
         self.engine = engine
         self._sql = statements
@@ -139,10 +156,15 @@ class StatusWriter:
         self._idle = True  # the writer waits for work: a submit must wake it
         self._committed: asyncio.Queue[tuple[list[Committed], list[_Held]]] = asyncio.Queue()
         self._unpublished = 0  # ticks whose events are not handed on yet
-        # Statistics for benchmarks and metrics.
+        self.progress = ProgressBuffer() if progress is None else progress
+        self.progress.on_first = self.wake
+        self.progress_interval = progress_interval_ms / 1000
+        self._progress_at = -float("inf")  # when progress was last drained
+        # Statistics for benchmarks and metrics (progress is not a transition).
         self.ticks = 0
         self.statements = 0
         self.transitions = 0
+        self.progress_statements = 0
 
     @property
     def sql(self) -> TransitionStatements:
@@ -183,8 +205,12 @@ class StatusWriter:
 
     def _submit(self, request: _Request) -> None:
         self._requests.put(request)
-        # Waking the loop costs a syscall; a writer that is busy will drain the
-        # queue before it sleeps, so only an idle one needs it.
+        self.wake()
+
+    def wake(self) -> None:
+        """Work has arrived (a request, or progress in an empty buffer), from any thread."""
+        # Waking the loop costs a syscall; a writer that is busy will look at the
+        # queue and the progress before it sleeps, so only an idle one needs it.
         if self._idle:
             self._idle = False
             self.loop.loop.call_soon_threadsafe(self._wake.set)
@@ -194,15 +220,45 @@ class StatusWriter:
     async def run(self) -> None:
         while True:
             self._idle = True
-            if self._requests.empty():
+            if self._requests.empty() and not self.progress.pending:
                 await self._wake.wait()
             self._wake.clear()
             self._idle = False
             if self.tick:
                 await asyncio.sleep(self.tick)  # let the tick fill up
+            if self._requests.empty():
+                await self._progress_due()
             # With no tick, what arrives while one write runs goes into the next.
+            batch = self._drain()
+            await self._write_until_committed(batch, self._reports(batch))
             while batch := self._drain():
-                await self._write_until_committed(batch)
+                await self._write_until_committed(batch, self._reports(batch))
+
+    async def _progress_due(self) -> None:
+        """With progress only to write: wait until its interval is over, or a request
+        comes."""
+        delay = self._progress_at + self.progress_interval - time.monotonic()
+        if delay <= 0:
+            return
+        self._idle = True
+        if self._requests.empty():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+        self._wake.clear()
+        self._idle = False
+
+    def _reports(self, batch: list[_Request]) -> list[ProgressReport]:
+        """The progress to write with `batch`: all of it, once its interval is over or
+        when a job that reported ends in `batch` (its last report is stored first)."""
+        if not self.progress.pending:
+            return []
+        now = time.monotonic()
+        if now < self._progress_at + self.progress_interval and not self.progress.holds_any(
+            request.job_id for request in batch if request.kind is not RUNNING
+        ):
+            return []
+        self._progress_at = now
+        return self.progress.drain()
 
     def _drain(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -215,8 +271,19 @@ class StatusWriter:
 
     # -- the write -----------------------------------------------------------------
 
-    async def _write_until_committed(self, batch: list[_Request]) -> None:
-        replies, committed = await self._write(batch)
+    async def _write_until_committed(
+        self, batch: list[_Request], reports: list[ProgressReport]
+    ) -> None:
+        # Progress first: a job's last report is stored before its outcome (which it
+        # preceded), and its event goes out before the outcome's.
+        committed = await self._write_progress(reports) if reports else []
+        if not batch:
+            if committed:
+                self._unpublished += 1
+                self._committed.put_nowait((committed, []))
+            return
+        replies, transitions = await self._write(batch)
+        committed += transitions
         self.ticks += 1
         self.transitions += len(batch)
         held: list[_Held] = []
@@ -278,6 +345,25 @@ class StatusWriter:
                     replies[id(requests[job_id])] = claimed if kind is RUNNING else wrote.status
         # Unanswered (None): jobs that were not as expected, and duplicate claims of a job.
         return [replies.get(id(request)) for request in batch], committed
+
+    async def _write_progress(self, reports: list[ProgressReport]) -> list[Committed]:
+        """Store the reports of the jobs still running: their events (no mark: nothing is
+        announced in the outbox). A failure drops them, logged."""
+        now = utcnow()
+        try:
+            async with self.engine().connect() as conn:
+                stored = await self.sql.progress(conn, reports)
+        except Exception as exc:
+            log.warning("storing the progress of %d jobs failed (%s); dropped", len(reports), exc)
+            return []
+        finally:
+            self.progress_statements += 1
+        events = [
+            progress_event(tenant, report.job_id, report.fraction, report.message, now)
+            for report in reports
+            if (tenant := stored.get(report.job_id)) is not None
+        ]
+        return [Committed(events)] if events else []
 
     @staticmethod
     def _events(wrote: Wrote, requests: dict[uuid.UUID, _Request], now: datetime) -> Committed:

@@ -4,8 +4,9 @@ and how a refusal reads."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
@@ -15,10 +16,11 @@ from typing import Any
 import pytest
 
 from ferry.db.models import JobStatus
-from ferry.db.transitions import ERROR_LIMIT, ClaimedJob, Finished, Outcome, Wrote
-from ferry.events.event import JobEvent
+from ferry.db.transitions import ERROR_LIMIT, ClaimedJob, Finished, Outcome, ProgressReport, Wrote
+from ferry.events.event import JobEvent, ProgressEvent
 from ferry.events.log import Committed
 from ferry.worker.loop import BackgroundLoop
+from ferry.worker.progress import ProgressBuffer
 from ferry.worker.writer import StatusWriter, refusal
 
 COMPLETED, FAILED = JobStatus.COMPLETED, JobStatus.FAILED
@@ -39,12 +41,17 @@ class FakeStatements:
         drops: int = 0,
         drop_calls: set[int] = frozenset(),  # type: ignore[assignment]
         unfailable: set[uuid.UUID] = frozenset(),  # type: ignore[assignment]
+        ended: set[uuid.UUID] = frozenset(),  # type: ignore[assignment]
+        progress_fails: bool = False,
     ) -> None:
         self.refused = refused
         self.drops = drops
         self.drop_calls = drop_calls
         self.unfailable = unfailable
+        self.ended = ended  # jobs no longer RUNNING: their progress is not stored
+        self.progress_fails = progress_fails
         self.calls: list[tuple[str, list[uuid.UUID]]] = []
+        self.reports: list[list[ProgressReport]] = []  # those of each progress statement
 
     def _run(self, name: str, ids: list[uuid.UUID]) -> None:
         self.calls.append((name, ids))
@@ -74,6 +81,13 @@ class FakeStatements:
         if job_id in self.unfailable:
             raise Refused("value too long for type character varying(2000)")
         return Wrote(FAILED, {job_id: Finished("t", 1)}, None, error)
+
+    async def progress(self, conn: Any, reports: list[ProgressReport]) -> dict[uuid.UUID, str]:
+        self.calls.append(("progress", [report.job_id for report in reports]))
+        self.reports.append(reports)
+        if self.progress_fails:
+            raise ConnectionResetError("the server closed the connection")
+        return {report.job_id: "t" for report in reports if report.job_id not in self.ended}
 
 
 class FakeEngine:
@@ -272,3 +286,177 @@ def test_a_refusal_reads_as_what_could_not_be_written_and_the_drivers_first_line
     assert refusal(kind, DriverError()) == f"{says}: DriverError"  # no message: its type
     long = refusal(kind, DriverError("x\x00" * ERROR_LIMIT))
     assert len(long) == ERROR_LIMIT and "\x00" not in long  # storable, whatever it quotes
+
+
+# -- progress -----------------------------------------------------------------------------
+
+
+class Published:
+    """What a writer handed to `on_commit`, each call's in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[Committed]] = []
+
+    async def __call__(self, committed: list[Committed]) -> None:
+        self.calls.append(committed)
+
+    def events(self) -> list[JobEvent | ProgressEvent]:
+        return [
+            event
+            for call in self.calls
+            for part in call
+            for event in part.events
+            if isinstance(event, JobEvent | ProgressEvent)
+        ]
+
+
+def progress_writer(
+    loop: BackgroundLoop,
+    statements: FakeStatements,
+    buffer: ProgressBuffer,
+    published: Published,
+    *,
+    tick_ms: int = 0,
+    interval_ms: int = 0,
+) -> StatusWriter:
+    engine = FakeEngine()
+    writer = StatusWriter(
+        loop, lambda: engine, batch_size=100, tick_ms=tick_ms, on_commit=published,  # type: ignore[arg-type, return-value]
+        statements=statements, progress=buffer, progress_interval_ms=interval_ms,
+    )  # fmt: skip
+    loop.add_service(writer.run)
+    loop.add_service(writer.publish_events)
+    return writer
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_reports_between_two_ticks_are_one_row_each_of_one_statement(
+    loop: BackgroundLoop,
+) -> None:
+    busy, other = uuid.uuid4(), uuid.uuid4()
+    buffer = ProgressBuffer()
+    for n in range(10_000):  # all before the writer's tick
+        buffer.report(busy, 1, n / 10_000, f"step {n}")
+    buffer.report(other, 2, 0.5, None)
+    statements, published = FakeStatements(), Published()
+    writer = progress_writer(loop, statements, buffer, published)
+    loop.start()
+    until(lambda: bool(published.calls), "the progress was published")
+    writer.settle(timeout=10)
+    assert statements.calls == [("progress", [busy, other])]  # one statement, one row per job
+    [reports] = statements.reports
+    assert reports == [
+        ProgressReport(busy, 1, 0.9999, "step 9999"),  # the last report wins
+        ProgressReport(other, 2, 0.5, None),
+    ]
+    events = published.events()
+    assert [(e.job_id, e.progress, e.message) for e in events] == [  # type: ignore[union-attr]
+        (busy, 0.9999, "step 9999"),
+        (other, 0.5, None),
+    ]
+    assert all(isinstance(e, ProgressEvent) and e.tenant_id == "t" for e in events)
+    # Not a transition: no tick, statement or transition counted, no outbox mark.
+    assert (writer.ticks, writer.statements, writer.transitions) == (0, 0, 0)
+    assert writer.progress_statements == 1
+    assert [part.mark for call in published.calls for part in call] == [None]
+
+
+def test_a_report_wakes_an_idle_writer(loop: BackgroundLoop) -> None:
+    job = uuid.uuid4()
+    buffer = ProgressBuffer()
+    statements, published = FakeStatements(), Published()
+    writer = progress_writer(loop, statements, buffer, published, tick_ms=20)
+    loop.start()
+    for written in range(1, 4):
+        writer.settle(timeout=10)  # idle, waiting for work
+        buffer.report(job, 1, written / 10, None)
+        until(partial(lambda n: len(statements.reports) >= n, written), f"report {written}")
+    assert [reports[0].fraction for reports in statements.reports] == [0.1, 0.2, 0.3]
+
+
+def test_progress_is_written_at_most_once_per_interval(loop: BackgroundLoop) -> None:
+    job = uuid.uuid4()
+    buffer = ProgressBuffer()
+    statements, published = FakeStatements(), Published()
+    writer = progress_writer(loop, statements, buffer, published, interval_ms=60_000)
+    loop.start()
+    buffer.report(job, 1, 0.1, None)
+    until(lambda: len(statements.calls) == 1, "the first report was written at once")
+    buffer.report(job, 1, 0.2, None)
+    time.sleep(0.3)  # the writer waits out the interval (a minute): nothing more
+    assert statements.calls == [("progress", [job])]
+    assert buffer.pending
+    writer.finish(Outcome(job, COMPLETED))  # until the job ends: then at once
+    assert statements.calls[1:] == [("progress", [job]), ("completed", [job])]
+    assert statements.reports[1] == [ProgressReport(job, 1, 0.2, None)]
+
+
+def test_a_jobs_outcome_takes_its_last_progress_along_and_its_events_come_after(
+    loop: BackgroundLoop,
+) -> None:
+    """However long the interval, a job that reported and ends has its progress stored
+    first, in the same tick, and its PROGRESS published before its status event."""
+    ending, running = uuid.uuid4(), uuid.uuid4()
+    buffer = ProgressBuffer()
+    statements, published = FakeStatements(), Published()
+    writer = progress_writer(loop, statements, buffer, published, interval_ms=60_000)
+    loop.start()
+    buffer.report(running, 1, 0.1, None)
+    until(lambda: len(statements.calls) == 1, "the first report was written")
+    buffer.report(running, 1, 0.2, "later")
+    buffer.report(ending, 1, 1.0, "done")
+    done = threading.Event()
+    writer.finish_then(Outcome(ending, COMPLETED, result=1), lambda status: done.set())
+    assert done.wait(10)
+    writer.settle(timeout=10)
+    assert statements.calls[1:] == [("progress", [running, ending]), ("completed", [ending])]
+    events = [
+        (e.job_id, "PROGRESS" if isinstance(e, ProgressEvent) else e.status)
+        for e in published.events()
+    ]
+    assert events == [
+        (running, "PROGRESS"), (running, "PROGRESS"), (ending, "PROGRESS"), (ending, COMPLETED),
+    ]  # fmt: skip
+
+
+def test_progress_of_a_job_no_longer_running_is_stored_nowhere_and_not_published(
+    loop: BackgroundLoop,
+) -> None:
+    gone, running = uuid.uuid4(), uuid.uuid4()
+    buffer = ProgressBuffer()
+    buffer.report(gone, 1, 0.5, None)
+    buffer.report(running, 1, 0.5, None)
+    statements, published = FakeStatements(ended={gone}), Published()
+    writer = progress_writer(loop, statements, buffer, published)
+    loop.start()
+    until(lambda: bool(published.calls), "the progress was published")
+    writer.settle(timeout=10)
+    assert [e.job_id for e in published.events()] == [running]
+
+
+def test_a_failed_progress_statement_is_dropped_and_outcomes_are_kept(
+    loop: BackgroundLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = uuid.uuid4()
+    buffer = ProgressBuffer()
+    statements, published = FakeStatements(progress_fails=True), Published()
+    writer = progress_writer(loop, statements, buffer, published, interval_ms=60_000)
+    loop.start()
+    buffer.report(job, 1, 0.5, None)
+    recorded = threading.Event()
+    writer.finish_then(Outcome(job, COMPLETED), lambda status: recorded.set())
+    assert recorded.wait(10)
+    writer.settle(timeout=10)
+    # Tried once, not retried; the outcome written all the same, and published alone.
+    assert [name for name, _ in statements.calls] == ["progress", "completed"]
+    assert [(e.job_id, getattr(e, "status", None)) for e in published.events()] == [
+        (job, COMPLETED)
+    ]
+    assert "storing the progress of 1 jobs failed" in caplog.text
+    assert not buffer.pending
