@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 from dotenv import load_dotenv
@@ -43,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # The team's own job types: importable modules, comma-separated, read by the API
     # and the workers alike (docs/jobs.md).
     ferry_jobs: str = ""
+    # Async handlers running at once in one worker process (on its job loop); a
+    # worker thread waits for a free slot before it claims another async job.
+    async_jobs_per_worker: Annotated[int, msgspec.Meta(ge=1)] = 1000
     # A handler's result larger than this (JSON bytes) fails its attempt.
     max_result_bytes: int = 64 * 1024
     # A RUNNING job's worker renews its lease every heartbeat; a job whose lease

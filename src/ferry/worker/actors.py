@@ -2,7 +2,8 @@
 
 The actor receives only the job id: the lifecycle middleware has already
 claimed the job, and the claimed row is the current job of this thread
-(`ferry.worker.running`).
+(`ferry.worker.running`). A sync handler runs on the worker thread; an async
+one is handed over to the process's job loop (`ferry.worker.async_jobs`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import dramatiq
@@ -20,13 +22,27 @@ from ferry.jobs.errors import PermanentError
 from ferry.jobs.registry import REGISTRY, JobType, use_settings
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.settings import Settings
+from ferry.worker.async_jobs import AsyncRun, hand_over
 from ferry.worker.running import RUNNING, current_job, set_result
 
 
-def _attempt(job_type: JobType, args: tuple[Any, ...]) -> Any:
+class ResultTooLarge(Exception):
+    """The handler returned more than MAX_RESULT_BYTES: the attempt fails."""
+
+
+def kept(result: Any, max_bytes: int) -> Any:
+    """What is stored of a handler's return value: JSON builtins (structs, tuples and the
+    like turned into them), at most `max_bytes` of it."""
+    stored = msgspec.to_builtins(result)
+    size = len(msgspec.json.encode(stored))
+    if size > max_bytes:
+        raise ResultTooLarge(f"the result is {size:,} bytes; at most {max_bytes:,} are stored")
+    return stored
+
+
+def _sync_attempt(job_type: JobType, args: tuple[Any, ...]) -> Any:
     result = job_type.run(*args)
-    if inspect.isawaitable(result):
-        # One loop per attempt, on this thread: correct, not yet many at once.
+    if inspect.isawaitable(result):  # a plain function that returned an awaitable
         return asyncio.run(_awaited(result))
     return result
 
@@ -35,11 +51,11 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-class ResultTooLarge(Exception):
-    """The handler returned more than MAX_RESULT_BYTES: the attempt fails."""
+def _actor_fn(
+    job_type: JobType, time_limit_ms: int, max_result_bytes: int
+) -> Callable[[str], None]:
+    keep = partial(kept, max_bytes=max_result_bytes)
 
-
-def _actor_fn(job_type: JobType, max_result_bytes: int) -> Callable[[str], None]:
     def run_job(job_id: str) -> None:
         job = current_job()
         try:
@@ -49,15 +65,12 @@ def _actor_fn(job_type: JobType, max_result_bytes: int) -> Callable[[str], None]
             raise PermanentError(message) from exc
         ctx = JobContext(job.id, job.tenant_id, job.type, job.attempts, job.max_attempts)
         args = (payload, ctx) if job_type.takes_context else (payload,)
-        result = RUNNING.run(job.id, ctx._cancelled, lambda: _attempt(job_type, args))
-        # Results are stored as JSON: turn structs, tuples and the like into builtins.
-        stored = msgspec.to_builtins(result)
-        size = len(msgspec.json.encode(stored))
-        if size > max_result_bytes:
-            raise ResultTooLarge(
-                f"the result is {size:,} bytes; at most {max_result_bytes:,} are stored"
-            )
-        set_result(stored)  # for the lifecycle (ferry.worker.running)
+        if job_type.is_async:
+            start = partial(job_type.run, *args)
+            hand_over(AsyncRun(job.id, job.tenant_id, ctx._cancelled, start, time_limit_ms, keep))
+            return
+        result = RUNNING.run(job.id, ctx._cancelled, lambda: _sync_attempt(job_type, args))
+        set_result(keep(result))  # for the lifecycle (ferry.worker.running)
 
     run_job.__name__ = job_type.name
     return run_job
@@ -70,14 +83,16 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings) -> None:
     for job_type in REGISTRY.values():
         if job_type.name in broker.actors:
             continue
+        time_limit_ms = limits.get(job_type.name, job_type.time_limit_ms)
         dramatiq.Actor(
-            _actor_fn(job_type, settings.max_result_bytes),
+            _actor_fn(job_type, time_limit_ms, settings.max_result_bytes),
             broker=broker,
             actor_name=job_type.name,
             queue_name=JOBS_QUEUE,
             priority=0,
             options={
-                "time_limit": limits.get(job_type.name, job_type.time_limit_ms),
+                # An async handler's limit is kept by its task (ferry.worker.async_jobs).
+                "time_limit": time_limit_ms,
                 # Failures are expected and recorded on the job (and logged by
                 # the lifecycle middleware): no traceback at ERROR for each one.
                 "throws": (Exception,),

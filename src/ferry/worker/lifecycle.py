@@ -6,7 +6,9 @@ after it ran: record COMPLETED, a scheduled retry (PENDING + nextRunAt) or
 FAILED in the tick's batch. The ack never runs ahead of the status (group
 commit): on Redis the thread moves on at once and the message's ack is held
 until the write commits (`ferry.queue.group_ack`); a retry, and the in-process
-broker, wait for the commit on the thread.
+broker, wait for the commit on the thread. An async handler's job is handed to
+the process's job loop (`ferry.worker.async_jobs`): its thread moves on at once,
+its ack is held, and its outcome is recorded here when its task ends.
 
 The writer and the feeder it hands to are the process's background services
 (`ferry.worker.services`).
@@ -27,13 +29,14 @@ from dramatiq.middleware import SkipMessage
 from ferry.db.jobs import Enqueued
 from ferry.db.models import JobStatus
 from ferry.db.transitions import ClaimedJob, Outcome
-from ferry.jobs.registry import backoff_ms
+from ferry.jobs.registry import REGISTRY, backoff_ms
 from ferry.observability.logs import job_ids
 from ferry.observability.metrics import recorder
 from ferry.queue.group_ack import AckHold, GroupAckRedisBroker
 from ferry.queue.messages import JOBS_QUEUE, tenant_of
 from ferry.queue.sender import Sender
 from ferry.settings import Settings
+from ferry.worker.async_jobs import take_handover
 from ferry.worker.outcome import decide
 from ferry.worker.running import set_current_job, take_current_job, take_result
 from ferry.worker.services import WorkerServices
@@ -46,12 +49,21 @@ class JobLifecycle(dramatiq.Middleware):
         self.settings = settings
         self.services = services
         self.sender = sender  # a retry's next attempt
-        self._started = threading.local()  # when the running job of a thread was claimed
+        # Per worker thread: when its running job was claimed, and its async slot.
+        self._local = threading.local()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if message.queue_name != JOBS_QUEUE:
             return
-        job = self.services.writer.claim(uuid.UUID(message.args[0]))
+        # An async job waits for a slot before its claim: its lease starts only once
+        # it can run (ferry.worker.async_jobs).
+        slot = self.services.async_jobs.reserve() if _is_async(message.actor_name) else None
+        self._local.slot = slot
+        try:
+            job = self.services.writer.claim(uuid.UUID(message.args[0]))
+        except BaseException:
+            self._free_slot()
+            raise
         if job is None:
             log.debug("job %s is no longer PENDING; skipping its message", message.args[0])
             raise SkipMessage()
@@ -65,7 +77,7 @@ class JobLifecycle(dramatiq.Middleware):
         # Dramatiq runs the actor and after_process_message on this same thread.
         set_current_job(job)
         job_ids.set((str(job.id), job.tenant_id))  # on this thread's log records
-        self._started.at = time.monotonic()
+        self._local.started = time.monotonic()
 
     def after_process_message(
         self,
@@ -77,36 +89,73 @@ class JobLifecycle(dramatiq.Middleware):
     ) -> None:
         job = take_current_job()
         stored = take_result()  # the actor's `result` is None (ferry.worker.running)
+        handed = take_handover()
+        slot, self._local.slot = self._local.slot, None
         if job is None:
+            if slot is not None:
+                slot.release()
             return
+        done = partial(self._finish, broker, message, job, self._local.started)
+        if handed is not None and exception is None and slot is not None:
+            # The thread moves on; the job's task records its outcome when it ends.
+            hold = broker.hold_ack(message) if isinstance(broker, GroupAckRedisBroker) else None
+            self.services.async_jobs.start(handed, slot, partial(done, hold))
+            job_ids.set(None)
+            return
+        if slot is not None:
+            slot.release()
+        done(None, stored, exception)
+
+    def _finish(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        job: ClaimedJob,
+        started: float,
+        hold: AckHold | None,
+        stored: Any,
+        exception: BaseException | None,
+    ) -> None:
+        """Record how the attempt ended: on the worker thread for a sync handler, on the
+        job loop's thread pool for an async one (whose ack is held already)."""
+        job_ids.set((str(job.id), job.tenant_id))  # on the log line of a failed attempt
         try:
-            outcome = self._outcome(job, stored, exception)
+            outcome = self._outcome(job, started, stored, exception)
         except BaseException:
             self._release(message)  # nothing will be recorded: free the slot now
+            if hold is not None:
+                hold.release()
             raise
         finally:
             job_ids.set(None)
         if outcome.status is not JobStatus.PENDING and isinstance(broker, GroupAckRedisBroker):
             # The thread moves on to its next message; the ack waits for the commit.
-            hold = broker.hold_ack(message)
+            hold = hold or broker.hold_ack(message)
             self.services.writer.finish_then(outcome, partial(self._recorded, job, message, hold))
             return
-        # A retry waits: its next attempt is sent only once this one is recorded.
+        # A retry waits: its next attempt is sent only once this one is recorded, and
+        # this one's message is acked only after that.
         recorded = self.services.writer.finish(outcome)
-        self._recorded(job, message, None, recorded)
         if recorded is JobStatus.PENDING:
             try:
                 retry = Enqueued(job.id, job.type, job.tenant_id, outcome.retry_delay_ms)
                 self.sender.send_now([retry])
             except Exception:
                 log.exception("re-enqueue of job %s failed; recovery will re-send it", job.id)
+        self._recorded(job, message, hold, recorded)
 
-    def _outcome(self, job: ClaimedJob, result: Any, exception: BaseException | None) -> Outcome:
+    def _outcome(
+        self, job: ClaimedJob, started: float, result: Any, exception: BaseException | None
+    ) -> Outcome:
         base_ms, cap_ms = backoff_ms(job.type, self.settings)
-        outcome = decide(job, result, exception, retry_base_ms=base_ms, retry_cap_ms=cap_ms)
-        recorder.observe(
-            "ferry_job_duration_seconds", time.monotonic() - self._started.at, job.type
+        outcome = decide(
+            job,
+            result,
+            exception,
+            retry_base_ms=base_ms if job.retry_base_ms is None else job.retry_base_ms,
+            retry_cap_ms=cap_ms if job.retry_cap_ms is None else job.retry_cap_ms,
         )
+        recorder.observe("ferry_job_duration_seconds", time.monotonic() - started, job.type)
         if exception is not None:
             log.warning(
                 "job %s (%s) attempt %d/%d: %s -> %s",
@@ -132,10 +181,21 @@ class JobLifecycle(dramatiq.Middleware):
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         set_current_job(None)
+        self._free_slot()
         self._release(message)
+
+    def _free_slot(self) -> None:
+        slot, self._local.slot = getattr(self._local, "slot", None), None
+        if slot is not None:
+            slot.release()
 
     def _release(self, message: Any) -> None:
         """The message is done with: its tenant's slot (if capped) is free again."""
         tenant = tenant_of(message)
         if self.services.feeder is not None and tenant is not None:
             self.services.feeder.finished(tenant, message.options["redis_message_id"])
+
+
+def _is_async(actor_name: str) -> bool:
+    job_type = REGISTRY.get(actor_name)
+    return job_type is not None and job_type.is_async

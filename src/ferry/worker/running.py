@@ -1,12 +1,14 @@
-"""The jobs this process runs: the current one of each worker thread, and which thread
-runs which job (so that a cancelled job can be aborted)."""
+"""The jobs this process runs: the current one of each worker thread, and how to
+interrupt each running job (so that a cancelled job can be aborted)."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 from dramatiq.threading import raise_thread_exception
@@ -53,42 +55,53 @@ def current_job() -> ClaimedJob:
 
 
 class RunningJobs:
-    """Which thread runs which job, so that a cancelled job can be aborted.
+    """Which jobs run in this process, and how to interrupt each, so that a cancelled
+    job can be aborted: a sync handler's thread gets JobAborted raised in it, an async
+    handler's task is cancelled (`ferry.worker.async_jobs`).
 
-    A thread is registered only while its handler runs, and registering,
+    A job is registered only while its handler runs, and registering,
     unregistering and aborting share one lock: an abort can never land in a
     thread that has moved on to Dramatiq's ack or to another job.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # Per thread: its job, and the event its handler's ctx.aborted reads.
-        self._by_thread: dict[int, tuple[uuid.UUID, threading.Event]] = {}
+        # Per job: the event its handler's ctx.aborted reads, and its interrupt.
+        self._jobs: dict[uuid.UUID, tuple[threading.Event, Callable[[], object]]] = {}
 
     def ids(self) -> list[uuid.UUID]:
         with self._lock:
-            return [job_id for job_id, _ in self._by_thread.values()]
+            return list(self._jobs)
 
     def abort(self, job_ids: set[uuid.UUID]) -> list[uuid.UUID]:
         aborted = []
         with self._lock:
-            for thread_id, (job_id, cancelled) in self._by_thread.items():
-                if job_id in job_ids:
-                    cancelled.set()
-                    raise_thread_exception(thread_id, JobAborted)  # type: ignore[no-untyped-call]
-                    aborted.append(job_id)
+            for job_id in job_ids & self._jobs.keys():
+                cancelled, interrupt = self._jobs[job_id]
+                cancelled.set()
+                interrupt()
+                aborted.append(job_id)
         return aborted
 
-    def run(self, job_id: uuid.UUID, cancelled: threading.Event, fn: Callable[[], Any]) -> Any:
-        """`fn()` as the job's: `cancelled` is set if the job is aborted meanwhile."""
-        thread_id = threading.get_ident()
+    @contextmanager
+    def running(
+        self, job_id: uuid.UUID, cancelled: threading.Event, interrupt: Callable[[], object]
+    ) -> Iterator[None]:
+        """While in the block, `job_id` runs: an abort sets `cancelled` and calls
+        `interrupt()` (under this registry's lock: it must not block)."""
         with self._lock:
-            self._by_thread[thread_id] = (job_id, cancelled)
+            self._jobs[job_id] = (cancelled, interrupt)
         try:
-            return fn()
+            yield
         finally:
             with self._lock:
-                del self._by_thread[thread_id]
+                del self._jobs[job_id]
+
+    def run(self, job_id: uuid.UUID, cancelled: threading.Event, fn: Callable[[], Any]) -> Any:
+        """`fn()` on this thread as the job's: an abort raises JobAborted in it."""
+        interrupt = partial(raise_thread_exception, threading.get_ident(), JobAborted)
+        with self.running(job_id, cancelled, interrupt):
+            return fn()
 
 
 RUNNING = RunningJobs()

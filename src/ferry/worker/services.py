@@ -3,6 +3,7 @@
 after the worker threads are done.
 
 They are the status writer (which appends each tick's events to the event log),
+the job loop of async handlers (`ferry.worker.async_jobs`, a loop of its own),
 the heartbeat (leases and aborts), the recovery pass, the broker's keep-alive,
 the fair feeder and the metrics flush.
 """
@@ -19,12 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ferry.db.engine import create_engine
 from ferry.events.log import Committed, EventLog
 from ferry.events.redis_log import RedisEventLog
+from ferry.jobs.registry import REGISTRY
 from ferry.observability.metrics import INSTANCE, RedisMetricsStore, flush, flush_every, recorder
 from ferry.queue.fair.broker import fair_queue
 from ferry.queue.fair.feeder import Feeder
 from ferry.queue.group_ack import GroupAckRedisBroker
 from ferry.redis_client import connect
 from ferry.settings import Settings
+from ferry.worker.async_jobs import AsyncJobs
 from ferry.worker.heartbeat import Heartbeat, keep_alive
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.malloc import limit_arenas
@@ -34,6 +37,7 @@ from ferry.worker.writer import StatusWriter
 
 GIL_SWITCH_INTERVAL_S = 0.001
 SETTLE_TIMEOUT_S = 10
+ASYNC_DRAIN_TIMEOUT_S = 600  # as long as Dramatiq waits for its threads' jobs
 
 
 class WorkerServices(dramatiq.Middleware):
@@ -55,6 +59,7 @@ class WorkerServices(dramatiq.Middleware):
         )
         self.recovery: Recovery | None = None
         self.feeder: Feeder | None = None  # on the fair broker
+        self.async_jobs = AsyncJobs(settings.async_jobs_per_worker, RUNNING)
 
     def engine(self) -> AsyncEngine:
         if self._engine is None:
@@ -85,6 +90,8 @@ class WorkerServices(dramatiq.Middleware):
         self.loop.add_service(self.recovery.run)
         self.loop.on_stop(self._close)
         self.loop.start()
+        if any(job_type.is_async for job_type in REGISTRY.values()):
+            self.async_jobs.start_loop()
 
     def _start_redis_services(self, broker: dramatiq.Broker, redis: aioredis.Redis) -> None:
         settings = self.settings
@@ -109,8 +116,10 @@ class WorkerServices(dramatiq.Middleware):
             self.loop.add_service(partial(keep_alive, *alive))
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        # The worker threads are done; outcomes they left to the writer are written
-        # (and their acks released) before the loop stops.
+        # The worker threads are done; the async jobs they started end (each within its
+        # time limit), then every outcome left to the writer is written (and its ack
+        # released) before the loop stops.
+        self.async_jobs.drain(timeout=ASYNC_DRAIN_TIMEOUT_S)
         self.writer.settle(timeout=SETTLE_TIMEOUT_S)
         self.loop.stop()
 
