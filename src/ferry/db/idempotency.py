@@ -11,7 +11,9 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import msgspec
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -20,6 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ferry.db.models import IdempotencyKey, utcnow
 
 KEY_TTL = timedelta(hours=24)
+# Fields a create request gained after keys were first stored: while a job leaves them
+# unset (null), they are left out of the hash, so that its request hashes as it did
+# before they existed (a key used across an upgrade, or on an API of the previous
+# version during a rolling deploy, still matches). Set, they are in it.
+LATER_FIELDS = ("retryBaseMs", "retryCapMs")
 
 
 class KeyReused(Exception):
@@ -34,6 +41,16 @@ class Earlier:
 
 
 def request_hash(encoded_request: bytes) -> str:
+    """The digest of a create request (one job, or a batch `{jobs}`) as the API decoded
+    and encoded it: every field of every job, LATER_FIELDS only when set."""
+    request: Any = msgspec.json.decode(encoded_request)
+    if isinstance(request, dict):
+        jobs = request.get("jobs") if "type" not in request else [request]
+        for job in jobs if isinstance(jobs, list) else []:
+            for field in LATER_FIELDS:
+                if isinstance(job, dict) and field in job and job[field] is None:
+                    del job[field]
+        encoded_request = msgspec.json.encode(request)
     return hashlib.sha256(encoded_request).hexdigest()
 
 

@@ -34,6 +34,9 @@ class NewRow:
     payload: Any
     max_attempts: int
     delay_ms: int
+    # The job's own backoff (None: its type's).
+    retry_base_ms: int | None = None
+    retry_cap_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +84,13 @@ WITH announced AS (
   INSERT INTO job_event_outbox (id, at, job_ids) VALUES ($8, $7, $1::uuid[])
 )
 INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
-                  created_at, updated_at, next_run_at)
+                  created_at, updated_at, next_run_at, retry_base_ms, retry_cap_ms)
 SELECT v.id, v.tenant_id, v.type, v.payload, 'PENDING', 0, v.max_attempts,
-       $7::timestamptz, $7::timestamptz, $7::timestamptz + v.delay_ms * interval '1 ms'
-  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[])
-       AS v(id, tenant_id, type, payload, max_attempts, delay_ms)
+       $7::timestamptz, $7::timestamptz, $7::timestamptz + v.delay_ms * interval '1 ms',
+       v.retry_base_ms, v.retry_cap_ms
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
+              $9::int[], $10::int[])
+       AS v(id, tenant_id, type, payload, max_attempts, delay_ms, retry_base_ms, retry_cap_ms)
 """
 _json = msgspec.json.Encoder()
 
@@ -109,6 +114,8 @@ async def insert_jobs(
             [row.delay_ms for row in rows],
             now,
             mark or new_mark(),
+            [row.retry_base_ms for row in rows],
+            [row.retry_cap_ms for row in rows],
         )
         await conn.exec_driver_sql(_INSERT_JOBS, columns)
         return enqueued
@@ -124,6 +131,8 @@ async def insert_jobs(
             "created_at": now,
             "updated_at": now,
             "next_run_at": now + timedelta(milliseconds=row.delay_ms),
+            "retry_base_ms": row.retry_base_ms,
+            "retry_cap_ms": row.retry_cap_ms,
         }
         for job, row in zip(enqueued, rows, strict=True)
     ]
@@ -222,7 +231,9 @@ class JobStore:
             .where(Job.id == job_id, Job.status.in_(allowed))
             .values(updated_at=now or utcnow(), **values)
             .returning(Job)
-            .execution_options(synchronize_session=False)
+            # A job the session read before (PATCH reads its type) is answered as
+            # updated, not as it was read.
+            .execution_options(synchronize_session=False, populate_existing=True)
         )
         job = (await self.session.scalars(statement)).one_or_none()
         if job is None:

@@ -9,13 +9,17 @@ which the API and the workers import alike (`load`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Literal, TypeVar, get_type_hints
 
+import msgspec
+
+from ferry.jobs.errors import Retry
 from ferry.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,7 +112,10 @@ def job(
     return register
 
 
-MAX_ATTEMPTS_LIMIT = 25  # as a job's own maxAttempts
+# The bounds of a retry policy, a type's (checked here at registration) and a job's own
+# (checked by the API's request types, ferry.service.schemas): one place for both.
+MAX_ATTEMPTS_LIMIT = 25
+MAX_BACKOFF_MS = Retry.MAX_AFTER_MS  # a week: a backoff's base and cap, as a Retry's delay
 
 
 def _check_policy(
@@ -116,10 +123,61 @@ def _check_policy(
 ) -> None:
     if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
         raise JobTypeError(f"job type {name!r}: max_attempts is 1 to {MAX_ATTEMPTS_LIMIT}")
-    if any(value is not None and value < 0 for value in (base_ms, cap_ms)):
-        raise JobTypeError(f"job type {name!r}: retry_base_ms and retry_cap_ms are >= 0")
+    if any(value is not None and not 0 <= value <= MAX_BACKOFF_MS for value in (base_ms, cap_ms)):
+        raise JobTypeError(
+            f"job type {name!r}: retry_base_ms and retry_cap_ms are 0 to {MAX_BACKOFF_MS:,}"
+            " (a week)"
+        )
     if base_ms is not None and cap_ms is not None and base_ms > cap_ms:
         raise JobTypeError(f"job type {name!r}: retry_base_ms is more than retry_cap_ms")
+
+
+def backoff_conflict(
+    base_ms: int | None, cap_ms: int | None, inherited: tuple[int, int]
+) -> Literal["base", "cap"] | None:
+    """Which half of a job's own backoff is at fault when, the half it does not give taken
+    from `inherited` (its type's base and cap, `backoff_ms`), its cap is below its base:
+    the one it gives (the cap when it gives both); None when they fit."""
+    base = inherited[0] if base_ms is None else base_ms
+    cap = inherited[1] if cap_ms is None else cap_ms
+    if cap >= base:
+        return None
+    return "base" if cap_ms is None else "cap"
+
+
+class TypeDigest(msgspec.Struct, frozen=True, kw_only=True):
+    """What the API and the workers must agree on about a job type (ferry.jobs.agreement):
+    its payload's JSON Schema (as a digest), time limit, attempts and backoff, as
+    registered (None: the deployment's), and `digest`, of them all. The deployment's
+    settings (TIME_LIMITS, DEFAULT_MAX_ATTEMPTS, RETRY_*) are not part of it."""
+
+    digest: str
+    payload_schema: str
+    time_limit_ms: int
+    max_attempts: int | None
+    retry_base_ms: int | None
+    retry_cap_ms: int | None
+
+
+def digest_of(job_type: JobType) -> TypeDigest:
+    schema = msgspec.json.schema(job_type.payload_type)
+    parts = TypeDigest(
+        digest="",
+        payload_schema=_sha(msgspec.json.encode(schema, order="sorted")),
+        time_limit_ms=job_type.time_limit_ms,
+        max_attempts=job_type.max_attempts,
+        retry_base_ms=job_type.retry_base_ms,
+        retry_cap_ms=job_type.retry_cap_ms,
+    )
+    return msgspec.structs.replace(parts, digest=_sha(msgspec.json.encode(parts)))
+
+
+def digests(job_types: Mapping[str, JobType]) -> dict[str, TypeDigest]:
+    return {name: digest_of(job_type) for name, job_type in job_types.items()}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]  # 64 bits: to tell versions apart
 
 
 def _spelled(name: str) -> str:

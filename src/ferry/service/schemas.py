@@ -2,7 +2,8 @@
 
 A job's `type` tags its request, so msgspec validates each payload against the
 struct of its type (`ferry.jobs.payloads`) in one decode and names the offending
-field on error.
+field on error. A job's own retry policy is checked in the same decode, within the
+bounds of a type's (`ferry.jobs.registry`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,21 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import msgspec
 from msgspec import Meta
 
-from ferry.fields import TenantId
-from ferry.jobs.registry import JobType
+from ferry.fields import TenantId, field_error
+from ferry.jobs.registry import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_BACKOFF_MS,
+    JobType,
+    backoff_conflict,
+    backoff_ms,
+)
+from ferry.settings import Settings
 
-MAX_ATTEMPTS_LIMIT = 25
 MAX_CREATE_DELAY_MS = 7 * 24 * 3600 * 1000
 MAX_BATCH = 1000
 MAX_LIST_LIMIT = 500
@@ -30,6 +37,7 @@ MAX_SEQ = 2**63 - 1
 
 MaxAttempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)]
 DelayMs = Annotated[int, Meta(ge=0, le=MAX_CREATE_DELAY_MS)]
+RetryMs = Annotated[int, Meta(ge=0, le=MAX_BACKOFF_MS)]
 
 
 class _NewJob(
@@ -38,6 +46,18 @@ class _NewJob(
     tenant_id: TenantId
     max_attempts: MaxAttempts | None = None
     delay_ms: DelayMs = 0
+    # The job's own backoff, either half or both; what it leaves out is its type's.
+    retry_base_ms: RetryMs | None = None
+    retry_cap_ms: RetryMs | None = None
+
+    # Its type's backoff (base, cap), set on each type's struct by `request_types`.
+    _type_backoff: ClassVar[tuple[int, int]] = (0, MAX_BACKOFF_MS)
+
+    def __post_init__(self) -> None:
+        if self.retry_base_ms is not None or self.retry_cap_ms is not None:
+            problem = backoff_problem(self.retry_base_ms, self.retry_cap_ms, self._type_backoff)
+            if problem is not None:
+                raise field_error(*problem)
 
 
 def job_type_of(job: Any) -> str:
@@ -50,13 +70,52 @@ class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename=
 
     payload: dict[str, Any] | None = None
     max_attempts: MaxAttempts | None = None
+    # The job's own backoff; what it leaves out stays as it is (`backoff_problem`).
+    retry_base_ms: RetryMs | None = None
+    retry_cap_ms: RetryMs | None = None
+
+    def backoff_problem(
+        self, job_type: str, own: tuple[int | None, int | None], settings: Settings
+    ) -> tuple[str, str] | None:
+        """(field, why) when the changed backoff of a job of `job_type` whose own is `own`
+        (base, cap; None: its type's) would have its cap below its base."""
+        type_base, type_cap = backoff_ms(job_type, settings)
+        kept = (
+            type_base if own[0] is None else own[0],
+            type_cap if own[1] is None else own[1],
+        )
+        return backoff_problem(self.retry_base_ms, self.retry_cap_ms, kept, "the job's")
 
 
-def request_types(job_types: Mapping[str, JobType]) -> dict[str, Any]:
+def backoff_problem(
+    base_ms: int | None,
+    cap_ms: int | None,
+    inherited: tuple[int, int],
+    inherited_from: str = "the job type's",
+) -> tuple[str, str] | None:
+    """(field, why) when a job's own backoff, with the half it leaves out `inherited` (its
+    type's base and cap, `backoff_ms`), would have its cap below its base."""
+    at_fault = backoff_conflict(base_ms, cap_ms, inherited)
+    if at_fault == "cap" and base_ms is not None:
+        return "retryCapMs", f"is less than retryBaseMs ({base_ms:,} ms)"
+    if at_fault == "cap":
+        return "retryCapMs", f"is less than {inherited_from} retry base, {inherited[0]:,} ms"
+    if at_fault == "base":
+        return "retryBaseMs", (
+            f"is more than {inherited_from} retry cap, {inherited[1]:,} ms: give retryCapMs too"
+        )
+    return None
+
+
+def request_types(
+    job_types: Mapping[str, JobType], settings: Settings | None = None
+) -> dict[str, Any]:
     """The request types that depend on the registered job types, by the names the
     routes use: `NewJob` (one struct per type, tagged by `type`, so that msgspec checks
     each payload against its type's struct in one decode and names the field),
-    `NewJobBatch`, and `JobTypeName`."""
+    `NewJobBatch`, and `JobTypeName`. `settings`: the deployment's, whose backoff a
+    type without its own has (by default, the settings' defaults)."""
+    settings = settings or Settings()
     variants = tuple(
         msgspec.defstruct(
             f"New{_camel(name)}Job",
@@ -64,6 +123,7 @@ def request_types(job_types: Mapping[str, JobType]) -> dict[str, Any]:
             bases=(_NewJob,),
             tag=name,
             module=__name__,
+            namespace={"_type_backoff": backoff_ms(name, settings)},
         )
         for name, job_type in job_types.items()
     )

@@ -1,5 +1,6 @@
-"""Registering job types: the `job` decorator, `load` of FERRY_JOBS modules, and how a
-handler's `Retry` sets the next attempt's delay. No servers."""
+"""Registering job types: the `job` decorator, `load` of FERRY_JOBS modules, how a
+handler's `Retry` sets the next attempt's delay, the bounds of a retry policy (a type's
+and a job's own), and a type's digest. No servers."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from ferry import JobContext, Retry, job
 from ferry.db.models import JobStatus, utcnow
 from ferry.db.transitions import ClaimedJob
 from ferry.jobs import registry
-from ferry.jobs.registry import REGISTRY, JobTypeError, load
+from ferry.jobs.registry import (
+    MAX_BACKOFF_MS,
+    REGISTRY,
+    JobTypeError,
+    backoff_conflict,
+    digest_of,
+    load,
+)
 from ferry.worker.outcome import decide
 
 USER_MODULES = ("tests.support.user_jobs.jobs", "tests.support.user_jobs.duplicate")
@@ -256,7 +264,8 @@ def test_a_types_backoff_is_its_own_or_the_deployments() -> None:
     [
         ({"max_attempts": 0}, "max_attempts is 1 to 25"),
         ({"max_attempts": 26}, "max_attempts is 1 to 25"),
-        ({"retry_base_ms": -1}, "are >= 0"),
+        ({"retry_base_ms": -1}, "are 0 to 604,800,000"),
+        ({"retry_cap_ms": MAX_BACKOFF_MS + 1}, "are 0 to 604,800,000"),
         ({"retry_base_ms": 5_000, "retry_cap_ms": 1_000}, "more than retry_cap_ms"),
     ],
 )
@@ -276,3 +285,81 @@ def test_names_that_differ_only_in_separators_are_refused() -> None:
 def test_a_retry_is_at_most_a_week_away() -> None:
     assert Retry(after_ms=10**18).after_ms == Retry.MAX_AFTER_MS
     assert Retry(after_ms=-5).after_ms == 0
+
+
+def test_a_policy_at_its_bounds_is_taken() -> None:
+    job("test.edges", max_attempts=25, retry_base_ms=0, retry_cap_ms=MAX_BACKOFF_MS)(
+        lambda payload: None
+    )
+    edges = REGISTRY["test.edges"]
+    assert (edges.max_attempts, edges.retry_base_ms, edges.retry_cap_ms) == (25, 0, MAX_BACKOFF_MS)
+
+
+def test_the_backoff_bound_is_a_retrys() -> None:
+    assert MAX_BACKOFF_MS == Retry.MAX_AFTER_MS == 7 * 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize(
+    ("base_ms", "cap_ms", "at_fault"),
+    [
+        (None, None, None),  # the type's own, whatever it is
+        (1_000, None, None),  # under the type's cap
+        (2_000, None, None),  # equal is fine
+        (2_001, None, "base"),  # over the type's cap (2,000)
+        (None, 500, None),  # over the type's base (500)
+        (None, 499, "cap"),
+        (9_000, 10_000, None),  # both given: the type's do not count
+        (10_000, 9_000, "cap"),  # both given: the cap is blamed
+        (0, 0, None),
+    ],
+)
+def test_a_jobs_own_backoff_with_the_half_it_leaves_to_its_type(
+    base_ms: int | None, cap_ms: int | None, at_fault: str | None
+) -> None:
+    assert backoff_conflict(base_ms, cap_ms, (500, 2_000)) == at_fault
+
+
+def digested(**options: Any) -> registry.TypeDigest:
+    """The digest of a type registered with `options`, registered afresh each time."""
+    payload = options.pop("payload", Thumbnail)
+    REGISTRY.pop("test.digest", None)
+    job("test.digest", payload=payload, **options)(lambda payload: None)
+    return digest_of(REGISTRY["test.digest"])
+
+
+class Wider(msgspec.Struct, rename="camel"):
+    url: str
+    max_width: int
+    max_height: int
+
+
+def test_a_digest_covers_the_payload_schema_time_limit_attempts_and_backoff() -> None:
+    plain = digested()
+    assert plain == digested()  # the same registration, the same digest
+    assert len(plain.digest) == 16
+    assert (plain.time_limit_ms, plain.max_attempts) == (600_000, None)
+    changed = {
+        "payload_schema": digested(payload=Wider),
+        "time_limit_ms": digested(time_limit_s=5),
+        "max_attempts": digested(max_attempts=2),
+        "retry_base_ms": digested(retry_base_ms=100),
+        "retry_cap_ms": digested(retry_cap_ms=100_000),
+    }
+    for part, other in changed.items():
+        assert other.digest != plain.digest, part
+        differing = [
+            field
+            for field in other.__struct_fields__
+            if getattr(other, field) != getattr(plain, field)
+        ]
+        assert differing == ["digest", part]
+
+
+def test_a_digest_depends_on_the_payloads_shape_not_its_class() -> None:
+    """Another process imports its own class: a struct of the same name and fields has
+    the same digest (the agreeing worker of tests/integration/jobs/test_type_agreement.py
+    is the same across processes)."""
+    first = digested()
+    again = msgspec.defstruct("Thumbnail", [("url", str), ("max_width", int)], rename="camel")
+    assert again is not Thumbnail
+    assert digested(payload=again) == first
