@@ -4,7 +4,8 @@ One `UPDATE ... WHERE id IN (running) AND status = 'RUNNING' RETURNING id` per
 heartbeat renews every lease this process holds; a running job missing from
 RETURNING was cancelled (or deleted, or handed to another worker after this
 one stalled), so its thread is aborted. On Redis the process also tells
-Dramatiq it is alive every heartbeat (`keep_alive`).
+Dramatiq it is alive every heartbeat, and the API which job types it runs
+(`keep_alive`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 import redis.asyncio as aioredis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.models import Job, JobStatus, utcnow
+from ferry.jobs import agreement
+from ferry.jobs.registry import REGISTRY, digests
+from ferry.observability.metrics import INSTANCE
 from ferry.worker.running import RunningJobs
 
 log = logging.getLogger(__name__)
@@ -59,12 +64,33 @@ class Heartbeat:
                 log.info("job %s is no longer RUNNING (cancelled?): aborting it", job_id)
 
 
-async def keep_alive(client: aioredis.Redis, key: str, broker_id: str, interval_ms: int) -> None:
+async def keep_alive(
+    client: aioredis.Redis,
+    key: str,
+    broker_id: str,
+    interval_ms: int,
+    namespace: str | None = None,
+) -> None:
     """Tell Dramatiq this worker process is alive, every heartbeat: its consumers do so only
-    when they fetch, and one whose threads are all busy does not fetch."""
-    while True:
-        try:
-            await client.zadd(key, {broker_id: int(time.time() * 1000)})
-        except Exception:
-            log.exception("telling Dramatiq this worker is alive failed")
-        await asyncio.sleep(interval_ms / 1000)
+    when they fetch, and one whose threads are all busy does not fetch. And publish the
+    digests of the job types it runs, for the API to compare with its own
+    (`ferry.jobs.agreement`), withdrawn when it stops. `namespace`: the deployment's, by
+    default that of Dramatiq's heartbeats `key` (`<namespace>:__heartbeats__`)."""
+    namespace = key.rpartition(":")[0] if namespace is None else namespace
+    runs = agreement.Published(worker=INSTANCE, types=digests(REGISTRY))
+    ttl_ms = agreement.ttl_ms(interval_ms)
+    try:
+        while True:
+            try:
+                await client.zadd(key, {broker_id: int(time.time() * 1000)})
+            except Exception:
+                log.exception("telling Dramatiq this worker is alive failed")
+            try:
+                await agreement.publish(client, namespace, broker_id, runs, ttl_ms)
+            except Exception:
+                log.exception("publishing this worker's job types failed")
+            await asyncio.sleep(interval_ms / 1000)
+    finally:
+        with suppress(Exception):
+            async with asyncio.timeout(2):
+                await agreement.withdraw(client, namespace, broker_id)
