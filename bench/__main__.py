@@ -197,6 +197,38 @@ def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
           f"(cost {1 - fair / fifo:.0%}, goal < 10%)")  # fmt: skip
 
 
+ASYNC_JOBS = 1000  # of `await asyncio.sleep(1)`
+
+
+def async_jobs(runs: int, progress: Callable[[str], None]) -> None:
+    scenarios = {
+        "ferry-8": "(c) Ferry, one job loop per process",
+        "ferry-32": "(c) Ferry, one job loop per process (default threads)",
+        "dramatiq-32": "(a) plain Dramatiq, AsyncIO middleware (a thread waits for each job)",
+    }
+    results: dict[str, list[dict[str, Any]]] = {scenario: [] for scenario in scenarios}
+    for run in range(1, runs + 1):
+        for scenario in results:
+            progress(f"async: run {run}/{runs}, {scenario} ({ASYNC_JOBS} jobs)")
+            results[scenario].append(measure("bench.async_jobs", scenario, ASYNC_JOBS))
+    table = {scenario: medians(rows) for scenario, rows in results.items()}
+    plain = table["dramatiq-32"]["seconds"]
+    print()
+    print(
+        f"Async handlers: {ASYNC_JOBS:,} jobs of `await asyncio.sleep(1)` queued, "
+        f"1 worker process, median of {runs} runs (ideal: 1 s)"
+    )
+    print()
+    print("| scenario | threads | seconds | jobs/s | threads in use | speed-up / (a) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for scenario, label in scenarios.items():
+        row = table[scenario]
+        print(
+            f"| {label} | {scenario.split('-')[1]} | {row['seconds']:.2f} | "
+            f"{row['jobs_per_s']:,.0f} | {row['threads']:.0f} | {plain / row['seconds']:.1f} |"
+        )
+
+
 # The noisy neighbour: (flood jobs, quiet jobs).
 FLOOD, QUIET = 20_000, 20
 
@@ -314,7 +346,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are shown")
     parser.add_argument(
         "--only",
-        choices=["workers", "fairness", "realtime", "e2e", "scale"],
+        choices=["workers", "async", "fairness", "realtime", "e2e", "scale"],
         help="run one suite (default: all)",
     )
     parser.add_argument(
@@ -327,6 +359,8 @@ def main() -> None:
 
     if args.only in (None, "workers"):
         workers(args.jobs, args.runs, progress)
+    if args.only in (None, "async"):
+        async_jobs(args.runs, progress)
     if args.only in (None, "fairness"):
         fairness(args.runs, progress)
     if args.only in (None, "realtime"):

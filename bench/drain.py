@@ -40,7 +40,9 @@ from ferry.worker.services import WorkerServices
 THREADS = 8
 
 
-def insert_pending(database_url: str, n: int, tenant: str = "bench") -> list[uuid.UUID]:
+def insert_pending(
+    database_url: str, n: int, tenant: str = "bench", job_type: str = "sleep"
+) -> list[uuid.UUID]:
     ids = [new_job_id() for _ in range(n)]
 
     async def run() -> None:
@@ -48,9 +50,9 @@ def insert_pending(database_url: str, n: int, tenant: str = "bench") -> list[uui
         try:
             await conn.executemany(
                 "INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,"
-                " created_at, updated_at, next_run_at) VALUES ($1, $2, 'sleep', '{\"delayMs\": 0}',"
+                " created_at, updated_at, next_run_at) VALUES ($1, $2, $3, '{\"delayMs\": 0}',"
                 " 'PENDING', 0, 5, now(), now(), now())",
-                [(job_id, tenant) for job_id in ids],
+                [(job_id, tenant, job_type) for job_id in ids],
             )
         finally:
             await conn.close()
@@ -146,14 +148,16 @@ def naive_actor(broker: dramatiq.Broker, database_url: str) -> dramatiq.Actor:  
 
 
 def ferry_broker(
-    namespace: str, database_url: str, fair: bool
+    namespace: str, database_url: str, fair: bool, jobs: str = ""
 ) -> tuple[dramatiq.Broker, WorkerServices]:
-    """Ferry's broker installed in this process (as a worker's), and its background services."""
+    """Ferry's broker installed in this process (as a worker's), and its background services;
+    `jobs`: FERRY_JOBS."""
     settings = Settings(
         database_url=database_url,
         redis_url=REDIS_URL,
         redis_namespace=namespace,
         fair_scheduling=fair,
+        ferry_jobs=jobs,
     )
     broker = install(build_broker(settings), settings)
     return broker, next(m for m in broker.middleware if isinstance(m, WorkerServices))
