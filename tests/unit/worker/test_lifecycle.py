@@ -1,0 +1,140 @@
+"""The lifecycle middleware without servers: what it claims, records and frees, for sync
+and async handlers, with fakes for the writer and the job loop."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from dramatiq.middleware import SkipMessage
+
+from ferry.db.models import JobStatus
+from ferry.db.transitions import ClaimedJob, Outcome
+from ferry.jobs.registry import REGISTRY, job
+from ferry.queue.messages import JOBS_QUEUE
+from ferry.settings import Settings
+from ferry.worker.async_jobs import AsyncRun, Slot, hand_over
+from ferry.worker.lifecycle import JobLifecycle
+from ferry.worker.running import set_result
+
+BROKER = object()  # not a GroupAckRedisBroker: outcomes are written while the thread waits
+
+
+class Writer:
+    def __init__(self, claimable: bool = True) -> None:
+        self.claimable = claimable
+        self.finished: list[Outcome] = []
+
+    def claim(self, job_id: uuid.UUID) -> ClaimedJob | None:
+        if not self.claimable:
+            return None
+        return ClaimedJob(job_id, "t", "lc_async", {}, 1, 3, retry_base_ms=7, retry_cap_ms=9)
+
+    def finish(self, outcome: Outcome) -> JobStatus:
+        self.finished.append(outcome)
+        return outcome.status
+
+
+class Jobs:
+    """The job loop, counting its slots; `start` keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.started: list[tuple[AsyncRun, Slot, Any]] = []
+
+    def reserve(self) -> Slot:
+        self.taken += 1
+        return Slot(self._free)
+
+    def _free(self) -> None:
+        self.taken -= 1
+
+    def start(self, run: AsyncRun, slot: Slot, done: Any) -> None:
+        self.started.append((run, slot, done))
+
+
+@pytest.fixture(autouse=True)
+def types() -> Iterator[None]:
+    @job("lc_async")
+    async def lc_async(payload: dict[str, Any]) -> None: ...
+
+    @job("lc_sync")
+    def lc_sync(payload: dict[str, Any]) -> None: ...
+
+    yield
+    REGISTRY.pop("lc_async")
+    REGISTRY.pop("lc_sync")
+
+
+def lifecycle(writer: Writer, jobs: Jobs) -> JobLifecycle:
+    services = SimpleNamespace(writer=writer, async_jobs=jobs, feeder=None)
+    return JobLifecycle(Settings(), services, sender=None)  # type: ignore[arg-type]
+
+
+def message(actor: str) -> Any:
+    return SimpleNamespace(
+        queue_name=JOBS_QUEUE,
+        actor_name=actor,
+        args=[str(uuid.uuid4())],
+        message_timestamp=0,
+        options={"redis_message_id": "m"},
+    )
+
+
+def test_an_async_job_takes_a_slot_before_its_claim_and_frees_it_if_skipped() -> None:
+    jobs = Jobs()
+    middleware = lifecycle(Writer(claimable=False), jobs)
+    with pytest.raises(SkipMessage):
+        middleware.before_process_message(BROKER, message("lc_async"))  # type: ignore[arg-type]
+    assert jobs.taken == 1
+    middleware.after_skip_message(BROKER, message("lc_async"))  # type: ignore[arg-type]
+    assert jobs.taken == 0
+
+
+def test_a_sync_job_takes_no_slot() -> None:
+    writer, jobs = Writer(), Jobs()
+    middleware = lifecycle(writer, jobs)
+    middleware.before_process_message(BROKER, message("lc_sync"))  # type: ignore[arg-type]
+    assert jobs.taken == 0
+    set_result({"ok": True})
+    middleware.after_process_message(BROKER, message("lc_sync"))  # type: ignore[arg-type]
+    assert [(o.status, o.result) for o in writer.finished] == [(JobStatus.COMPLETED, {"ok": True})]
+
+
+def test_an_async_job_that_fails_before_its_handover_frees_its_slot_and_is_recorded() -> None:
+    writer, jobs = Writer(), Jobs()
+    middleware = lifecycle(writer, jobs)
+    middleware.before_process_message(BROKER, message("lc_async"))  # type: ignore[arg-type]
+    middleware.after_process_message(
+        BROKER,  # type: ignore[arg-type]
+        message("lc_async"),
+        exception=ValueError("payload"),
+    )
+    assert jobs.taken == 0 and not jobs.started
+    [outcome] = writer.finished
+    assert (outcome.status, outcome.error) == (JobStatus.PENDING, "ValueError: payload")
+    # The job's own backoff (7 ms, capped at 9) is the delay, not its type's.
+    assert 0 <= outcome.retry_delay_ms <= 9
+
+
+def test_a_handed_over_async_job_keeps_its_slot_and_is_recorded_when_it_ends() -> None:
+    writer, jobs = Writer(), Jobs()
+    middleware = lifecycle(writer, jobs)
+    msg = message("lc_async")
+    middleware.before_process_message(BROKER, msg)  # type: ignore[arg-type]
+
+    async def start() -> None: ...
+
+    run = AsyncRun(uuid.UUID(msg.args[0]), "t", threading.Event(), start, 1_000, lambda v: v)
+    hand_over(run)
+    middleware.after_process_message(BROKER, msg)  # type: ignore[arg-type]
+    [(started, slot, done)] = jobs.started
+    assert started is run and jobs.taken == 1  # the task releases the slot, not the thread
+    assert writer.finished == []  # nothing recorded until the task ends
+    slot.release()
+    done({"n": 1}, None)
+    assert [(o.status, o.result) for o in writer.finished] == [(JobStatus.COMPLETED, {"n": 1})]
