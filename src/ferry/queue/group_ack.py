@@ -103,13 +103,19 @@ class GroupAckConsumer(_RedisConsumer):
         super().nack(message)  # type: ignore[no-untyped-call]
 
     def _released(self, message_id: str) -> None:
-        """The hold's release (on the writer's event loop, after its commit)."""
+        """The hold's release: on the writer's event loop after its commit, or on a thread
+        that waited for the commit (an async job's retry)."""
         self._pending.append(message_id)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a thread, which may wait for Redis: send from here
+            self._send_in_background()
+            return
         # Off the loop (the writer must not wait for Redis), and once for all the
         # releases of a commit: a send already scheduled takes this one too.
         if not self._send_scheduled:
             self._send_scheduled = True
-            asyncio.get_running_loop().run_in_executor(None, self._send_in_background)
+            loop.run_in_executor(None, self._send_in_background)
 
     def _send_in_background(self) -> None:
         self._send_scheduled = False  # before reading: a later release schedules anew

@@ -255,3 +255,16 @@ def test_a_send_off_the_loop_tries_again_until_redis_answers(
     loop.run_scheduled()
     assert script.calls == [["r0", "r1", "r2"]]  # all of them, in their order
     assert waits == [1, 1, 1]
+
+
+def test_a_hold_released_on_a_thread_sends_the_ack_from_that_thread(
+    consumer: GroupAckConsumer, broker: GroupAckRedisBroker, script: FakeAckScript
+) -> None:
+    # An async job's retry is recorded on a thread that waits for the commit: no loop
+    # runs there, and the ack goes out at once.
+    [message] = messages(consumer, 1)
+    hold = broker.hold_ack(message)
+    consumer.ack(message)
+    assert script.calls == []
+    hold.release()
+    assert script.calls == [["r0"]]
