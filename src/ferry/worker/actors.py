@@ -23,6 +23,7 @@ from ferry.jobs.registry import REGISTRY, JobType, use_settings
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.settings import Settings
 from ferry.worker.async_jobs import AsyncRun, hand_over
+from ferry.worker.progress import PROGRESS
 from ferry.worker.running import RUNNING, current_job, set_result
 
 
@@ -63,7 +64,10 @@ def _actor_fn(
         except msgspec.ValidationError as exc:  # stored before its type changed: never runs
             message = f"the payload does not fit the {job_type.name} type: {exc}"
             raise PermanentError(message) from exc
-        ctx = JobContext(job.id, job.tenant_id, job.type, job.attempts, job.max_attempts)
+        report = PROGRESS.report  # drained by the status writer
+        ctx = JobContext(
+            job.id, job.tenant_id, job.type, job.attempts, job.max_attempts, _progress_sink=report
+        )
         args = (payload, ctx) if job_type.takes_context else (payload,)
         if job_type.is_async:
             start = partial(job_type.run, *args)

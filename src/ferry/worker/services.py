@@ -31,6 +31,7 @@ from ferry.worker.async_jobs import AsyncJobs
 from ferry.worker.heartbeat import Heartbeat, keep_alive
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.malloc import limit_arenas
+from ferry.worker.progress import PROGRESS
 from ferry.worker.recovery import Recovery
 from ferry.worker.running import RUNNING
 from ferry.worker.writer import StatusWriter
@@ -56,6 +57,7 @@ class WorkerServices(dramatiq.Middleware):
             batch_size=settings.batch_size,
             tick_ms=settings.batch_tick_ms,
             on_commit=self.publish,
+            progress=PROGRESS,  # what the actors' contexts report into
         )
         self.recovery: Recovery | None = None
         self.feeder: Feeder | None = None  # on the fair broker

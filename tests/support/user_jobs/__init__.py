@@ -1,7 +1,8 @@
 """A team's own job types, outside Ferry's source, as a user writes them.
 
-`jobs` is what the tests name in FERRY_JOBS. `duplicate` and `broken` exist for the
-tests of registration errors only: nothing else imports them.
+`jobs` is what the tests name in FERRY_JOBS; `progress`, types that report their
+progress, is what tests/integration/jobs/test_progress.py names. `duplicate` and
+`broken` exist for the tests of registration errors only: nothing else imports them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,117 @@
+"""The progress statement (`ferry.db.transitions`) on PostgreSQL and on SQLite: it stores a
+report only on its attempt while it runs, answers the tenant of each job it stored, and on
+PostgreSQL finds the rows by id alone."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ferry.db.engine import create_engine
+from ferry.db.jobs import NewRow, create_jobs
+from ferry.db.models import Job, JobStatus, utcnow
+from ferry.db.transitions import _PROGRESS, ProgressReport, statements_for
+from ferry.migrate import upgrade
+from ferry.settings import Settings
+from tests.support.jobs import force_status, new_tenant
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def db(
+    request: pytest.FixtureRequest, engine: AsyncEngine, tmp_path: Path
+) -> AsyncIterator[AsyncEngine]:
+    if request.param == "postgresql":
+        yield engine
+        return
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ferry.db'}"
+    await asyncio.to_thread(upgrade, url)  # alembic runs its own event loop
+    sqlite = create_engine(Settings(database_url=url))
+    yield sqlite
+    await sqlite.dispose()
+
+
+async def test_a_report_is_stored_on_its_running_attempt_only(db: AsyncEngine) -> None:
+    tenant = new_tenant()
+    row = NewRow(tenant, "sleep", {"delayMs": 0}, max_attempts=5, delay_ms=0)
+    running, retried, pending, ended = [job.id for job in await create_jobs(db, [row] * 4)]
+    sql = statements_for(db.dialect.name)
+    async with db.connect() as conn:
+        await sql.claim(conn, [running, retried, ended], utcnow())
+    await force_status(db, str(retried), "RUNNING", attempts=2)  # its next attempt runs
+    await force_status(db, str(ended), "COMPLETED")
+    reports = [
+        ProgressReport(running, 1, 0.25, "a quarter"),
+        ProgressReport(retried, 1, 0.9, "late: attempt 1 is over"),
+        ProgressReport(pending, 1, 0.5, None),
+        ProgressReport(ended, 1, 0.5, None),
+        ProgressReport(uuid.uuid4(), 1, 0.5, "deleted"),
+    ]
+    async with db.connect() as conn:
+        stored = await sql.progress(conn, reports)
+    assert stored == {running: tenant}
+    async with db.connect() as conn:
+        rows = {
+            row.id: (row.progress, row.progress_message)
+            for row in await conn.execute(select(Job.id, Job.progress, Job.progress_message))
+            if row.id in (running, retried, pending, ended)
+        }
+    assert rows == {
+        running: (0.25, "a quarter"),
+        retried: (None, None),
+        pending: (None, None),
+        ended: (None, None),
+    }
+    # Again, for two jobs at once (a message cleared); a new claim clears it all.
+    await force_status(db, str(pending), JobStatus.RUNNING, attempts=1)
+    async with db.connect() as conn:
+        stored = await sql.progress(
+            conn, [ProgressReport(running, 1, 1.0, None), ProgressReport(pending, 1, 0.0, "go")]
+        )
+    assert stored == {running: tenant, pending: tenant}
+    async with db.connect() as conn:
+        found = (
+            await conn.execute(select(Job.progress, Job.progress_message).where(Job.id == running))
+        ).one()
+    assert tuple(found) == (1.0, None)
+
+
+async def test_the_postgresql_statement_finds_rows_by_id_alone(engine: AsyncEngine) -> None:
+    """As the transitions' statements (tests/integration/worker/test_statements.py): on a
+    table never analyzed, no status index is read."""
+    async with engine.connect() as conn, conn.begin():
+        await conn.execute(text("CREATE TEMP TABLE jobs (LIKE public.jobs INCLUDING ALL)"))
+        await conn.execute(
+            text(
+                "INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,"
+                " created_at, updated_at, next_run_at) SELECT gen_random_uuid(), 't', 'sleep',"
+                " '{}', 'RUNNING', 1, 5, now(), now(), now() FROM generate_series(1, 20000)"
+            )
+        )
+        ids = list((await conn.execute(text("SELECT id FROM jobs LIMIT 16"))).scalars())
+        params = (ids, [1] * len(ids), [0.5] * len(ids), ["m"] * len(ids))
+        explained = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {_PROGRESS}", params)
+        conditions = _index_conditions(explained.scalar_one())
+        assert conditions  # through an index: the primary key's
+        assert not any("status" in condition for condition in conditions), conditions
+        await conn.rollback()
+
+
+def _index_conditions(plan: object) -> list[str]:
+    """Every `Index Cond` and `Recheck Cond` in an EXPLAIN (FORMAT JSON) plan."""
+    if isinstance(plan, dict):
+        return [
+            found
+            for key, value in plan.items()
+            for found in (
+                [str(value)] if key in ("Index Cond", "Recheck Cond") else _index_conditions(value)
+            )
+        ]
+    if isinstance(plan, list):
+        return [found for item in plan for found in _index_conditions(item)]
+    return []
