@@ -35,13 +35,28 @@ function badge(status) {
   return element("span", { class: `badge ${status}`, "data-testid": "job-status" }, status);
 }
 
+// What a running job last reported (ctx.progress): "42%", and its message.
+function progressText(job) {
+  const percent = `${Math.round(job.progress * 100)}%`;
+  return job.progressMessage ? `${percent} ${job.progressMessage}` : percent;
+}
+
+function progressBar(job) {
+  if (job.status !== "RUNNING" || job.progress === null || job.progress === undefined) return "";
+  return element(
+    "span", { class: "progress", "data-testid": "job-progress", title: job.progressMessage ?? "" },
+    element("progress", { max: "1", value: String(job.progress) }),
+    element("span", { class: "progress-text" }, progressText(job)),
+  );
+}
+
 function jobRow(job) {
   const row = element(
     "tr",
     { "data-testid": "job-row", "data-job-id": job.id },
     element("td", {}, element("code", { title: job.id }, shortId(job.id))),
     element("td", {}, job.type),
-    element("td", {}, badge(job.status)),
+    element("td", { class: "status" }, badge(job.status), progressBar(job)),
     element("td", { class: "attempts" }, `${job.attempts}/${job.maxAttempts}`),
     element("td", {}, time(job.createdAt)),
     element("td", { class: "updated" }, time(job.updatedAt)),
@@ -130,6 +145,7 @@ function remember(event) {
 
 function applyEvent(job, event) {
   Object.assign(job, { status: event.status, attempts: event.attempts, error: event.error, updatedAt: event.at });
+  if (event.status === "RUNNING") Object.assign(job, { progress: null, progressMessage: null }); // a new attempt
 }
 
 function withLiveUpdates(jobs, asked) {
@@ -171,6 +187,21 @@ function onEvent(event) {
   if (event.jobId === state.selected) showDetail(event.jobId);
 }
 
+// Progress comes often (up to ten times a second per job): it changes the job's row
+// and its detail in place, and reads nothing again.
+function onProgress(event) {
+  const job = state.page.get(event.jobId);
+  if (job && job.status !== "RUNNING") return; // it has ended since (a cancel overtook it)
+  if (job) {
+    Object.assign(job, { progress: event.progress, progressMessage: event.message });
+    document.querySelector(`tr[data-job-id="${job.id}"]`)?.replaceWith(jobRow(job));
+  }
+  if (event.jobId !== state.selected) return;
+  const shown = document.querySelector('#detail-fields [data-field="progress"]');
+  if (shown) shown.textContent = progressText({ progress: event.progress, progressMessage: event.message });
+  else showDetail(event.jobId); // its first report: the field is not there yet
+}
+
 function onResync() {
   loadPage();
   loadStats();
@@ -182,7 +213,7 @@ function onStatus(status) {
   indicator.className = `connection ${status.includes("WebSocket") ? "live" : status.includes("SSE") ? "fallback" : "down"}`;
 }
 
-const live = new LiveFeed({ onEvent, onStatus, onResync });
+const live = new LiveFeed({ onEvent, onProgress, onStatus, onResync });
 
 // -- one job ------------------------------------------------------------------------
 
@@ -210,6 +241,7 @@ async function showDetail(id) {
   $("detail-fields").replaceChildren(
     ...field("status", job.status), ...field("type", job.type),
     ...field("attempts", `${job.attempts} of ${job.maxAttempts}`),
+    ...(job.progress !== null ? field("progress", progressText(job)) : []),
     ...field("payload", job.payload, true),
     ...(job.result !== null ? field("result", job.result, true) : []),
     ...(job.error ? field("error", job.error) : []),

@@ -1,6 +1,7 @@
 // Live job events of one tenant: WebSocket first, Server-Sent Events when the
 // WebSocket cannot be used. `onStatus` gets "connected via WebSocket",
-// "connected via SSE" or "reconnecting"; `onEvent` every JOB_UPDATE;
+// "connected via SSE" or "reconnecting"; `onEvent` every JOB_UPDATE; `onProgress`
+// every PROGRESS (a running job's progress: its seq is not the JOB_UPDATEs');
 // `onResync` whenever updates may have been missed and state must be re-read.
 
 import { currentKey } from "./api.js";
@@ -22,8 +23,8 @@ function socketTarget() {
 }
 
 export class LiveFeed {
-  constructor({ onEvent, onStatus, onResync }) {
-    Object.assign(this, { onEvent, onStatus, onResync });
+  constructor({ onEvent, onProgress, onStatus, onResync }) {
+    Object.assign(this, { onEvent, onProgress, onStatus, onResync });
     this.tenant = null;
     this.transport = "ws";
     this.failures = 0;
@@ -51,6 +52,13 @@ export class LiveFeed {
     this.onEvent(event);
   }
 
+  progress(event) {
+    // `after` is the JOB_UPDATE it follows: older than one seen already, it may
+    // belong to a job that has ended since.
+    if (this.lastSeq !== null && event.after < this.lastSeq) return;
+    this.onProgress(event);
+  }
+
   openSocket() {
     let subscribed = false; // a socket that never confirms the subscription has failed
     let socket;
@@ -74,6 +82,8 @@ export class LiveFeed {
         if (resumed) this.onResync(); // a reconnect: what happened meanwhile is unknown
       } else if (data.type === "JOB_UPDATE") {
         this.accept(data);
+      } else if (data.type === "PROGRESS") {
+        this.progress(data);
       } else if (data.type === "RESYNC") {
         this.lastSeq = data.seq;
         this.onResync();
@@ -100,6 +110,7 @@ export class LiveFeed {
     stream.onopen = () => this.onStatus("connected via SSE");
     stream.onerror = () => this.onStatus("reconnecting");
     stream.addEventListener("JOB_UPDATE", (message) => this.accept(JSON.parse(message.data)));
+    stream.addEventListener("PROGRESS", (message) => this.progress(JSON.parse(message.data)));
     stream.addEventListener("RESYNC", (message) => {
       this.lastSeq = JSON.parse(message.data).seq;
       this.onResync();
