@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         before_send_handler="autocommit",
     )
     app = Litestar(
-        route_handlers=[job_routes(registered), *ROUTES],
+        route_handlers=[job_routes(registered, settings), *ROUTES],
         # The parts start after the channels plugin and stop before it: the
         # in-process worker publishes through it until it has stopped.
         plugins=[

@@ -25,7 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ferry.api.answers import BODY, TENANT_CHECKED, KeyConflict, StatusConflict
 from ferry.api.auth import Principal
 from ferry.api.bodies import error_of
-from ferry.api.dependencies import Caller, DbSession, Jobs, Runtime, Sends, runtime_of
+from ferry.api.dependencies import (
+    AppRuntime,
+    Caller,
+    DbSession,
+    Jobs,
+    Runtime,
+    Sends,
+    runtime_of,
+)
 from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import Job, JobStatus
@@ -48,6 +56,7 @@ from ferry.service.schemas import (
     job_type_of,
     request_types,
 )
+from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 60  # of a long poll: proxies and clients time out after about that
@@ -100,6 +109,8 @@ def _row(spec: NewJob, default_max_attempts: int) -> NewRow:
         payload=refuse_nul(msgspec.to_builtins(spec.payload)),
         max_attempts=spec.max_attempts or REGISTRY[job_type].max_attempts or default_max_attempts,
         delay_ms=spec.delay_ms,
+        retry_base_ms=spec.retry_base_ms,
+        retry_cap_ms=spec.retry_cap_ms,
     )
 
 
@@ -300,20 +311,40 @@ class JobController(Controller):
         raises=[*BODY, NotFoundException, StatusConflict],
     )
     async def update(
-        self, job_id: JobId, data: JSONBody[JobPatch], db_session: DbSession, principal: Caller
+        self,
+        job_id: JobId,
+        data: JSONBody[JobPatch],
+        db_session: DbSession,
+        principal: Caller,
+        runtime: AppRuntime,
     ) -> JobOut:
         store = JobStore(db_session)
         await _owned(store, principal, job_id)
         changes: dict[str, Any] = {}
         if data.max_attempts is not None:
             changes["max_attempts"] = data.max_attempts
+        if data.retry_base_ms is not None or data.retry_cap_ms is not None:
+            job = await store.get(job_id)
+            own = (job.retry_base_ms, job.retry_cap_ms)
+            if problem := data.backoff_problem(job.type, own, runtime.settings):
+                field, why = problem
+                raise ValidationException(
+                    f"Validation failed for PATCH /jobs/{job_id}",
+                    extra=[{"message": why, "key": field, "source": "body"}],
+                )
+            if data.retry_base_ms is not None:
+                changes["retry_base_ms"] = data.retry_base_ms
+            if data.retry_cap_ms is not None:
+                changes["retry_cap_ms"] = data.retry_cap_ms
         if data.payload is not None:
             job_type = (await store.get(job_id)).type
             changes["payload"] = _validated_payload(job_type, data.payload)
             # Guard against a concurrent type change: the payload was checked for this type.
             changes["type"] = job_type
         if not changes:
-            raise ValidationException("nothing to change: send payload and/or maxAttempts")
+            raise ValidationException(
+                "nothing to change: send payload, maxAttempts, retryBaseMs and/or retryCapMs"
+            )
         return job_out(await store.patch(job_id, **changes))
 
     @delete(
@@ -340,10 +371,13 @@ def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:
     return refuse_nul(msgspec.to_builtins(typed))
 
 
-def job_routes(job_types: Mapping[str, JobType]) -> type[JobController]:
+def job_routes(
+    job_types: Mapping[str, JobType], settings: Settings | None = None
+) -> type[JobController]:
     """The `/jobs` routes for these job types (the registry's): their request types are
-    built from them (`request_types`) and resolve the handlers' annotations."""
-    namespace = request_types(job_types)
+    built from them (`request_types`, with the deployment's backoff of `settings`) and
+    resolve the handlers' annotations."""
+    namespace = request_types(job_types, settings)
     return type("JobController", (JobController,), {"signature_namespace": namespace})
 
 

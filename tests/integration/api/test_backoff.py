@@ -21,12 +21,6 @@ from tests.support.jobs import Client, create, new_tenant, sleep_job
 
 # The deployment's backoff of the session's app (Settings' defaults): a sleep job's.
 TYPE_BASE_MS, TYPE_CAP_MS = 2_000, 32_000
-# The rows are written by the intake, whose INSERT the API (ferry/api/jobs.py `_row`)
-# must give the request's backoff to; until it does, they are not stored.
-NEEDS_ROW = pytest.mark.xfail(
-    strict=True,
-    reason="ferry/api/jobs.py: _row must pass retry_base_ms/retry_cap_ms to NewRow",
-)
 
 
 async def refused(client: Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +99,6 @@ async def test_within_bounds_is_created(client: Client, own: dict[str, int]) -> 
     await create(client, sleep_job(new_tenant(), **own))
 
 
-@NEEDS_ROW
 async def test_the_backoff_is_stored_and_shown(client: Client) -> None:
     tenant = new_tenant()
     job_id = await create(client, sleep_job(tenant, retryBaseMs=100, retryCapMs=400))
@@ -172,11 +165,6 @@ async def tight(settings: Settings) -> AsyncIterator[Client]:
         yield client
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ferry/app.py and ferry/api/jobs.py: job_routes must give the settings to "
-    "request_types, which checks against Settings' defaults until then",
-)
 async def test_the_half_left_out_is_the_deployments_when_the_type_has_none(
     tight: Client,
 ) -> None:
@@ -188,7 +176,6 @@ async def test_the_half_left_out_is_the_deployments_when_the_type_has_none(
     await create(tight, sleep_job(new_tenant(), retryCapMs=500))  # above its base, 100 ms
 
 
-@pytest.mark.xfail(strict=True, reason="ferry/api/jobs.py: PATCH must apply retryBaseMs/retryCapMs")
 async def test_patch_changes_the_backoff_of_a_pending_job(client: Client) -> None:
     job_id = await create(client, sleep_job(new_tenant(), retryBaseMs=100))
     response = await client.patch(f"/jobs/{job_id}", json={"retryCapMs": 500})

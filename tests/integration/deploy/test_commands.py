@@ -27,7 +27,10 @@ def test_dev_runs_everything_in_one_process_on_sqlite(tmp_path: Path) -> None:
     """`just dev`: no server to install; a sleep job reaches COMPLETED."""
     with api_process(ferry_env(), tmp_path, tmp_path / "dev.log", embedded=True) as base:
         ready = httpx.get(f"{base}/health/ready").json()
-        assert ready == {"status": "ok", "checks": {"sqlite": "ok", "broker": "in-process"}}
+        assert ready == {
+            "status": "ok",
+            "checks": {"sqlite": "ok", "broker": "in-process", "jobTypes": "ok"},
+        }
         # The seeds' walk-through, as written.
         body = {"tenantId": "tenant-1", "type": "sleep", "payload": {"delayMs": 300}}
         created = httpx.post(f"{base}/jobs", json=body)
