@@ -10,6 +10,7 @@ be waiting for work.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -41,10 +42,9 @@ class ProgressBuffer:
             first = not self._latest
             self._latest[job_id] = report
         if first:
-            try:
+            # A stopped writer's loop (shutdown) refuses the wake: a report is no failure.
+            with contextlib.suppress(RuntimeError):
                 self.on_first()
-            except RuntimeError:
-                pass  # the writer's loop has stopped (shutdown): a report is no failure
 
     def holds_any(self, job_ids: Iterable[uuid.UUID]) -> bool:
         """Whether a report of one of these jobs waits."""
