@@ -320,11 +320,11 @@ class JobController(Controller):
     ) -> JobOut:
         store = JobStore(db_session)
         await _owned(store, principal, job_id)
+        job = await store.get(job_id)
         changes: dict[str, Any] = {}
         if data.max_attempts is not None:
             changes["max_attempts"] = data.max_attempts
         if data.retry_base_ms is not None or data.retry_cap_ms is not None:
-            job = await store.get(job_id)
             own = (job.retry_base_ms, job.retry_cap_ms)
             if problem := data.backoff_problem(job.type, own, runtime.settings):
                 field, why = problem
@@ -337,10 +337,9 @@ class JobController(Controller):
             if data.retry_cap_ms is not None:
                 changes["retry_cap_ms"] = data.retry_cap_ms
         if data.payload is not None:
-            job_type = (await store.get(job_id)).type
-            changes["payload"] = _validated_payload(job_type, data.payload)
+            changes["payload"] = _validated_payload(job.type, data.payload)
             # Guard against a concurrent type change: the payload was checked for this type.
-            changes["type"] = job_type
+            changes["type"] = job.type
         if not changes:
             raise ValidationException(
                 "nothing to change: send payload, maxAttempts, retryBaseMs and/or retryCapMs"

@@ -48,11 +48,14 @@ class JobType:
         return inspect.iscoroutinefunction(self.run)
 
 
-def backoff_ms(name: str, settings: Settings) -> tuple[int, int]:
-    """The base and the cap of the backoff between attempts of the job type `name`."""
+def backoff_ms(
+    name: str, settings: Settings, own: tuple[int | None, int | None] = (None, None)
+) -> tuple[int, int]:
+    """The base and the cap of the backoff between attempts of a job of the type `name`:
+    each the job's `own` if it has one, else its type's, else the deployment's."""
     job_type = REGISTRY.get(name)
-    base = job_type.retry_base_ms if job_type else None
-    cap = job_type.retry_cap_ms if job_type else None
+    base = own[0] if own[0] is not None else job_type.retry_base_ms if job_type else None
+    cap = own[1] if own[1] is not None else job_type.retry_cap_ms if job_type else None
     return (
         settings.retry_base_ms if base is None else base,
         settings.retry_cap_ms if cap is None else cap,
@@ -160,7 +163,7 @@ class TypeDigest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def digest_of(job_type: JobType) -> TypeDigest:
-    schema = msgspec.json.schema(job_type.payload_type)
+    schema = _shape(msgspec.json.schema(job_type.payload_type))
     parts = TypeDigest(
         digest="",
         payload_schema=_sha(msgspec.json.encode(schema, order="sorted")),
@@ -170,6 +173,22 @@ def digest_of(job_type: JobType) -> TypeDigest:
         retry_cap_ms=job_type.retry_cap_ms,
     )
     return msgspec.structs.replace(parts, digest=_sha(msgspec.json.encode(parts)))
+
+
+def _shape(schema: Any) -> Any:
+    """A JSON Schema without its words (`title`, `description`: a struct's name and
+    docstring), which do not change what a payload may be."""
+    if isinstance(schema, list):
+        return [_shape(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: {name: _shape(field) for name, field in value.items()}
+        if key in ("properties", "$defs") and isinstance(value, dict)
+        else _shape(value)
+        for key, value in schema.items()
+        if key not in ("title", "description")
+    }
 
 
 def digests(job_types: Mapping[str, JobType]) -> dict[str, TypeDigest]:

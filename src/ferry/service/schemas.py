@@ -79,11 +79,7 @@ class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename=
     ) -> tuple[str, str] | None:
         """(field, why) when the changed backoff of a job of `job_type` whose own is `own`
         (base, cap; None: its type's) would have its cap below its base."""
-        type_base, type_cap = backoff_ms(job_type, settings)
-        kept = (
-            type_base if own[0] is None else own[0],
-            type_cap if own[1] is None else own[1],
-        )
+        kept = backoff_ms(job_type, settings, own)
         return backoff_problem(self.retry_base_ms, self.retry_cap_ms, kept, "the job's")
 
 

@@ -5,10 +5,11 @@ hands the job's coroutine over (`hand_over`), the lifecycle starts it here and
 the thread moves on to its next message. The job runs as a task on this
 process's job loop, under its type's time limit, and a cancel reaches it while
 it awaits (its task is cancelled). When it ends, its outcome is recorded like
-any other (`done`, on a small thread pool: recording a retry waits for the
-commit). At most `limit` run at once: a worker thread waits for a free slot
-before it claims its next async job, so a busy process leaves the rest of the
-queue to the others.
+any other (`done`, on a few threads of its own: recording a retry waits for the
+commit). At most `limit` run at once: past that, a worker thread waits for a
+free slot before it claims its next async job, as it would wait for a long sync
+job; messages it fetched wait with it (a tenant's `maxRunning` caps its share of
+the slots, as of the threads).
 
 A handler that blocks (time.sleep, CPU-bound work, a sync client) holds up every
 async job of its process: such work belongs in a sync handler.
@@ -21,6 +22,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,7 @@ from ferry.worker.running import RunningJobs
 log = logging.getLogger(__name__)
 
 Done = Callable[[Any, BaseException | None], None]  # (what it returned, what it raised)
+RECORDERS = 4  # threads recording outcomes: a retry's waits for its commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +89,14 @@ class AsyncJobs:
         self.loop = BackgroundLoop("ferry-async-jobs")
         self._slots = threading.BoundedSemaphore(limit)
         self._tasks: set[asyncio.Task[None]] = set()  # a reference keeps each alive
-        self._active = 0  # started and not yet handed on: what a drain waits for
+        # Outcomes are recorded here, not on the loop's default executor: handlers use
+        # that one (asyncio.to_thread), and recording a retry waits for its commit.
+        self._recorders = ThreadPoolExecutor(RECORDERS, thread_name_prefix="ferry-async-outcomes")
+        self._active = 0  # started and not yet recorded: what a drain waits for
         self._ended = threading.Condition()
 
     def start_loop(self) -> None:
+        """Start the job loop (at worker boot, when some registered type is async)."""
         self.loop.start()
 
     def reserve(self) -> Slot:
@@ -98,9 +105,8 @@ class AsyncJobs:
         return Slot(self._slots.release)
 
     def start(self, run: AsyncRun, slot: Slot, done: Done) -> None:
-        """Run `run` on the job loop, then `done(kept result, exception)`; `slot` is
-        released when the handler has ended."""
-        self.loop.start()
+        """Run `run` on the job loop, then `done(kept result, exception)` on a recorder
+        thread; `slot` is released when the handler has ended."""
         with self._ended:
             self._active += 1
         self.loop.loop.call_soon_threadsafe(self._spawn, run, slot, done)
@@ -112,28 +118,45 @@ class AsyncJobs:
 
     async def _run(self, run: AsyncRun, slot: Slot, done: Done) -> None:
         job_ids.set((str(run.job_id), run.tenant_id))  # this task's log records
-        result: Any = None
-        exception: BaseException | None = None
         try:
             result, exception = await self._attempt(run)
+        except BaseException:  # the loop is stopping: the job is left to recovery
+            self._recorded()
+            raise
         finally:
             slot.release()
-        loop = asyncio.get_running_loop()
+        # Handed off, not awaited: nothing that happens to this task can lose it.
+        self._recorders.submit(self._record, run.job_id, done, result, exception)
+
+    def _record(
+        self, job_id: uuid.UUID, done: Done, result: Any, exception: BaseException | None
+    ) -> None:
         try:
-            await loop.run_in_executor(None, done, result, exception)
+            done(result, exception)
         except Exception:
-            log.exception("recording the outcome of job %s failed", run.job_id)
+            log.exception("recording the outcome of job %s failed", job_id)
         finally:
-            with self._ended:
-                self._active -= 1
-                self._ended.notify_all()
+            self._recorded()
+
+    def _recorded(self) -> None:
+        with self._ended:
+            self._active -= 1
+            self._ended.notify_all()
 
     async def _attempt(self, run: AsyncRun) -> tuple[Any, BaseException | None]:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
+        attempting = True
+
+        def cancel() -> None:
+            # On the loop, so this reads `attempting` as the task left it: an abort that
+            # arrives as the attempt ends never cancels what follows it.
+            if attempting:
+                task.cancel()
+
         with self.running.running(
-            run.job_id, run.cancelled, lambda: loop.call_soon_threadsafe(task.cancel)
+            run.job_id, run.cancelled, lambda: loop.call_soon_threadsafe(cancel)
         ):
             limit = asyncio.timeout(run.time_limit_ms / 1000)
             try:
@@ -150,6 +173,8 @@ class AsyncJobs:
                 return None, JobAborted()
             except BaseException as exc:  # a handler's SystemExit is its job's failure too
                 return None, exc
+            finally:
+                attempting = False
 
     def drain(self, timeout: float) -> None:
         """Wait (from a thread) until the running async jobs have ended and their outcomes
@@ -159,3 +184,4 @@ class AsyncJobs:
             if not self._ended.wait_for(lambda: self._active == 0, timeout):
                 log.warning("%d async jobs still running at shutdown", self._active)
         self.loop.stop()
+        self._recorders.shutdown(wait=False)

@@ -8,7 +8,9 @@ commit): on Redis the thread moves on at once and the message's ack is held
 until the write commits (`ferry.queue.group_ack`); a retry, and the in-process
 broker, wait for the commit on the thread. An async handler's job is handed to
 the process's job loop (`ferry.worker.async_jobs`): its thread moves on at once,
-its ack is held, and its outcome is recorded here when its task ends.
+its ack is held (on Redis; the in-process broker's goes at once: its queue
+lives and dies with this process, and recovery re-runs a job left RUNNING), and
+its outcome is recorded here when its task ends.
 
 The writer and the feeder it hands to are the process's background services
 (`ferry.worker.services`).
@@ -50,7 +52,7 @@ class JobLifecycle(dramatiq.Middleware):
         self.services = services
         self.sender = sender  # a retry's next attempt
         # Per worker thread: when its running job was claimed, and its async slot.
-        self._local = threading.local()
+        self._per_thread = threading.local()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if message.queue_name != JOBS_QUEUE:
@@ -58,7 +60,7 @@ class JobLifecycle(dramatiq.Middleware):
         # An async job waits for a slot before its claim: its lease starts only once
         # it can run (ferry.worker.async_jobs).
         slot = self.services.async_jobs.reserve() if _is_async(message.actor_name) else None
-        self._local.slot = slot
+        self._per_thread.slot = slot
         try:
             job = self.services.writer.claim(uuid.UUID(message.args[0]))
         except BaseException:
@@ -77,7 +79,7 @@ class JobLifecycle(dramatiq.Middleware):
         # Dramatiq runs the actor and after_process_message on this same thread.
         set_current_job(job)
         job_ids.set((str(job.id), job.tenant_id))  # on this thread's log records
-        self._local.started = time.monotonic()
+        self._per_thread.started = time.monotonic()
 
     def after_process_message(
         self,
@@ -90,12 +92,11 @@ class JobLifecycle(dramatiq.Middleware):
         job = take_current_job()
         stored = take_result()  # the actor's `result` is None (ferry.worker.running)
         handed = take_handover()
-        slot, self._local.slot = self._local.slot, None
         if job is None:
-            if slot is not None:
-                slot.release()
+            self._free_slot()
             return
-        done = partial(self._finish, broker, message, job, self._local.started)
+        slot, self._per_thread.slot = self._per_thread.slot, None
+        done = partial(self._finish, broker, message, job, self._per_thread.started)
         if handed is not None and exception is None and slot is not None:
             # The thread moves on; the job's task records its outcome when it ends.
             hold = broker.hold_ack(message) if isinstance(broker, GroupAckRedisBroker) else None
@@ -147,14 +148,9 @@ class JobLifecycle(dramatiq.Middleware):
     def _outcome(
         self, job: ClaimedJob, started: float, result: Any, exception: BaseException | None
     ) -> Outcome:
-        base_ms, cap_ms = backoff_ms(job.type, self.settings)
-        outcome = decide(
-            job,
-            result,
-            exception,
-            retry_base_ms=base_ms if job.retry_base_ms is None else job.retry_base_ms,
-            retry_cap_ms=cap_ms if job.retry_cap_ms is None else job.retry_cap_ms,
-        )
+        own = (job.retry_base_ms, job.retry_cap_ms)
+        base_ms, cap_ms = backoff_ms(job.type, self.settings, own)
+        outcome = decide(job, result, exception, retry_base_ms=base_ms, retry_cap_ms=cap_ms)
         recorder.observe("ferry_job_duration_seconds", time.monotonic() - started, job.type)
         if exception is not None:
             log.warning(
@@ -185,7 +181,7 @@ class JobLifecycle(dramatiq.Middleware):
         self._release(message)
 
     def _free_slot(self) -> None:
-        slot, self._local.slot = getattr(self._local, "slot", None), None
+        slot, self._per_thread.slot = getattr(self._per_thread, "slot", None), None
         if slot is not None:
             slot.release()
 

@@ -119,7 +119,8 @@ def test_a_stopped_worker_finishes_its_async_jobs_first(own_database: str, tmp_p
         with api_process(env, tmp_path, tmp_path / "api.log") as base:
             tenant = new_tenant()
             with worker_process(env, tmp_path / "worker.log", threads=THREADS) as worker:
-                job_ids = [create(base, "nap", {"seconds": 1.5}, tenant) for _ in range(6)]
+                # 3 s each (their limit is 5): still running when the worker is told to stop.
+                job_ids = [create(base, "nap", {"seconds": 3}, tenant) for _ in range(6)]
                 for job_id in job_ids:  # all six at once, on two threads
                     wait_for_status(base, job_id, {"RUNNING"})
                 worker.send_signal(signal.SIGTERM)

@@ -363,3 +363,22 @@ def test_a_digest_depends_on_the_payloads_shape_not_its_class() -> None:
     again = msgspec.defstruct("Thumbnail", [("url", str), ("max_width", int)], rename="camel")
     assert again is not Thumbnail
     assert digested(payload=again) == first
+
+
+def test_a_digest_ignores_the_payloads_docstring_but_not_a_field_named_title() -> None:
+    class Doc(msgspec.Struct):
+        """One docstring."""
+
+        title: str
+
+    first = digested(payload=Doc)
+    Doc.__doc__ = "Another docstring."  # a new version of the same type's words
+    assert digested(payload=Doc) == first
+
+    class Other(msgspec.Struct):
+        """One docstring."""
+
+        name: str
+
+    Other.__name__ = Other.__qualname__ = "Doc"
+    assert digested(payload=Other).payload_schema != first.payload_schema

@@ -169,3 +169,26 @@ def test_the_handover_is_taken_once() -> None:
     hand_over(job)
     assert take_handover() is job
     assert take_handover() is None
+
+
+def test_an_abort_as_the_attempt_ends_never_loses_its_outcome(jobs: AsyncJobs) -> None:
+    # The abort arrives after the handler returned, before the attempt is unregistered
+    # (here: while its result is kept): its cancel must not land on what follows.
+    outcomes = Outcomes()
+
+    async def quick() -> str:
+        return "done"
+
+    runs = []
+    for _ in range(20):
+        job_id = uuid.uuid4()
+
+        def keep(value: Any, job_id: uuid.UUID = job_id) -> Any:
+            jobs.running.abort({job_id})
+            return value
+
+        run_ = AsyncRun(job_id, "t", threading.Event(), quick, 5_000, keep)
+        runs.append(run_)
+        run(jobs, outcomes, run_)
+    for run_ in runs:
+        assert outcomes.wait(run_.job_id)[:2] == ("done", None)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from dramatiq.middleware import SkipMessage
 
+from ferry.db.jobs import Enqueued
 from ferry.db.models import JobStatus
 from ferry.db.transitions import ClaimedJob, Outcome
 from ferry.jobs.registry import REGISTRY, job
@@ -37,6 +38,14 @@ class Writer:
     def finish(self, outcome: Outcome) -> JobStatus:
         self.finished.append(outcome)
         return outcome.status
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.sent: list[Enqueued] = []
+
+    def send_now(self, jobs: list[Enqueued]) -> None:
+        self.sent.extend(jobs)
 
 
 class Jobs:
@@ -70,9 +79,9 @@ def types() -> Iterator[None]:
     REGISTRY.pop("lc_sync")
 
 
-def lifecycle(writer: Writer, jobs: Jobs) -> JobLifecycle:
+def lifecycle(writer: Writer, jobs: Jobs, sender: Sender | None = None) -> JobLifecycle:
     services = SimpleNamespace(writer=writer, async_jobs=jobs, feeder=None)
-    return JobLifecycle(Settings(), services, sender=None)  # type: ignore[arg-type]
+    return JobLifecycle(Settings(), services, sender or Sender())  # type: ignore[arg-type]
 
 
 def message(actor: str) -> Any:
@@ -106,12 +115,13 @@ def test_a_sync_job_takes_no_slot() -> None:
 
 
 def test_an_async_job_that_fails_before_its_handover_frees_its_slot_and_is_recorded() -> None:
-    writer, jobs = Writer(), Jobs()
-    middleware = lifecycle(writer, jobs)
-    middleware.before_process_message(BROKER, message("lc_async"))  # type: ignore[arg-type]
+    writer, jobs, sender = Writer(), Jobs(), Sender()
+    middleware = lifecycle(writer, jobs, sender)
+    msg = message("lc_async")
+    middleware.before_process_message(BROKER, msg)  # type: ignore[arg-type]
     middleware.after_process_message(
         BROKER,  # type: ignore[arg-type]
-        message("lc_async"),
+        msg,
         exception=ValueError("payload"),
     )
     assert jobs.taken == 0 and not jobs.started
@@ -119,6 +129,10 @@ def test_an_async_job_that_fails_before_its_handover_frees_its_slot_and_is_recor
     assert (outcome.status, outcome.error) == (JobStatus.PENDING, "ValueError: payload")
     # The job's own backoff (7 ms, capped at 9) is the delay, not its type's.
     assert 0 <= outcome.retry_delay_ms <= 9
+    # Its next attempt is sent once this one is recorded, with that delay.
+    assert sender.sent == [
+        Enqueued(uuid.UUID(msg.args[0]), "lc_async", "t", outcome.retry_delay_ms)
+    ]
 
 
 def test_a_handed_over_async_job_keeps_its_slot_and_is_recorded_when_it_ends() -> None:
