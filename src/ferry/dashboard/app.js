@@ -241,7 +241,10 @@ async function showDetail(id) {
   $("detail-fields").replaceChildren(
     ...field("status", job.status), ...field("type", job.type),
     ...field("attempts", `${job.attempts} of ${job.maxAttempts}`),
-    ...(job.progress !== null ? field("progress", progressText(job)) : []),
+    // A running job always has the field, so that its PROGRESS events update it in place.
+    ...(job.progress !== null || job.status === "RUNNING"
+      ? field("progress", job.progress === null ? "none reported" : progressText(job))
+      : []),
     ...field("payload", job.payload, true),
     ...(job.result !== null ? field("result", job.result, true) : []),
     ...(job.error ? field("error", job.error) : []),
