@@ -317,6 +317,43 @@ def endtoend(n: int, runs: int, progress: Callable[[str], None], chart: Path | N
           f"single POSTs: {table['single']['create_per_s']:,.0f} created/s (goal >= 1,500)")  # fmt: skip
 
 
+# The peers bench: (label, module arguments after N), interleaved in this order.
+PEERS = {
+    "ferry": ("Ferry, `POST /jobs/batch` of 1,000, 1 worker x 32 threads", ("bench.e2e", "batch")),
+    "pgqueuer-10": ("pgqueuer 1.6.0, `pgq run`, default `--batch-size 10`", ("bench.peers", 10)),
+    "pgqueuer-50": ("pgqueuer 1.6.0, `pgq run --batch-size 50`", ("bench.peers", 50)),
+}
+
+
+def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in PEERS}
+    for run in range(1, runs + 1):
+        for name, (_, (module, arg)) in PEERS.items():
+            progress(f"peers: run {run}/{runs}, {name} ({n} jobs)")
+            results[name].append(measure(module, arg, n))
+    table = {name: medians(rows) for name, rows in results.items()}
+    ferry = table["ferry"]["jobs_per_s"]
+    print()
+    print(f"Peers: {n:,} no-op jobs of one tenant bulk-created through each system's client, "
+          f"1 worker process started by its own CLI, until its own durable record shows all "
+          f"done; rounds interleaved, median of {runs} runs")  # fmt: skip
+    print()
+    print("| system | jobs/s | x Ferry | worker CPU ms/job |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, (label, _) in PEERS.items():
+        row = table[name]
+        cpu = f"{row['worker_cpu_ms_per_job']:.3f}"
+        if "api_cpu_ms_per_job" in row:
+            cpu += f" (+ API {row['api_cpu_ms_per_job']:.3f})"
+        print(f"| {label} | {row['jobs_per_s']:,.0f} | {row['jobs_per_s'] / ferry:.2f} | {cpu} |")
+    print()
+    rounds = ", ".join(f"{ours['jobs_per_s'] / theirs['jobs_per_s']:.2f}"
+                       for ours, theirs in zip(results["ferry"], results["pgqueuer-50"], strict=True))  # fmt: skip
+    print(f"Ferry: {ferry / table['pgqueuer-50']['jobs_per_s']:.2f} x pgqueuer at batch 50 "
+          f"(goal >= 1.0; per round {rounds}), worker CPU "
+          f"{table['ferry']['worker_cpu_ms_per_job']:.3f} ms/job (goal <= 0.1)")  # fmt: skip
+
+
 SCALE_ROWS = 1_000_000
 
 
@@ -346,7 +383,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are shown")
     parser.add_argument(
         "--only",
-        choices=["workers", "async", "fairness", "realtime", "e2e", "scale"],
+        choices=["workers", "async", "fairness", "realtime", "e2e", "peers", "scale"],
         help="run one suite (default: all)",
     )
     parser.add_argument(
@@ -367,6 +404,8 @@ def main() -> None:
         realtime(args.runs, progress)
     if args.only in (None, "e2e"):
         endtoend(args.jobs, args.runs, progress, args.chart)
+    if args.only in (None, "peers"):
+        peers(args.jobs, args.runs, progress)
     if args.only in (None, "scale"):
         scale(progress)
 

@@ -10,7 +10,8 @@ has received the COMPLETED event of every job.
           (32 in flight), and a worker (1 process x 8 threads, as in
           bench/drain.py) that runs UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
           PUBLISH, each its own round trip.
-Prints one JSON line (jobs/s, latencies in ms, peak RSS in MiB) and, on
+Prints one JSON line (jobs/s, latencies in ms, peak RSS in MiB, the worker's and
+the API's CPU time per job while the clock ran, in ms) and, on
 stderr, the completions per second as the run goes.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -77,6 +79,27 @@ def memory_mib(pid: int, field: str) -> float:
         for line in Path(f"/proc/{each}/status").read_text().splitlines()
         if line.startswith(f"{field}:")
     )
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants: `dramatiq` forks its worker, `uv run` spawns Python."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}").glob("task/*/children"):
+        for child in children.read_text().split():
+            pids += process_tree(int(child))
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (/proc/<pid>/stat)."""
+    ticks = 0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended since it was listed
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def subscribe(base: str, seen: Completions) -> asyncio.Task[None]:
@@ -150,6 +173,7 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         receiver = await subscribe(base, seen)
         created: dict[str, float] = {}
         create_ms: list[float] = []
+        worker_cpu, api_cpu = cpu_seconds(worker.pid), cpu_seconds(api_pid)
         start = time.time()
         samples: list[list[float]] = []
         reporter = asyncio.create_task(progress(seen, n, start, worker.pid, samples))
@@ -159,6 +183,10 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         await wait_until(lambda: len(seen.done) >= n or seen.resyncs, 600)
         assert not seen.resyncs, f"the subscriber was told to resync {seen.resyncs} time(s)"
         elapsed = max(seen.done.values()) - start
+        cpu = {  # while the clock ran: the boot of either process is not the jobs' cost
+            "worker_cpu_ms_per_job": (cpu_seconds(worker.pid) - worker_cpu) * 1000 / n,
+            "api_cpu_ms_per_job": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
+        }
         reporter.cancel()
         receiver.cancel()
         peaks = {
@@ -186,6 +214,7 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         "complete_p99_ms": percentile(to_complete, 0.99),
         "event_p99_ms": percentile(seen.lags_ms, 0.99),
         **peaks,
+        **cpu,
         "timeline": samples,  # for the chart
     }
 
@@ -244,6 +273,8 @@ async def naive_run(n: int, namespace: str, database_url: str) -> dict[str, Any]
         "worker_rss_warm_mib": float("nan"),
         "worker_rss_half_mib": float("nan"),
         "worker_rss_end_mib": float("nan"),
+        "worker_cpu_ms_per_job": float("nan"),
+        "api_cpu_ms_per_job": float("nan"),
         "timeline": [],
     }
 
