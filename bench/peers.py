@@ -25,13 +25,15 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from bench.e2e import cpu_seconds
 from bench.services import plain
-from tests.support.processes import PROJECT_ROOT
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 PGQUEUER = [
     "uv", "run", "--isolated", "--no-project", "--quiet",
