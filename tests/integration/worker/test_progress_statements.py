@@ -1,6 +1,6 @@
 """The progress statement (`ferry.db.transitions`) on PostgreSQL and on SQLite: it stores a
-report only on its attempt while it runs, answers the tenant of each job it stored, and on
-PostgreSQL finds the rows by id alone."""
+report only on its attempt while it runs, and answers the tenant of each job it stored (that
+it finds the rows by id alone: tests/integration/worker/test_statements.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.engine import create_engine
 from ferry.db.jobs import NewRow, create_jobs
 from ferry.db.models import Job, JobStatus, utcnow
-from ferry.db.transitions import _PROGRESS, ProgressReport, statements_for
+from ferry.db.transitions import ProgressReport, statements_for
 from ferry.migrate import upgrade
 from ferry.settings import Settings
 from tests.support.jobs import force_status, new_tenant
@@ -79,39 +79,3 @@ async def test_a_report_is_stored_on_its_running_attempt_only(db: AsyncEngine) -
             await conn.execute(select(Job.progress, Job.progress_message).where(Job.id == running))
         ).one()
     assert tuple(found) == (1.0, None)
-
-
-async def test_the_postgresql_statement_finds_rows_by_id_alone(engine: AsyncEngine) -> None:
-    """As the transitions' statements (tests/integration/worker/test_statements.py): on a
-    table never analyzed, no status index is read."""
-    async with engine.connect() as conn, conn.begin():
-        await conn.execute(text("CREATE TEMP TABLE jobs (LIKE public.jobs INCLUDING ALL)"))
-        await conn.execute(
-            text(
-                "INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,"
-                " created_at, updated_at, next_run_at) SELECT gen_random_uuid(), 't', 'sleep',"
-                " '{}', 'RUNNING', 1, 5, now(), now(), now() FROM generate_series(1, 20000)"
-            )
-        )
-        ids = list((await conn.execute(text("SELECT id FROM jobs LIMIT 16"))).scalars())
-        params = (ids, [1] * len(ids), [0.5] * len(ids), ["m"] * len(ids))
-        explained = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {_PROGRESS}", params)
-        conditions = _index_conditions(explained.scalar_one())
-        assert conditions  # through an index: the primary key's
-        assert not any("status" in condition for condition in conditions), conditions
-        await conn.rollback()
-
-
-def _index_conditions(plan: object) -> list[str]:
-    """Every `Index Cond` and `Recheck Cond` in an EXPLAIN (FORMAT JSON) plan."""
-    if isinstance(plan, dict):
-        return [
-            found
-            for key, value in plan.items()
-            for found in (
-                [str(value)] if key in ("Index Cond", "Recheck Cond") else _index_conditions(value)
-            )
-        ]
-    if isinstance(plan, list):
-        return [found for item in plan for found in _index_conditions(item)]
-    return []
