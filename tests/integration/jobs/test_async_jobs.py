@@ -17,8 +17,9 @@ import pytest
 
 from tests.support.jobs import TERMINAL, new_tenant
 from tests.support.processes import api_process, shared_env, wait_for_status, worker_process
-from tests.support.services import migrated_database, redis_namespace
+from tests.support.services import redis_namespace
 from tests.support.user_jobs import user_env
+from tests.support.user_jobs.stack import user_stack
 
 ASYNC_JOBS = "tests.support.user_jobs.async_jobs"
 THREADS = 2  # far fewer than the async jobs that must run at once
@@ -27,22 +28,16 @@ THREADS = 2  # far fewer than the async jobs that must run at once
 @dataclass(frozen=True)
 class Stack:
     base: str
-    env: dict[str, str]
     home: Path
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("async_jobs")
-    with migrated_database("ferry_async_jobs") as url, redis_namespace() as namespace:
-        # A quick heartbeat: a cancel reaches the worker within 200 ms, long before the
-        # time limit of the handler it interrupts.
-        env = shared_env(url, namespace, HEARTBEAT_MS="200", **user_env(FERRY_JOBS=ASYNC_JOBS))
-        with (
-            api_process(env, home, home / "api.log") as base,
-            worker_process(env, home / "worker.log", threads=THREADS),
-        ):
-            yield Stack(base, env, home)
+    # A quick heartbeat: a cancel reaches the worker within 200 ms, long before the
+    # time limit of the handler it interrupts.
+    with user_stack(home, ASYNC_JOBS, threads=THREADS, HEARTBEAT_MS="200") as base:
+        yield Stack(base, home)
 
 
 def create(base: str, job_type: str, payload: dict[str, Any], tenant: str | None = None) -> str:

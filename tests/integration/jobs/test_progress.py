@@ -24,9 +24,9 @@ from playwright.async_api import Browser, ConsoleMessage, Page, WebSocketRoute, 
 
 from tests.support.jobs import new_tenant
 from tests.support.live import Socket, socket
-from tests.support.processes import api_process, ferry_env, shared_env, worker_process
-from tests.support.services import migrated_database, redis_namespace
+from tests.support.processes import api_process, ferry_env
 from tests.support.user_jobs import user_env
+from tests.support.user_jobs.stack import user_stack
 
 PROGRESS_JOBS = "tests.support.user_jobs.progress"
 STEPS = [(0.25, "downloaded"), (0.5, "resized"), (0.75, "uploading")]
@@ -37,13 +37,8 @@ WAIT_S = 20
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An API and a worker process sharing a database and a Redis namespace of the module."""
     home = tmp_path_factory.mktemp("progress")
-    with migrated_database("ferry_progress") as url, redis_namespace() as namespace:
-        env = shared_env(url, namespace, LOG_LEVEL="WARNING", **user_env(FERRY_JOBS=PROGRESS_JOBS))
-        with (
-            api_process(env, home, home / "api.log") as api,
-            worker_process(env, home / "worker.log", threads=4),
-        ):
-            yield api
+    with user_stack(home, PROGRESS_JOBS, threads=4, LOG_LEVEL="WARNING") as api:
+        yield api
 
 
 async def create(base: str, body: dict[str, Any]) -> str:

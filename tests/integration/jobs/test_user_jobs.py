@@ -22,12 +22,10 @@ from tests.support.jobs import TERMINAL, new_tenant
 from tests.support.processes import (
     api_process,
     ferry_env,
-    shared_env,
     wait_for_status,
-    worker_process,
 )
-from tests.support.services import migrated_database, redis_namespace
 from tests.support.user_jobs import user_env
+from tests.support.user_jobs.stack import user_stack
 
 USER_TYPES = {"resize", "report", "flaky", "bloat", "whoami"}
 BUILTIN_TYPES = {"sleep", "email", "webhook", "data_processing"}
@@ -44,17 +42,10 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """An API and a worker process sharing a database and a Redis namespace of the module."""
     home = tmp_path_factory.mktemp("user_jobs")
-    with migrated_database("ferry_user_jobs") as url, redis_namespace() as namespace:
-        # A fast backoff: a Retry's own delay (2 s) cannot be mistaken for it.
-        env = shared_env(
-            url, namespace, LOG_LEVEL="INFO", RETRY_BASE_MS="50", RETRY_CAP_MS="200",
-            **user_env(),
-        )  # fmt: skip
-        with (
-            api_process(env, home, home / "api.log") as base,
-            worker_process(env, home / "worker.log", threads=4),
-        ):
-            yield Stack(base, home / "worker.log")
+    # A fast backoff: a Retry's own delay (2 s) cannot be mistaken for it.
+    fast = {"RETRY_BASE_MS": "50", "RETRY_CAP_MS": "200"}
+    with user_stack(home, threads=4, LOG_LEVEL="INFO", **fast) as base:
+        yield Stack(base, home / "worker.log")
 
 
 def create(base: str, body: dict[str, Any]) -> str:

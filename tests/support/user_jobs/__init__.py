@@ -3,6 +3,7 @@
 `jobs` is what the tests name in FERRY_JOBS; `progress`, types that report their
 progress, is what tests/integration/jobs/test_progress.py names. `duplicate` and
 `broken` exist for the tests of registration errors only: nothing else imports them.
+`stack` starts the API and worker processes that run them (for the tests only).
 """
 
 from __future__ import annotations
