@@ -84,7 +84,6 @@ class Slot:
 
 class AsyncJobs:
     def __init__(self, limit: int, running: RunningJobs) -> None:
-        self.limit = limit
         self.running = running
         self.loop = BackgroundLoop("ferry-async-jobs")
         self._slots = threading.BoundedSemaphore(limit)

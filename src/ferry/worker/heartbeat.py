@@ -69,14 +69,12 @@ async def keep_alive(
     key: str,
     broker_id: str,
     interval_ms: int,
-    namespace: str | None = None,
+    namespace: str,
 ) -> None:
     """Tell Dramatiq this worker process is alive, every heartbeat: its consumers do so only
     when they fetch, and one whose threads are all busy does not fetch. And publish the
     digests of the job types it runs, for the API to compare with its own
-    (`ferry.jobs.agreement`), withdrawn when it stops. `namespace`: the deployment's, by
-    default that of Dramatiq's heartbeats `key` (`<namespace>:__heartbeats__`)."""
-    namespace = key.rpartition(":")[0] if namespace is None else namespace
+    (`ferry.jobs.agreement`) under the deployment's `namespace`, withdrawn when it stops."""
     runs = agreement.Published(worker=INSTANCE, types=digests(REGISTRY))
     ttl_ms = agreement.ttl_ms(interval_ms)
     try:

@@ -38,7 +38,7 @@ from ferry.queue.group_ack import AckHold, GroupAckRedisBroker
 from ferry.queue.messages import JOBS_QUEUE, tenant_of
 from ferry.queue.sender import Sender
 from ferry.settings import Settings
-from ferry.worker.async_jobs import take_handover
+from ferry.worker.async_jobs import Slot, take_handover
 from ferry.worker.outcome import decide
 from ferry.worker.running import set_current_job, take_current_job, take_result
 from ferry.worker.services import WorkerServices
@@ -92,20 +92,19 @@ class JobLifecycle(dramatiq.Middleware):
         job = take_current_job()
         stored = take_result()  # the actor's `result` is None (ferry.worker.running)
         handed = take_handover()
-        if job is None:
-            self._free_slot()
-            return
-        slot, self._per_thread.slot = self._per_thread.slot, None
-        done = partial(self._finish, broker, message, job, self._per_thread.started)
-        if handed is not None and exception is None and slot is not None:
+        slot = self._take_slot()
+        if job is not None and handed is not None and slot is not None and exception is None:
             # The thread moves on; the job's task records its outcome when it ends.
             hold = broker.hold_ack(message) if isinstance(broker, GroupAckRedisBroker) else None
-            self.services.async_jobs.start(handed, slot, partial(done, hold))
+            started = self._per_thread.started
+            done = partial(self._finish, broker, message, job, started, hold)
+            self.services.async_jobs.start(handed, slot, done)
             job_ids.set(None)
             return
         if slot is not None:
             slot.release()
-        done(None, stored, exception)
+        if job is not None:
+            self._finish(broker, message, job, self._per_thread.started, None, stored, exception)
 
     def _finish(
         self,
@@ -180,9 +179,13 @@ class JobLifecycle(dramatiq.Middleware):
         self._free_slot()
         self._release(message)
 
-    def _free_slot(self) -> None:
+    def _take_slot(self) -> Slot | None:
+        """This thread's async slot, if it reserved one, handed over to the caller."""
         slot, self._per_thread.slot = getattr(self._per_thread, "slot", None), None
-        if slot is not None:
+        return slot
+
+    def _free_slot(self) -> None:
+        if (slot := self._take_slot()) is not None:
             slot.release()
 
     def _release(self, message: Any) -> None:

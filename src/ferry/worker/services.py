@@ -115,7 +115,7 @@ class WorkerServices(dramatiq.Middleware):
             self.loop.add_service(self.feeder.run)
         if isinstance(broker, GroupAckRedisBroker):
             alive = (redis, broker.heartbeats_key, broker.broker_id, settings.heartbeat_ms)
-            self.loop.add_service(partial(keep_alive, *alive))
+            self.loop.add_service(partial(keep_alive, *alive, settings.redis_namespace))
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # The worker threads are done; the async jobs they started end (each within its

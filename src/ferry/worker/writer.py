@@ -229,10 +229,12 @@ class StatusWriter:
             if self._requests.empty():
                 await self._progress_due()
             # With no tick, what arrives while one write runs goes into the next.
-            batch = self._drain()
-            await self._write_until_committed(batch, self._reports(batch))
-            while batch := self._drain():
-                await self._write_until_committed(batch, self._reports(batch))
+            while True:
+                batch = self._drain()
+                reports = self._reports(batch)
+                if not (batch or reports):
+                    break
+                await self._write_until_committed(batch, reports)
 
     async def _progress_due(self) -> None:
         """With progress only to write: wait until its interval is over, or a request
@@ -277,21 +279,17 @@ class StatusWriter:
         # Progress first: a job's last report is stored before its outcome (which it
         # preceded), and its event goes out before the outcome's.
         committed = await self._write_progress(reports) if reports else []
-        if not batch:
-            if committed:
-                self._unpublished += 1
-                self._committed.put_nowait((committed, []))
-            return
-        replies, transitions = await self._write(batch)
-        committed += transitions
-        self.ticks += 1
-        self.transitions += len(batch)
         held: list[_Held] = []
-        for request, reply in zip(batch, replies, strict=True):
-            if reply is JobStatus.PENDING and self.on_commit is not None:
-                held.append((request.reply, reply))
-            else:
-                request.reply.set(reply)
+        if batch:
+            replies, transitions = await self._write(batch)
+            committed += transitions
+            self.ticks += 1
+            self.transitions += len(batch)
+            for request, reply in zip(batch, replies, strict=True):
+                if reply is JobStatus.PENDING and self.on_commit is not None:
+                    held.append((request.reply, reply))
+                else:
+                    request.reply.set(reply)
         if committed or held:
             self._unpublished += 1
             self._committed.put_nowait((committed, held))
