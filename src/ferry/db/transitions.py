@@ -113,6 +113,12 @@ class TransitionStatements(Protocol):
     ) -> Wrote:
         """One job straight to FAILED (from `expected`): its own transition was refused."""
 
+    async def unclaim(
+        self, conn: AsyncConnection, claims: list[tuple[uuid.UUID, int]], now: datetime
+    ) -> Wrote:
+        """RUNNING -> PENDING again, the attempt not counted, for each (job, attempt) claimed
+        but never started (its message went back to the queue)."""
+
     async def progress(
         self, conn: AsyncConnection, reports: list[ProgressReport]
     ) -> dict[uuid.UUID, str]:
@@ -191,6 +197,17 @@ RETURNING id, tenant_id, attempts""",
     at=3,
 )
 
+_UNCLAIM = _announced(
+    """
+UPDATE jobs AS j SET status = 'PENDING', attempts = j.attempts - 1, started_at = NULL,
+       updated_at = $3, heartbeat_at = NULL, next_run_at = $3
+  FROM unnest($1::uuid[], $2::int[]) AS v(id, attempts)
+ WHERE j.id = v.id AND j.status IS NOT DISTINCT FROM 'RUNNING' AND j.attempts = v.attempts
+RETURNING j.id, j.tenant_id, j.attempts""",
+    mark=4,
+    at=3,
+)
+
 
 # Not announced: progress is no status change. `attempts` must still be the reporting
 # attempt's: a late report of an attempt that ended never lands on the next one.
@@ -246,6 +263,15 @@ class PostgresStatements:
         rows = await _run(conn, _FAIL_ALONE, job_id, error, now, expected.value, mark)
         failed = {row[0]: Finished(row[1], row[2]) for row in rows}
         return Wrote(JobStatus.FAILED, failed, mark if failed else None, error)
+
+    async def unclaim(
+        self, conn: AsyncConnection, claims: list[tuple[uuid.UUID, int]], now: datetime
+    ) -> Wrote:
+        mark = new_mark()
+        ids, attempts = [job_id for job_id, _ in claims], [attempt for _, attempt in claims]
+        rows = await _run(conn, _UNCLAIM, ids, attempts, now, mark)
+        pending = {row[0]: Finished(row[1], row[2]) for row in rows}
+        return Wrote(JobStatus.PENDING, pending, mark if pending else None)
 
     async def progress(
         self, conn: AsyncConnection, reports: list[ProgressReport]
@@ -351,6 +377,28 @@ class PortableStatements:
         )
         return Wrote(JobStatus.FAILED, await _finished(conn, statement), error=error)
 
+    async def unclaim(
+        self, conn: AsyncConnection, claims: list[tuple[uuid.UUID, int]], now: datetime
+    ) -> Wrote:
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id.in_([job_id for job_id, _ in claims]),
+                jobs.c.status == JobStatus.RUNNING,
+                jobs.c.attempts == _by_id(claims, jobs.c.attempts),
+            )
+            .values(
+                status=JobStatus.PENDING,
+                attempts=jobs.c.attempts - 1,
+                started_at=None,
+                updated_at=now,
+                heartbeat_at=None,
+                next_run_at=now,
+            )
+            .returning(jobs.c.id, jobs.c.tenant_id, jobs.c.attempts)
+        )
+        return Wrote(JobStatus.PENDING, await _finished(conn, statement))
+
     async def progress(
         self, conn: AsyncConnection, reports: list[ProgressReport]
     ) -> dict[uuid.UUID, str]:
@@ -380,13 +428,16 @@ async def _finished(conn: AsyncConnection, statement: Any) -> dict[uuid.UUID, Fi
 def _per_job(
     outcomes: Sequence[Outcome | ProgressReport], attribute: str, column: Any
 ) -> ColumnElement[Any]:
+    return _by_id([(outcome.job_id, getattr(outcome, attribute)) for outcome in outcomes], column)
+
+
+def _by_id(values: Sequence[tuple[uuid.UUID, Any]], column: Any) -> ColumnElement[Any]:
     """`CASE WHEN id = ... THEN ... END`: a different value per row in one statement."""
-    values = [getattr(outcome, attribute) for outcome in outcomes]
-    if all(value is None for value in values):
+    if all(value is None for _, value in values):
         return null()
     return case(
         *(
-            (jobs.c.id == literal(outcome.job_id, jobs.c.id.type), literal(value, column.type))
-            for outcome, value in zip(outcomes, values, strict=True)
+            (jobs.c.id == literal(job_id, jobs.c.id.type), literal(value, column.type))
+            for job_id, value in values
         )
     )

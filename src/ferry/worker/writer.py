@@ -38,7 +38,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RUNNING = JobStatus.RUNNING
+# A claim given back (its message returned to the queue before it ran): a kind of
+# request beside the statuses, written as RUNNING -> PENDING with the attempt uncounted.
+UNCLAIM: Literal["UNCLAIM"] = "UNCLAIM"
+Kind = JobStatus | Literal["UNCLAIM"]
 OnCommit = Callable[[list[Committed]], Awaitable[None]]
 # Progress reaches the database and the subscribers at most this often (unless a
 # job that reported ends): ten times a second is live enough for a progress bar.
@@ -122,10 +126,11 @@ _Held = tuple[_Reply | _Then, Any]  # a reply that waits until its event is publ
 
 @dataclass(slots=True)
 class _Request:
-    kind: JobStatus  # RUNNING for a claim, else the outcome's status
+    kind: Kind  # RUNNING for a claim, UNCLAIM to give one back, else the outcome's status
     job_id: uuid.UUID
     outcome: Outcome | None
     reply: _Reply | _Then
+    attempt: int = 0  # an UNCLAIM's: the claimed attempt
 
 
 class StatusWriter:
@@ -180,6 +185,21 @@ class StatusWriter:
         self._submit(_Request(JobStatus.RUNNING, job_id, None, reply))
         result: ClaimedJob | None = reply.wait()
         return result
+
+    def claim_then(self, job_id: uuid.UUID, then: Callable[[ClaimedJob | None], None]) -> None:
+        """`claim` without waiting: `then(claimed)` runs on the writer's loop once the claim
+        is committed."""
+        self._submit(_Request(JobStatus.RUNNING, job_id, None, _Then(then)))
+
+    def unclaim(self, claims: Sequence[ClaimedJob]) -> list[JobStatus | None]:
+        """Give back claims whose jobs never started: PENDING again, their attempt not
+        counted. Waits until written and published: each job's status (PENDING, or None
+        if it was no longer that attempt's RUNNING)."""
+        replies = []
+        for job in claims:
+            replies.append(reply := _Reply())
+            self._submit(_Request(UNCLAIM, job.id, None, reply, job.attempts))
+        return [reply.wait() for reply in replies]
 
     def finish(self, outcome: Outcome) -> JobStatus | None:
         """Record how an attempt ended: the status recorded (the outcome's, or FAILED if the
@@ -319,7 +339,7 @@ class StatusWriter:
     async def _write(self, batch: Sequence[_Request]) -> tuple[list[Any], list[Committed]]:
         """Write a tick: (each request's reply, the events of each statement, in order)."""
         now = utcnow()
-        by_kind: dict[JobStatus, list[_Request]] = {}
+        by_kind: dict[Kind, list[_Request]] = {}
         for request in batch:
             by_kind.setdefault(request.kind, []).append(request)
         # One statement per kind, each on its own autocommit connection, all at
@@ -373,7 +393,7 @@ class StatusWriter:
         return Committed(events, wrote.mark)
 
     async def _until_committed(
-        self, kind: JobStatus, requests: list[_Request], now: datetime
+        self, kind: Kind, requests: list[_Request], now: datetime
     ) -> list[Wrote]:
         """Write `requests` (all of one kind) until the database has taken them.
 
@@ -387,6 +407,9 @@ class StatusWriter:
             statement = partial(self._statement, kind, requests, now)
             return [await _retried(f"writing {len(requests)} {kind} transitions", statement)]
         except Exception as exc:
+            if kind == UNCLAIM:  # ids and numbers only: never refused for its data
+                log.error("giving back %d claims failed (%s); leases expire", len(requests), exc)
+                return []
             return await self._refused(kind, requests, now, exc)
 
     async def _refused(
@@ -413,11 +436,14 @@ class StatusWriter:
         async with self.engine().connect() as conn:
             return await self.sql.fail(conn, job_id, expected, error, now)
 
-    async def _statement(self, kind: JobStatus, requests: list[_Request], now: datetime) -> Wrote:
+    async def _statement(self, kind: Kind, requests: list[_Request], now: datetime) -> Wrote:
         async with self.engine().connect() as conn:
             if kind is JobStatus.RUNNING:
                 ids = list({request.job_id for request in requests})
                 return await self.sql.claim(conn, ids, now)
+            if kind == UNCLAIM:
+                claims = [(request.job_id, request.attempt) for request in requests]
+                return await self.sql.unclaim(conn, claims, now)
             outcomes = [request.outcome for request in requests if request.outcome is not None]
             return await self.sql.finish(conn, kind, outcomes, now)
 

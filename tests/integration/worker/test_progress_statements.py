@@ -4,36 +4,15 @@ it finds the rows by id alone: tests/integration/worker/test_statements.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db.engine import create_engine
 from ferry.db.jobs import NewRow, create_jobs
 from ferry.db.models import Job, JobStatus, utcnow
 from ferry.db.transitions import ProgressReport, statements_for
-from ferry.migrate import upgrade
-from ferry.settings import Settings
 from tests.support.jobs import force_status, new_tenant
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, engine: AsyncEngine, tmp_path: Path
-) -> AsyncIterator[AsyncEngine]:
-    if request.param == "postgresql":
-        yield engine
-        return
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ferry.db'}"
-    await asyncio.to_thread(upgrade, url)  # alembic runs its own event loop
-    sqlite = create_engine(Settings(database_url=url))
-    yield sqlite
-    await sqlite.dispose()
 
 
 async def test_a_report_is_stored_on_its_running_attempt_only(db: AsyncEngine) -> None:

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.models import new_mark, utcnow
-from ferry.db.transitions import _CLAIM, _COMPLETE, _FAIL, _PROGRESS, _RETRY
+from ferry.db.transitions import _CLAIM, _COMPLETE, _FAIL, _PROGRESS, _RETRY, _UNCLAIM
 
 
 async def test_no_statement_reads_the_status_index_on_stale_statistics(engine: AsyncEngine) -> None:
@@ -31,6 +31,7 @@ async def test_no_statement_reads_the_status_index_on_stale_statistics(engine: A
             _COMPLETE: (ids, none, now, mark),
             _FAIL: (ids, none, now, mark),
             _RETRY: (ids, none, [now] * len(ids), now, mark),
+            _UNCLAIM: (ids, [1] * len(ids), now, mark),
             _PROGRESS: (ids, [1] * len(ids), [0.5] * len(ids), ["m"] * len(ids)),
         }
         for sql, params in statements.items():

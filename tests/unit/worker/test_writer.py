@@ -82,6 +82,12 @@ class FakeStatements:
             raise Refused("value too long for type character varying(2000)")
         return Wrote(FAILED, {job_id: Finished("t", 1)}, None, error)
 
+    async def unclaim(self, conn: Any, claims: list[tuple[uuid.UUID, int]], now: datetime) -> Wrote:
+        ids = [job_id for job_id, _ in claims]
+        self._run("unclaim", ids)
+        self.unclaimed = claims
+        return Wrote(JobStatus.PENDING, {i: Finished("t", 0) for i in ids if i not in self.ended})
+
     async def progress(self, conn: Any, reports: list[ProgressReport]) -> dict[uuid.UUID, str]:
         self.calls.append(("progress", [report.job_id for report in reports]))
         self.reports.append(reports)
@@ -105,23 +111,34 @@ def loop() -> Iterator[BackgroundLoop]:
     background.stop()
 
 
-def write(
-    loop: BackgroundLoop, statements: FakeStatements, outcomes: list[Outcome]
-) -> tuple[dict[uuid.UUID, JobStatus | None], list[Committed]]:
-    """Hand `outcomes` to a writer in one tick; what each was recorded as, and the events."""
-    published: list[Committed] = []
+def started_writer(
+    loop: BackgroundLoop,
+    statements: FakeStatements,
+    published: list[Committed],
+    tick_ms: int = 50,
+) -> StatusWriter:
+    """A writer on `loop` that publishes into `published`; `tick_ms` lets a tick fill up."""
 
     async def on_commit(committed: list[Committed]) -> None:
         published.extend(committed)
 
     engine = FakeEngine()
     writer = StatusWriter(
-        loop, lambda: engine, batch_size=100, tick_ms=200, on_commit=on_commit,  # type: ignore[arg-type, return-value]
+        loop, lambda: engine, batch_size=100, tick_ms=tick_ms, on_commit=on_commit,  # type: ignore[arg-type, return-value]
         statements=statements,
     )  # fmt: skip
     loop.add_service(writer.run)
     loop.add_service(writer.publish_events)
     loop.start()
+    return writer
+
+
+def write(
+    loop: BackgroundLoop, statements: FakeStatements, outcomes: list[Outcome]
+) -> tuple[dict[uuid.UUID, JobStatus | None], list[Committed]]:
+    """Hand `outcomes` to a writer in one tick; what each was recorded as, and the events."""
+    published: list[Committed] = []
+    writer = started_writer(loop, statements, published, tick_ms=200)
     recorded: dict[uuid.UUID, JobStatus | None] = {}
     done = threading.Semaphore(0)
 
@@ -172,20 +189,9 @@ def test_a_lost_connection_is_retried_not_split(loop: BackgroundLoop) -> None:
 
 def test_a_refused_claim_fails_its_job_and_answers_none(loop: BackgroundLoop) -> None:
     published: list[Committed] = []
-
-    async def on_commit(committed: list[Committed]) -> None:
-        published.extend(committed)
-
     good, bad = uuid.uuid4(), uuid.uuid4()
     statements = FakeStatements(refused={bad})
-    engine = FakeEngine()
-    writer = StatusWriter(
-        loop, lambda: engine, batch_size=100, tick_ms=100, on_commit=on_commit,  # type: ignore[arg-type, return-value]
-        statements=statements,
-    )  # fmt: skip
-    loop.add_service(writer.run)
-    loop.add_service(writer.publish_events)
-    loop.start()
+    writer = started_writer(loop, statements, published, tick_ms=100)
     answers: dict[uuid.UUID, object] = {}
     threads = [
         threading.Thread(target=lambda i=i: answers.__setitem__(i, writer.claim(i)))
@@ -269,6 +275,45 @@ class Wrapped(Exception):
     def __init__(self, orig: Exception) -> None:
         super().__init__(f"(wrapped) {orig}\n[SQL: UPDATE jobs SET result = $1]")
         self.orig = orig
+
+
+def test_claims_sent_without_waiting_are_one_statement_and_answered_by_callback(
+    loop: BackgroundLoop,
+) -> None:
+    statements = FakeStatements()
+    writer = started_writer(loop, statements, [])
+    ids = [uuid.uuid4() for _ in range(5)]
+    answered: dict[uuid.UUID, ClaimedJob | None] = {}
+    done = threading.Semaphore(0)
+
+    def then(job_id: uuid.UUID, job: ClaimedJob | None) -> None:
+        answered[job_id] = job
+        done.release()
+
+    for job_id in ids:  # one fetch's messages, in one tick
+        writer.claim_then(job_id, partial(then, job_id))
+    for _ in ids:
+        assert done.acquire(timeout=10)
+    [(name, claimed)] = statements.calls
+    assert (name, sorted(claimed)) == ("claim", sorted(ids))
+    assert {job_id: job.id if job else None for job_id, job in answered.items()} == {
+        job_id: job_id for job_id in ids
+    }
+
+
+def test_claims_given_back_are_pending_again_once_their_events_are_published(
+    loop: BackgroundLoop,
+) -> None:
+    given_back, ended = uuid.uuid4(), uuid.uuid4()
+    statements = FakeStatements(ended={ended})
+    published: list[Committed] = []
+    writer = started_writer(loop, statements, published)
+    claims = [ClaimedJob(job_id, "t", "sleep", {}, 2, 3) for job_id in (given_back, ended)]
+    assert writer.unclaim(claims) == [JobStatus.PENDING, None]
+    assert statements.unclaimed == [(given_back, 2), (ended, 2)]  # guarded by the attempt
+    # Published before the call returns: the message goes back to the queue only then.
+    [event] = [e for part in published for e in part.events if isinstance(e, JobEvent)]
+    assert (event.job_id, event.status, event.attempts) == (given_back, JobStatus.PENDING, 0)
 
 
 @pytest.mark.parametrize(
