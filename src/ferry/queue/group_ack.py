@@ -20,9 +20,9 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 import redis
@@ -44,6 +44,20 @@ for i = 3, #ARGV do
     end
 end
 """
+
+
+class FetchHooks(Protocol):
+    """What a worker is told of the messages its consumers fetch and give back."""
+
+    def fetched(self, message: dramatiq.MessageProxy) -> None:
+        """On the consumer's thread, as it hands `message` to the worker threads."""
+
+    def requeueing(self, messages: list[dramatiq.MessageProxy]) -> None:
+        """Blocking, before messages no thread took return to the queue (at shutdown)."""
+
+    def wanted(self) -> int:
+        """How many messages a consumer should hold (it fetches no fewer than its
+        prefetch)."""
 
 
 class AckHold:
@@ -88,6 +102,28 @@ class GroupAckConsumer(_RedisConsumer):
         self._pending: deque[str] = deque()  # appends and pops are thread-safe
         self._sending = threading.Lock()
         self._send_scheduled = False
+
+    @property
+    def prefetch(self) -> int:
+        hooks = self.broker.fetch_hooks
+        return self._prefetch if hooks is None else max(self._prefetch, hooks.wanted())
+
+    @prefetch.setter
+    def prefetch(self, value: int) -> None:
+        self._prefetch = value
+
+    def __next__(self) -> dramatiq.MessageProxy | None:
+        message: dramatiq.MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        hooks = self.broker.fetch_hooks
+        if message is not None and hooks is not None:
+            hooks.fetched(message)
+        return message
+
+    def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
+        messages = list(messages)
+        if (hooks := self.broker.fetch_hooks) is not None:
+            hooks.requeueing(messages)
+        super().requeue(messages)  # type: ignore[no-untyped-call]
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         message_id = message.options["redis_message_id"]
@@ -151,6 +187,7 @@ class GroupAckRedisBroker(RedisBroker):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)  # type: ignore[no-untyped-call]
         self.holds: dict[str, AckHold] = {}  # Redis message id -> its hold
+        self.fetch_hooks: FetchHooks | None = None  # set by a worker process
         self._maintain_now = False
 
     @property

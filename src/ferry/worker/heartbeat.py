@@ -24,6 +24,7 @@ from ferry.db.models import Job, JobStatus, utcnow
 from ferry.jobs import agreement
 from ferry.jobs.registry import REGISTRY, digests
 from ferry.observability.metrics import INSTANCE
+from ferry.worker.claims_ahead import ClaimsAhead
 from ferry.worker.running import RunningJobs
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,17 @@ log = logging.getLogger(__name__)
 
 class Heartbeat:
     def __init__(
-        self, engine: Callable[[], AsyncEngine], running: RunningJobs, interval_ms: int
+        self,
+        engine: Callable[[], AsyncEngine],
+        running: RunningJobs,
+        interval_ms: int,
+        claims: ClaimsAhead | None = None,
     ) -> None:
+        """`claims`: jobs claimed ahead and not started yet, whose leases are renewed too."""
         self.engine = engine
         self.running = running
         self.interval = interval_ms / 1000
+        self.claims = claims
 
     async def run(self) -> None:
         while True:
@@ -47,6 +54,8 @@ class Heartbeat:
 
     async def beat(self) -> None:
         ids = self.running.ids()
+        if self.claims is not None:
+            ids += self.claims.ids()
         if not ids:
             return
         statement = (
@@ -59,6 +68,8 @@ class Heartbeat:
         async with self.engine().begin() as conn:
             alive = set((await conn.scalars(statement)).all())
         gone = set(ids) - alive
+        if gone and self.claims is not None:
+            self.claims.abort(gone)
         if gone:
             for job_id in self.running.abort(gone):
                 log.info("job %s is no longer RUNNING (cancelled?): aborting it", job_id)

@@ -57,18 +57,16 @@ class JobLifecycle(dramatiq.Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if message.queue_name != JOBS_QUEUE:
             return
-        # An async job waits for a slot before its claim: its lease starts only once
-        # it can run (ferry.worker.async_jobs).
-        slot = self.services.async_jobs.reserve() if _is_async(message.actor_name) else None
-        self._per_thread.slot = slot
-        try:
-            job = self.services.writer.claim(uuid.UUID(message.args[0]))
-        except BaseException:
-            self._free_slot()
-            raise
+        claim = self.services.claims.take(message)
+        if claim is not None:  # sent as the message was fetched (ferry.worker.claims_ahead)
+            self._per_thread.slot = None
+            job = claim.wait()
+        else:
+            job = self._claim(message)
         if job is None:
             log.debug("job %s is no longer PENDING; skipping its message", message.args[0])
             raise SkipMessage()
+        self.services.claims.started()
         # Due when sent, or at its eta if delayed (both ms since the epoch).
         due_ms = max(message.message_timestamp, message.options.get("eta", 0))
         recorder.observe(
@@ -81,6 +79,17 @@ class JobLifecycle(dramatiq.Middleware):
         job_ids.set((str(job.id), job.tenant_id))  # on this thread's log records
         self._per_thread.started = time.monotonic()
 
+    def _claim(self, message: Any) -> ClaimedJob | None:
+        # An async job waits for a slot before its claim: its lease starts only once
+        # it can run (ferry.worker.async_jobs).
+        slot = self.services.async_jobs.reserve() if _is_async(message.actor_name) else None
+        self._per_thread.slot = slot
+        try:
+            return self.services.writer.claim(uuid.UUID(message.args[0]))
+        except BaseException:
+            self._free_slot()
+            raise
+
     def after_process_message(
         self,
         broker: dramatiq.Broker,
@@ -89,6 +98,7 @@ class JobLifecycle(dramatiq.Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        self.services.claims.free()
         job = take_current_job()
         stored = take_result()  # the actor's `result` is None (ferry.worker.running)
         handed = take_handover()
@@ -175,6 +185,7 @@ class JobLifecycle(dramatiq.Middleware):
                 hold.release()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.services.claims.free()
         set_current_job(None)
         self._free_slot()
         self._release(message)

@@ -28,6 +28,7 @@ from ferry.queue.group_ack import GroupAckRedisBroker
 from ferry.redis_client import connect
 from ferry.settings import Settings
 from ferry.worker.async_jobs import AsyncJobs
+from ferry.worker.claims_ahead import ClaimsAhead
 from ferry.worker.heartbeat import Heartbeat, keep_alive
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.malloc import limit_arenas
@@ -62,6 +63,7 @@ class WorkerServices(dramatiq.Middleware):
         self.recovery: Recovery | None = None
         self.feeder: Feeder | None = None  # on the fair broker
         self.async_jobs = AsyncJobs(settings.async_jobs_per_worker, RUNNING)
+        self.claims = ClaimsAhead(self.writer)  # fed by the Redis broker's consumers
 
     def engine(self) -> AsyncEngine:
         if self._engine is None:
@@ -85,10 +87,14 @@ class WorkerServices(dramatiq.Middleware):
             self._redis = connect(self.settings.redis_url)
         if self._redis is not None:
             self._start_redis_services(broker, self._redis)
+        if isinstance(broker, GroupAckRedisBroker):
+            self.claims.threads = worker.worker_threads
+            broker.fetch_hooks = self.claims
         self.recovery = Recovery(self.engine, broker, self.settings, self.events)
         self.loop.add_service(self.writer.run)
         self.loop.add_service(self.writer.publish_events)
-        self.loop.add_service(Heartbeat(self.engine, RUNNING, self.settings.heartbeat_ms).run)
+        heartbeat = Heartbeat(self.engine, RUNNING, self.settings.heartbeat_ms, self.claims)
+        self.loop.add_service(heartbeat.run)
         self.loop.add_service(self.recovery.run)
         self.loop.on_stop(self._close)
         self.loop.start()

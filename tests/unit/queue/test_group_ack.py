@@ -268,3 +268,62 @@ def test_a_hold_released_on_a_thread_sends_the_ack_from_that_thread(
     assert script.calls == []
     hold.release()
     assert script.calls == [["r0"]]
+
+
+# -- what the worker is told ---------------------------------------------------------
+
+
+class Hooks:
+    def __init__(self, wanted: int) -> None:
+        self._wanted = wanted
+        self.seen: list[str] = []
+
+    def fetched(self, message: dramatiq.MessageProxy) -> None:
+        self.seen.append(f"fetched {message.options['redis_message_id']}")
+
+    def requeueing(self, messages: list[dramatiq.MessageProxy]) -> None:
+        self.seen.append(f"requeueing {len(messages)}")
+
+    def wanted(self) -> int:
+        return self._wanted
+
+
+def test_the_worker_hears_of_each_fetched_message_and_of_requeues_before_they_happen(
+    consumer: GroupAckConsumer, broker: GroupAckRedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hooks = broker.fetch_hooks = Hooks(wanted=0)
+    fetched = messages(consumer, 2)
+    batches = iter([[message.encode() for message in sent(fetched)], []])
+    monkeypatch.setattr(broker, "do_fetch", lambda queue, count: next(batches))
+    got = [consumer.__next__() for _ in fetched]
+    assert [message and message.options["redis_message_id"] for message in got] == ["r0", "r1"]
+    assert consumer.__next__() is None  # nothing more: nothing told
+    monkeypatch.setattr(
+        broker, "do_requeue", lambda queue, *ids: hooks.seen.append(f"requeued {len(ids)}")
+    )
+    consumer.requeue(iter(fetched))
+    assert hooks.seen == ["fetched r0", "fetched r1", "requeueing 2", "requeued 2"]
+
+
+def test_a_consumer_fetches_what_the_worker_wants_and_never_less_than_dramatiq(
+    consumer: GroupAckConsumer, broker: GroupAckRedisBroker
+) -> None:
+    assert consumer.prefetch == 100  # as created: no worker told it anything
+    broker.fetch_hooks = Hooks(wanted=160)
+    assert consumer.prefetch == 160
+    broker.fetch_hooks = Hooks(wanted=40)
+    assert consumer.prefetch == 100
+
+
+def sent(fetched: list[dramatiq.MessageProxy]) -> list[dramatiq.Message]:  # type: ignore[type-arg]
+    """Real messages with the Redis ids of `fetched`, as the fetch script returns them."""
+    return [
+        dramatiq.Message(
+            queue_name=QUEUE,
+            actor_name="a",
+            args=(),
+            kwargs={},
+            options={"redis_message_id": message.options["redis_message_id"]},
+        )
+        for message in fetched
+    ]

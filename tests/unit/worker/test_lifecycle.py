@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +19,7 @@ from ferry.jobs.registry import REGISTRY, job
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.settings import Settings
 from ferry.worker.async_jobs import AsyncRun, Slot, hand_over
+from ferry.worker.claims_ahead import ClaimsAhead
 from ferry.worker.lifecycle import JobLifecycle
 from ferry.worker.running import set_result
 
@@ -29,8 +30,16 @@ class Writer:
     def __init__(self, claimable: bool = True) -> None:
         self.claimable = claimable
         self.finished: list[Outcome] = []
+        self.claimed: list[uuid.UUID] = []  # on the worker thread, one at a time
 
     def claim(self, job_id: uuid.UUID) -> ClaimedJob | None:
+        self.claimed.append(job_id)
+        return self._claimed(job_id)
+
+    def claim_then(self, job_id: uuid.UUID, then: Callable[[ClaimedJob | None], None]) -> None:
+        then(self._claimed(job_id))  # committed at once
+
+    def _claimed(self, job_id: uuid.UUID) -> ClaimedJob | None:
         if not self.claimable:
             return None
         return ClaimedJob(job_id, "t", "lc_async", {}, 1, 3, retry_base_ms=7, retry_cap_ms=9)
@@ -79,8 +88,13 @@ def types() -> Iterator[None]:
     REGISTRY.pop("lc_sync")
 
 
-def lifecycle(writer: Writer, jobs: Jobs, sender: Sender | None = None) -> JobLifecycle:
-    services = SimpleNamespace(writer=writer, async_jobs=jobs, feeder=None)
+def lifecycle(
+    writer: Writer, jobs: Jobs, sender: Sender | None = None, threads: int = 0
+) -> JobLifecycle:
+    """`threads`: the worker threads the claims ahead count on (none: every message is
+    claimed by the thread that takes it)."""
+    claims = ClaimsAhead(writer, threads)  # type: ignore[arg-type]
+    services = SimpleNamespace(writer=writer, async_jobs=jobs, feeder=None, claims=claims)
     return JobLifecycle(Settings(), services, sender or Sender())  # type: ignore[arg-type]
 
 
@@ -152,3 +166,26 @@ def test_a_handed_over_async_job_keeps_its_slot_and_is_recorded_when_it_ends() -
     slot.release()
     done({"n": 1}, None)
     assert [(o.status, o.result) for o in writer.finished] == [(JobStatus.COMPLETED, {"n": 1})]
+
+
+def test_a_message_claimed_as_it_was_fetched_runs_without_a_claim_of_its_thread() -> None:
+    writer, jobs = Writer(), Jobs()
+    middleware = lifecycle(writer, jobs, threads=1)
+    msg = message("lc_sync")
+    middleware.services.claims.fetched(msg)
+    middleware.before_process_message(BROKER, msg)  # type: ignore[arg-type]
+    assert writer.claimed == []  # it was claimed ahead
+    middleware.after_process_message(BROKER, msg)  # type: ignore[arg-type]
+    assert [o.job_id for o in writer.finished] == [uuid.UUID(msg.args[0])]
+
+
+def test_a_job_cancelled_while_its_claim_waited_is_skipped() -> None:
+    writer, jobs = Writer(), Jobs()
+    middleware = lifecycle(writer, jobs, threads=1)
+    msg = message("lc_sync")
+    middleware.services.claims.fetched(msg)
+    middleware.services.claims.abort({uuid.UUID(msg.args[0])})  # seen by the heartbeat
+    with pytest.raises(SkipMessage):
+        middleware.before_process_message(BROKER, msg)  # type: ignore[arg-type]
+    middleware.after_skip_message(BROKER, msg)  # type: ignore[arg-type]
+    assert writer.claimed == [] and writer.finished == []

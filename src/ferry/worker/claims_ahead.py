@@ -1,0 +1,196 @@
+"""Claims sent as messages are fetched, so that no worker thread waits for its own.
+
+Dramatiq's consumer fetches messages ahead of the worker threads; a thread that
+claims its job only once it takes the message waits a whole write for it. Here
+the consumer's thread submits each message's claim as it is fetched, and the
+writer claims what one fetch brought in one statement: the thread that takes
+the message finds its job claimed, or waits for the rest of that write.
+
+A job claimed ahead is RUNNING already, so it must not wait behind long jobs for
+a thread: one claim is sent ahead per thread not running a job, none while all
+are busy. Only while the jobs are short (they typically take less than a write,
+`SHORT_JOB_S`) are `AHEAD_PER_SHORT_IDLE_THREAD` sent per idle thread, so that a
+thread finds its next claims made. Messages fetched beyond that wait their turn
+in fetch order (the order the threads take them in) and are claimed as threads
+come free, or by the thread that takes one first. The consumer fetches as many
+as that needs (`wanted`), and never fewer than Dramatiq would.
+Async handlers' messages are claimed when taken too: their thread waits for a
+slot on the job loop before the claim (`ferry.worker.async_jobs`).
+
+A job claimed ahead and not taken yet has its lease renewed by the heartbeat,
+and a cancel marks it, so that the thread that takes it skips it. When the
+worker stops, Dramatiq returns the messages its threads never took to the
+queue; their claims are given back first (PENDING again, the attempt not
+counted), so that another worker claims them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from ferry.db.transitions import ClaimedJob
+from ferry.jobs.registry import REGISTRY
+from ferry.queue.messages import JOBS_QUEUE
+from ferry.worker.writer import StatusWriter
+
+log = logging.getLogger(__name__)
+
+# A write takes a few milliseconds: a thread that runs jobs shorter than that must
+# find its next few claims made.
+SHORT_JOB_S = 0.01
+AHEAD_PER_SHORT_IDLE_THREAD = 4
+TYPICAL_WEIGHT = 0.05  # of the latest job in the moving average of job lengths
+
+
+class Claim:
+    """One claim sent ahead: its job once committed (None if it was not claimable), until
+    a thread takes it."""
+
+    __slots__ = ("_ready", "aborted", "job", "taken")
+
+    def __init__(self) -> None:
+        self.job: ClaimedJob | None = None
+        self.taken = False
+        self.aborted = False  # cancelled (or deleted) while it waited
+        self._ready = threading.Lock()
+        self._ready.acquire()
+
+    def set(self, job: ClaimedJob | None) -> None:
+        self.job = job
+        self._ready.release()
+
+    def wait(self) -> ClaimedJob | None:
+        """The claimed job, None if the claim failed or the job was cancelled since."""
+        with self._ready:
+            return None if self.aborted else self.job
+
+
+class ClaimsAhead:
+    def __init__(self, writer: StatusWriter, threads: int = 0) -> None:
+        """`threads`: the worker threads that take messages (set at the worker's boot)."""
+        self.writer = writer
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._sent: dict[str, Claim] = {}  # Redis message id -> its claim, until taken
+        self._queued: dict[str, Any] = {}  # fetched, to be claimed in this order
+        self._waiting: dict[uuid.UUID, Claim] = {}  # claimed jobs no thread took yet
+        # Threads that took a message -> when its job started (None: not yet).
+        self._busy: dict[int, float | None] = {}
+        self.typical_s = float("inf")  # how long a job takes: unknown, so long
+
+    # -- the consumer's thread ---------------------------------------------------------
+
+    def fetched(self, message: Any) -> None:
+        """Claim `message`'s job now, or once there is room ahead of the threads."""
+        if _claimable_ahead(message):
+            with self._lock:
+                self._queued[message.options["redis_message_id"]] = message
+            self._send()
+
+    def _send(self) -> None:
+        """Send the claims of queued messages while there are threads to take them."""
+        with self._lock:
+            room = min(len(self._queued), self._ahead() - len(self._sent))
+            if room <= 0:
+                return
+            sending = []
+            for _ in range(room):
+                message_id, message = next(iter(self._queued.items()))
+                del self._queued[message_id]
+                claim = self._sent[message_id] = Claim()
+                sending.append((uuid.UUID(message.args[0]), claim))
+        for job_id, claim in sending:
+            self.writer.claim_then(job_id, partial(self._claimed, claim))
+
+    def _ahead(self) -> int:
+        idle = self.threads - len(self._busy)
+        return idle * AHEAD_PER_SHORT_IDLE_THREAD if self.typical_s < SHORT_JOB_S else idle
+
+    def wanted(self) -> int:
+        """How many messages the consumer should hold: one per thread, and the claims
+        ahead."""
+        return self.threads + self._ahead()
+
+    def _claimed(self, claim: Claim, job: ClaimedJob | None) -> None:
+        # On the writer's loop, once the claim is committed.
+        with self._lock:
+            if job is not None and not claim.taken:
+                self._waiting[job.id] = claim
+        claim.set(job)
+
+    # -- worker threads ------------------------------------------------------------------
+
+    def take(self, message: Any) -> Claim | None:
+        """The claim sent for `message`, if one was (else the caller claims it). This thread
+        takes no other message until `free()`."""
+        message_id = message.options.get("redis_message_id")
+        self._busy[threading.get_ident()] = None
+        with self._lock:
+            claim = self._sent.pop(message_id, None)
+            if claim is None:
+                self._queued.pop(message_id, None)
+                return None
+            claim.taken = True
+            if claim.job is not None:
+                self._waiting.pop(claim.job.id, None)
+        self._send()
+        return claim
+
+    def started(self) -> None:
+        """This thread's job starts (claimed): how long it runs tells whether jobs are short."""
+        self._busy[threading.get_ident()] = time.monotonic()
+
+    def free(self) -> None:
+        """This thread is done with its message."""
+        since = self._busy.pop(threading.get_ident(), None)
+        if since is not None:
+            took = time.monotonic() - since
+            typical = took if self.typical_s == float("inf") else self.typical_s
+            self.typical_s = typical + TYPICAL_WEIGHT * (took - typical)
+        if self._queued:
+            self._send()
+
+    # -- the heartbeat ---------------------------------------------------------------------
+
+    def ids(self) -> list[uuid.UUID]:
+        """The jobs claimed ahead that no thread took yet: their leases need renewing."""
+        with self._lock:
+            return list(self._waiting)
+
+    def abort(self, job_ids: Iterable[uuid.UUID]) -> None:
+        """These jobs are no longer RUNNING: whichever thread takes one skips it."""
+        with self._lock:
+            for job_id in job_ids:
+                if (claim := self._waiting.pop(job_id, None)) is not None:
+                    claim.aborted = True
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def requeueing(self, messages: Iterable[Any]) -> None:
+        """Blocking: give back the claims of messages about to return to the queue."""
+        with self._lock:
+            ids = [message.options.get("redis_message_id") for message in messages]
+            for message_id in ids:
+                self._queued.pop(message_id, None)
+            claims = [claim for message_id in ids if (claim := self._sent.pop(message_id, None))]
+        jobs = [job for claim in claims if (job := claim.wait()) is not None]
+        with self._lock:
+            for job in jobs:
+                self._waiting.pop(job.id, None)
+        if jobs:
+            given_back = self.writer.unclaim(jobs)
+            log.info("gave back %d claims of jobs whose messages return to the queue",
+                     sum(status is not None for status in given_back))  # fmt: skip
+
+
+def _claimable_ahead(message: Any) -> bool:
+    if message.queue_name != JOBS_QUEUE or "eta" in message.options:
+        return False
+    job_type = REGISTRY.get(message.actor_name)
+    return job_type is not None and not job_type.is_async

@@ -1,0 +1,217 @@
+"""Claims sent as messages are fetched (`ferry.worker.claims_ahead`), without servers: the
+writer is a fake that keeps each claim's callback until the test commits it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ferry.db.models import JobStatus
+from ferry.db.transitions import ClaimedJob
+from ferry.jobs.registry import REGISTRY, job
+from ferry.queue.messages import JOBS_QUEUE
+from ferry.worker import claims_ahead
+from ferry.worker.claims_ahead import AHEAD_PER_SHORT_IDLE_THREAD, ClaimsAhead
+
+Then = Callable[[ClaimedJob | None], None]
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.sent: dict[uuid.UUID, Then] = {}  # claims not committed yet, in order
+        self.unclaimed: list[list[ClaimedJob]] = []
+
+    def claim_then(self, job_id: uuid.UUID, then: Then) -> None:
+        self.sent[job_id] = then
+
+    def commit(self, claimable: bool = True) -> list[ClaimedJob]:
+        """Commit every claim sent so far: the jobs claimed."""
+        sent, self.sent = self.sent, {}
+        claimed = []
+        for job_id, then in sent.items():
+            job = ClaimedJob(job_id, "t", "ca_sync", {}, 1, 3) if claimable else None
+            then(job)
+            claimed += [job] if job else []
+        return claimed
+
+    def unclaim(self, jobs: list[ClaimedJob]) -> list[JobStatus | None]:
+        self.unclaimed.append(jobs)
+        return [JobStatus.PENDING] * len(jobs)
+
+
+@pytest.fixture(autouse=True)
+def types() -> Iterator[None]:
+    @job("ca_sync")
+    def ca_sync(payload: dict[str, Any]) -> None: ...
+
+    @job("ca_async")
+    async def ca_async(payload: dict[str, Any]) -> None: ...
+
+    yield
+    REGISTRY.pop("ca_sync")
+    REGISTRY.pop("ca_async")
+
+
+def fetched(count: int, actor: str = "ca_sync", **options: Any) -> list[Any]:
+    return [
+        SimpleNamespace(
+            queue_name=JOBS_QUEUE,
+            actor_name=actor,
+            args=[str(uuid.uuid4())],
+            options={"redis_message_id": f"r{uuid.uuid4().hex}", **options},
+        )
+        for _ in range(count)
+    ]
+
+
+def job_id(message: Any) -> uuid.UUID:
+    return uuid.UUID(message.args[0])
+
+
+def on_thread(fn: Callable[[], Any]) -> Any:
+    """`fn()` on a thread of its own (the claims count busy threads by identity)."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
+    thread.start()
+    thread.join(5)
+    return result[0]
+
+
+def short_jobs(claims: ClaimsAhead) -> None:
+    claims.typical_s = claims_ahead.SHORT_JOB_S / 2
+
+
+def test_one_claim_per_idle_thread_until_jobs_are_known_to_be_short() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=2)  # type: ignore[arg-type]
+    messages = fetched(12)
+    for message in messages:
+        claims.fetched(message)
+    # Nothing is known of the jobs yet: as many claims as threads to take them.
+    assert list(writer.sent) == [job_id(message) for message in messages[:2]]
+    short_jobs(claims)
+    claims.fetched(more := fetched(1)[0])
+    ahead = 2 * AHEAD_PER_SHORT_IDLE_THREAD
+    assert list(writer.sent) == [job_id(m) for m in [*messages, more][:ahead]]  # fetch order
+    assert claims.wanted() == 2 + ahead
+
+
+def test_busy_threads_leave_no_claim_ahead_until_one_is_free() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=1)  # type: ignore[arg-type]
+    first, second = fetched(2)
+    claims.fetched(first)
+    assert list(writer.sent) == [job_id(first)]
+    writer.commit()
+    done = threading.Event()
+    go = threading.Event()
+
+    def run() -> None:
+        claim = claims.take(first)
+        assert claim is not None and claim.wait() is not None
+        claims.started()  # its job runs
+        claims.fetched(second)
+        done.set()
+        assert go.wait(5)
+        claims.free()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert done.wait(5)
+    assert writer.sent == {}  # the second waits: it would wait behind a running job
+    assert claims.wanted() == 1
+    go.set()
+    thread.join(5)
+    assert list(writer.sent) == [job_id(second)]  # claimed once the thread came free
+
+
+def test_a_message_taken_before_its_claim_was_sent_is_the_takers_to_claim() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=1)  # type: ignore[arg-type]
+    first, second, third = fetched(3)
+    for message in (first, second, third):
+        claims.fetched(message)
+    assert claims.take(second) is None  # not claimed ahead: the thread claims it
+    claims.free()
+    assert list(writer.sent) == [job_id(first)]
+
+    def take_first() -> bool:
+        taken = claims.take(first)
+        claims.free()
+        return taken is not None
+
+    assert on_thread(take_first)
+    # The room `first` left goes to `third`; `second` is never claimed twice.
+    assert list(writer.sent) == [job_id(first), job_id(third)]
+
+
+def test_async_jobs_and_delayed_messages_are_not_claimed_ahead() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=4)  # type: ignore[arg-type]
+    for message in (*fetched(1, "ca_async"), *fetched(1, eta=1), *fetched(1, "unknown")):
+        claims.fetched(message)
+        assert claims.take(message) is None
+    assert writer.sent == {}
+
+
+def test_a_claim_waits_for_its_commit_and_says_when_the_job_was_not_claimable() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=2)  # type: ignore[arg-type]
+    claimable, gone = fetched(2)
+    claims.fetched(claimable)
+    [claimable_id] = writer.sent
+    claim = claims.take(claimable)
+    assert claim is not None
+    waited: list[Any] = []
+    thread = threading.Thread(target=lambda: waited.append(claim and claim.wait()))
+    thread.start()
+    thread.join(0.05)
+    assert waited == []  # not committed yet
+    writer.commit()
+    thread.join(5)
+    assert [job.id for job in waited] == [claimable_id]
+    claims.fetched(gone)
+    writer.commit(claimable=False)  # cancelled or deleted meanwhile
+    claim = claims.take(gone)
+    assert claim is not None and claim.wait() is None
+    assert claims.ids() == []
+
+
+def test_waiting_claims_are_renewed_and_a_cancelled_one_is_skipped() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=2)  # type: ignore[arg-type]
+    kept, cancelled = fetched(2)
+    claims.fetched(kept)
+    claims.fetched(cancelled)
+    writer.commit()
+    assert sorted(claims.ids()) == sorted([job_id(kept), job_id(cancelled)])
+    claims.abort({job_id(cancelled)})  # the heartbeat found it no longer RUNNING
+    assert claims.ids() == [job_id(kept)]
+    taken = claims.take(cancelled)
+    assert taken is not None and taken.wait() is None  # its thread skips it
+    taken = claims.take(kept)
+    assert taken is not None and taken.wait() is not None
+    assert claims.ids() == []  # running now: the running jobs' lease is renewed instead
+
+
+def test_messages_returned_to_the_queue_give_their_claims_back_first() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=3)  # type: ignore[arg-type]
+    kept, returned, failed, queued = fetched(4)
+    for message in (kept, returned, failed, queued):  # `queued`: beyond the threads
+        claims.fetched(message)
+    then = writer.sent.pop(job_id(failed))
+    [kept_job, returned_job] = writer.commit()
+    then(None)  # its job was not claimable
+    claims.requeueing([returned, failed, queued])
+    assert writer.unclaimed == [[returned_job]]  # only what this worker claimed
+    assert claims.ids() == [kept_job.id]  # still this worker's to run
+    assert claims.take(queued) is None
+    taken = claims.take(kept)
+    assert taken is not None and taken.wait() == kept_job
+    assert writer.sent == {}  # the returned messages are never claimed again here
