@@ -7,9 +7,10 @@ writer claims what one fetch brought in one statement: the thread that takes
 the message finds its job claimed, or waits for the rest of that write.
 
 A job claimed ahead is RUNNING already, so it must not wait behind long jobs for
-a thread: one claim is sent ahead per thread not running a job, none while all
-are busy. Only while the jobs are short (they typically take less than a write,
-`SHORT_JOB_S`) are `AHEAD_PER_SHORT_IDLE_THREAD` sent per idle thread, so that a
+a thread: one claim is sent ahead per thread that has taken no message, none
+while all have. Only while the jobs are short (they typically take less than a
+write, `SHORT_JOB_S`) are `AHEAD_PER_SHORT_IDLE_THREAD` sent per thread not
+running a job (one waiting for its claim runs a short job next), so that a
 thread finds its next claims made. Messages fetched beyond that wait their turn
 in fetch order (the order the threads take them in) and are claimed as threads
 come free, or by the thread that takes one first. The consumer fetches as many
@@ -80,8 +81,8 @@ class ClaimsAhead:
         self._sent: dict[str, Claim] = {}  # Redis message id -> its claim, until taken
         self._queued: dict[str, Any] = {}  # fetched, to be claimed in this order
         self._waiting: dict[uuid.UUID, Claim] = {}  # claimed jobs no thread took yet
-        # Threads that took a message -> when its job started (None: not yet).
-        self._busy: dict[int, float | None] = {}
+        self._taken: set[int] = set()  # threads that took a message, until free()
+        self._running: dict[int, float] = {}  # those whose job started -> since when
         self.typical_s = float("inf")  # how long a job takes: unknown, so long
 
     # -- the consumer's thread ---------------------------------------------------------
@@ -109,8 +110,10 @@ class ClaimsAhead:
             self.writer.claim_then(job_id, partial(self._claimed, claim))
 
     def _ahead(self) -> int:
-        idle = self.threads - len(self._busy)
-        return idle * AHEAD_PER_SHORT_IDLE_THREAD if self.typical_s < SHORT_JOB_S else idle
+        if self.typical_s < SHORT_JOB_S:
+            # A thread waiting for its claim runs a short job next: count it idle.
+            return AHEAD_PER_SHORT_IDLE_THREAD * (self.threads - len(self._running))
+        return self.threads - len(self._taken)
 
     def wanted(self) -> int:
         """How many messages the consumer should hold: one per thread, and the claims
@@ -130,7 +133,7 @@ class ClaimsAhead:
         """The claim sent for `message`, if one was (else the caller claims it). This thread
         takes no other message until `free()`."""
         message_id = message.options.get("redis_message_id")
-        self._busy[threading.get_ident()] = None
+        self._taken.add(threading.get_ident())
         with self._lock:
             claim = self._sent.pop(message_id, None)
             if claim is None:
@@ -144,11 +147,13 @@ class ClaimsAhead:
 
     def started(self) -> None:
         """This thread's job starts (claimed): how long it runs tells whether jobs are short."""
-        self._busy[threading.get_ident()] = time.monotonic()
+        self._running[threading.get_ident()] = time.monotonic()
 
     def free(self) -> None:
         """This thread is done with its message."""
-        since = self._busy.pop(threading.get_ident(), None)
+        thread = threading.get_ident()
+        self._taken.discard(thread)
+        since = self._running.pop(thread, None)
         if since is not None:
             took = time.monotonic() - since
             typical = took if self.typical_s == float("inf") else self.typical_s
