@@ -158,6 +158,8 @@ def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
         "ferry-8": [],
         "ferry-32": [],
         "fifo-32": [],
+        "processes-1": [],
+        "processes-2": [],
     }
     for run in range(1, runs + 1):
         for scenario in results:  # interleaved, so drift hits every scenario alike
@@ -192,6 +194,9 @@ def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
         print(f"{scenario}: c/a = {row['jobs_per_s'] / bare:.2f} (goal >= 0.8), "
               f"c/b = {row['jobs_per_s'] / naive:.2f} (goal >= 3), "
               f"transitions per statement = {row['transitions_per_statement']:.1f}")  # fmt: skip
+    one, two = (table[f"processes-{count}"]["jobs_per_s"] for count in (1, 2))
+    print(f"`dramatiq actors` (32 threads): 1 worker process {one:,.0f} jobs/s, "
+          f"WORKER_PROCESSES=2 {two:,.0f}: {two / one:.2f} x (goal >= 1.6)")  # fmt: skip
     fair, fifo = table["ferry-32"]["jobs_per_s"], table["fifo-32"]["jobs_per_s"]
     print(f"fair scheduling for a tenant alone: {fair / fifo:.2f} x FIFO throughput "
           f"(cost {1 - fair / fifo:.0%}, goal < 10%)")  # fmt: skip
@@ -320,6 +325,10 @@ def endtoend(n: int, runs: int, progress: Callable[[str], None], chart: Path | N
 # The peers bench: (label, module arguments after N), interleaved in this order.
 PEERS = {
     "ferry": ("Ferry, `POST /jobs/batch` of 1,000, 1 worker x 32 threads", ("bench.e2e", "batch")),
+    "ferry-2": (
+        "Ferry, the same with `WORKER_PROCESSES=2` (2 x 32 threads)",
+        ("bench.e2e", "batch-2-workers"),
+    ),
     "pgqueuer-10": ("pgqueuer 1.6.0, `pgq run`, default `--batch-size 10`", ("bench.peers", 10)),
     "pgqueuer-50": ("pgqueuer 1.6.0, `pgq run --batch-size 50`", ("bench.peers", 50)),
 }
@@ -352,6 +361,8 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     print(f"Ferry: {ferry / table['pgqueuer-50']['jobs_per_s']:.2f} x pgqueuer at batch 50 "
           f"(goal >= 1.0; per round {rounds}), worker CPU "
           f"{table['ferry']['worker_cpu_ms_per_job']:.3f} ms/job (goal <= 0.1)")  # fmt: skip
+    print(f"WORKER_PROCESSES=2: {table['ferry-2']['jobs_per_s'] / ferry:.2f} x one process "
+          "(goal >= 1.6)")  # fmt: skip
 
 
 SCALE_ROWS = 1_000_000

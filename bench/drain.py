@@ -8,7 +8,11 @@ Dramatiq worker of 1 process (8 threads unless said) has processed all of them.
 - ferry-T: Ferry's worker with T threads: `sleep` jobs of 0 ms from PENDING to
          COMPLETED through the batching lifecycle middleware, every event published,
          fed through the tenants' queues (fair scheduling, the default);
-- fifo-T: the same with FAIR_SCHEDULING off (one shared first-in-first-out queue).
+- fifo-T: the same with FAIR_SCHEDULING off (one shared first-in-first-out queue);
+- processes-P: Ferry's worker as `just worker` runs it, `dramatiq actors` with P
+         worker processes of 32 threads (`WORKER_PROCESSES=P`); the jobs are sent
+         once the workers fetch (their boot is not timed), the clock stops when
+         PostgreSQL holds all N COMPLETED.
 Prints one JSON line: jobs/s, SQL statements per job, Redis event round trips.
 """
 
@@ -16,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,6 +34,7 @@ import dramatiq
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
+from bench.realtime import wait_for_consumer
 from bench.services import REDIS_URL, plain
 from ferry.db.jobs import Enqueued
 from ferry.db.models import JobStatus, new_job_id
@@ -36,6 +44,7 @@ from ferry.queue.sender import Sender
 from ferry.settings import Settings
 from ferry.worker.boot import install
 from ferry.worker.services import WorkerServices
+from tests.support.processes import ferry_env, worker_process
 
 THREADS = 8
 
@@ -197,6 +206,35 @@ async def _count_completed(database_url: str, ids: list[uuid.UUID]) -> int:
         await conn.close()
 
 
+def processes(n: int, namespace: str, database_url: str, count: int) -> dict[str, Any]:
+    ids = insert_pending(database_url, n)
+    env = ferry_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=REDIS_URL,
+        REDIS_NAMESPACE=namespace,
+        LOG_LEVEL="WARNING",
+    )
+    logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+    with worker_process(env, logs / "worker.log", threads=32, processes=count):
+        wait_for_consumer(namespace, count)
+        broker = build_broker(Settings(redis_url=REDIS_URL, redis_namespace=namespace))
+        start = time.perf_counter()
+        Sender(broker).send_now([Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
+        asyncio.run(_until_completed(database_url, ids))
+        elapsed = time.perf_counter() - start
+        broker.close()
+    shutil.rmtree(logs, ignore_errors=True)
+    return {"jobs_per_s": n / elapsed}
+
+
+async def _until_completed(database_url: str, ids: list[uuid.UUID]) -> None:
+    """Polls the table: the workers are other processes."""
+    done = 0
+    while done < len(ids):
+        done = await _count_completed(database_url, ids)
+        await asyncio.sleep(0.01)
+
+
 def main() -> None:
     scenario, n, namespace = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     database_url = sys.argv[4] if len(sys.argv) > 4 else ""
@@ -204,6 +242,8 @@ def main() -> None:
         result = bare(n, namespace)
     elif scenario == "naive":
         result = naive(n, namespace, database_url)
+    elif scenario.startswith("processes-"):
+        result = processes(n, namespace, database_url, int(scenario.split("-")[1]))
     else:  # ferry-<threads> (fair scheduling, the default) or fifo-<threads>
         kind, threads = scenario.split("-")
         result = ferry(n, namespace, database_url, int(threads), fair=kind == "ferry")

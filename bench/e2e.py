@@ -1,11 +1,12 @@
 """End to end, in a fresh process: `python -m bench.e2e MODE N ...`.
 
-One API process (uvicorn) and one worker process (`dramatiq`, 32 threads) on
-PostgreSQL and Redis, and a WebSocket subscriber of the tenant, all on this
-machine. The clock runs from the first create request until the subscriber
+One API process (uvicorn) and one worker process (`dramatiq`, 32 threads; two
+for batch-2-workers) on PostgreSQL and Redis, and a WebSocket subscriber of the
+tenant, all on this machine. The clock runs from the first create request until the subscriber
 has received the COMPLETED event of every job.
 - single: N jobs, one `POST /jobs` each, 32 requests in flight;
 - batch:  N jobs in `POST /jobs/batch` requests of 1,000, 2 in flight;
+- batch-2-workers: the same, with 2 worker processes (`WORKER_PROCESSES=2`);
 - naive:  the seeds' design without HTTP: per job an INSERT and a message
           (32 in flight), and a worker (1 process x 8 threads, as in
           bench/drain.py) that runs UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
@@ -166,7 +167,9 @@ async def progress(
 async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dict[str, Any]:
     # The tenant's history holds the whole run (3 events a job): a subscriber that
     # falls behind reads what it missed back instead of being told to resync.
-    with ferry_stack(namespace, database_url, EVENT_HISTORY=str(3 * n + 1000)) as (base, worker):
+    workers = 2 if mode == "batch-2-workers" else 1
+    history = str(3 * n + 1000)
+    with ferry_stack(namespace, database_url, workers, EVENT_HISTORY=history) as (base, worker):
         health = await asyncio.to_thread(httpx.get, f"{base}/health")
         api_pid = int(health.json()["instance"].rsplit(":", 1)[1])
         seen = Completions()

@@ -96,9 +96,10 @@ class Arrivals:
 
 @contextmanager
 def ferry_stack(
-    namespace: str, database_url: str, **settings: str
+    namespace: str, database_url: str, workers: int = 1, **settings: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """One API process and one worker process; yields the API's base URL and the worker."""
+    """One API process and `dramatiq` with `workers` worker processes; yields the API's base
+    URL and the `dramatiq` process."""
     logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     env = ferry_env(
         DATABASE_URL=database_url,
@@ -109,18 +110,20 @@ def ferry_stack(
     )
     with ExitStack() as stack:
         base = stack.enter_context(api_process(env, PROJECT_ROOT, logs / "api.log"))
-        worker = stack.enter_context(worker_process(env, logs / "worker.log", threads=32))
-        wait_for_consumer(namespace)
+        worker = stack.enter_context(
+            worker_process(env, logs / "worker.log", threads=32, processes=workers)
+        )
+        wait_for_consumer(namespace, workers)
         yield base, worker
 
 
-def wait_for_consumer(namespace: str, within_s: float = 60) -> None:
-    """Until a worker fetches: Dramatiq records its heartbeat on every fetch. The clock
-    of a run must not count the worker's boot."""
+def wait_for_consumer(namespace: str, workers: int = 1, within_s: float = 60) -> None:
+    """Until `workers` worker processes fetch: Dramatiq records each one's heartbeat on
+    every fetch. The clock of a run must not count the workers' boot."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         deadline = time.monotonic() + within_s
-        while not client.zcard(f"{namespace}:__heartbeats__"):
+        while client.zcard(f"{namespace}:__heartbeats__") < workers:
             if time.monotonic() > deadline:
                 raise SystemExit(f"bench: no worker fetched within {within_s:.0f} s")
             time.sleep(0.05)

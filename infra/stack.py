@@ -29,15 +29,15 @@ NGINX_CONF = Path(__file__).resolve().parent / "nginx.conf"
 STOP_TIMEOUT_S = 30
 
 
-def worker_command(threads: int) -> list[str]:
-    """`dramatiq actors` as one worker process (what `just worker` runs)."""
+def worker_command(threads: int, processes: int = 1) -> list[str]:
+    """`dramatiq actors` (what `just worker` runs): one worker process by default."""
     return [
         sys.executable,
         "-m",
         "dramatiq",
         "actors",
         "--processes",
-        "1",
+        str(processes),
         "--threads",
         str(threads),
     ]

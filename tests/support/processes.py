@@ -78,11 +78,11 @@ def api_process(
 
 @contextmanager
 def worker_process(
-    env: dict[str, str], log: Path, *, threads: int = 8
+    env: dict[str, str], log: Path, *, threads: int = 8, processes: int = 1
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`dramatiq actors` (what `just worker` runs), in the directory of its log: what
     it writes there (an email outbox without SMTP, say) stays out of the repository."""
-    with running(worker_command(threads), env, log.parent, log) as process:
+    with running(worker_command(threads, processes), env, log.parent, log) as process:
         yield process
 
 
