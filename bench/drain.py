@@ -215,15 +215,17 @@ def processes(n: int, namespace: str, database_url: str, count: int) -> dict[str
         LOG_LEVEL="WARNING",
     )
     logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
-    with worker_process(env, logs / "worker.log", threads=32, processes=count):
-        wait_for_consumer(namespace, count)
-        broker = build_broker(Settings(redis_url=REDIS_URL, redis_namespace=namespace))
-        start = time.perf_counter()
-        Sender(broker).send_now([Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
-        asyncio.run(_until_completed(database_url, ids))
-        elapsed = time.perf_counter() - start
+    broker = build_broker(Settings(redis_url=REDIS_URL, redis_namespace=namespace))
+    try:
+        with worker_process(env, logs / "worker.log", threads=32, processes=count):
+            wait_for_consumer(namespace, count)
+            start = time.perf_counter()
+            Sender(broker).send_now([Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
+            asyncio.run(_until_completed(database_url, ids))
+            elapsed = time.perf_counter() - start
+    finally:
         broker.close()
-    shutil.rmtree(logs, ignore_errors=True)
+        shutil.rmtree(logs, ignore_errors=True)
     return {"jobs_per_s": n / elapsed}
 
 

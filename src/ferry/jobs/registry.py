@@ -63,6 +63,14 @@ def backoff_ms(
 
 
 REGISTRY: dict[str, JobType] = {}
+
+
+def is_async(name: str) -> bool:
+    """Whether the registered type `name` has an async handler (False if unknown)."""
+    job_type = REGISTRY.get(name)
+    return job_type is not None and job_type.is_async
+
+
 _settings: Settings | None = None
 
 

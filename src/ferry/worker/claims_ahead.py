@@ -3,26 +3,30 @@
 Dramatiq's consumer fetches messages ahead of the worker threads; a thread that
 claims its job only once it takes the message waits a whole write for it. Here
 the consumer's thread submits each message's claim as it is fetched, and the
-writer claims what one fetch brought in one statement: the thread that takes
-the message finds its job claimed, or waits for the rest of that write.
+writer claims the claims of a fetch in one or two statements (what arrives
+while a write runs goes into the next): the thread that takes the message finds
+its job claimed, or waits for the rest of that write.
 
-A job claimed ahead is RUNNING already, so it must not wait behind long jobs for
-a thread: one claim is sent ahead per thread that has taken no message, none
-while all have. Only while the jobs are short (they typically take less than a
-write, `SHORT_JOB_S`) are `AHEAD_PER_SHORT_IDLE_THREAD` sent per thread not
-running a job (one waiting for its claim runs a short job next), so that a
-thread finds its next claims made. Messages fetched beyond that wait their turn
-in fetch order (the order the threads take them in) and are claimed as threads
-come free, or by the thread that takes one first. The consumer fetches as many
-as that needs (`wanted`), and never fewer than Dramatiq would.
+A job claimed ahead is RUNNING already, so it should not wait behind long jobs
+for a thread: one claim is sent ahead per thread that has taken no message,
+none while all have. Only while the sync jobs are short (a moving average under
+`SHORT_JOB_S`) are `AHEAD_PER_SHORT_IDLE_THREAD` sent per thread not running a
+job (one waiting for its claim runs a short job next), so that a thread finds
+its next claims made; such a claim waits a few short jobs' time, though a long
+job among short ones can keep one waiting until a thread is free. Messages
+fetched beyond that wait their turn in fetch order (the order the threads take
+them in) and are claimed as threads come free, or by the thread that takes one
+first. The consumer fetches as many as that needs (`wanted`), and never fewer
+than Dramatiq would.
 Async handlers' messages are claimed when taken too: their thread waits for a
 slot on the job loop before the claim (`ferry.worker.async_jobs`).
 
 A job claimed ahead and not taken yet has its lease renewed by the heartbeat,
-and a cancel marks it, so that the thread that takes it skips it. When the
-worker stops, Dramatiq returns the messages its threads never took to the
-queue; their claims are given back first (PENDING again, the attempt not
-counted), so that another worker claims them at once.
+and a cancel marks it, so that the thread that takes it skips it. Once the
+worker stops, nothing more is claimed ahead; Dramatiq returns the messages its
+threads never took to the queue, and their claims are given back first
+(PENDING again, the attempt not counted), so that another worker claims them
+at once.
 """
 
 from __future__ import annotations
@@ -36,40 +40,37 @@ from functools import partial
 from typing import Any
 
 from ferry.db.transitions import ClaimedJob
-from ferry.jobs.registry import REGISTRY
+from ferry.jobs.registry import REGISTRY, is_async
 from ferry.queue.messages import JOBS_QUEUE
-from ferry.worker.writer import StatusWriter
+from ferry.worker.writer import Reply, StatusWriter
 
 log = logging.getLogger(__name__)
 
-# A write takes a few milliseconds: a thread that runs jobs shorter than that must
-# find its next few claims made.
-SHORT_JOB_S = 0.01
+# A thread that runs jobs in less than a few writes' time must find its next few
+# claims made; a claim sent that far ahead waits about that many jobs' time at most.
+SHORT_JOB_S = 0.05
 AHEAD_PER_SHORT_IDLE_THREAD = 4
 TYPICAL_WEIGHT = 0.05  # of the latest job in the moving average of job lengths
+# At shutdown, how long the claims of returning messages may take to be given back;
+# past it their leases expire (the database is down, say).
+GIVE_BACK_TIMEOUT_S = 10
 
 
-class Claim:
-    """One claim sent ahead: its job once committed (None if it was not claimable), until
-    a thread takes it."""
+class Claim(Reply):
+    """One claim sent ahead: its job once committed (None if it was not claimable)."""
 
-    __slots__ = ("_ready", "aborted", "job", "taken")
+    __slots__ = ("aborted", "taken")
 
     def __init__(self) -> None:
-        self.job: ClaimedJob | None = None
-        self.taken = False
+        super().__init__()
+        self.taken = False  # by a worker thread
         self.aborted = False  # cancelled (or deleted) while it waited
-        self._ready = threading.Lock()
-        self._ready.acquire()
 
-    def set(self, job: ClaimedJob | None) -> None:
-        self.job = job
-        self._ready.release()
-
-    def wait(self) -> ClaimedJob | None:
-        """The claimed job, None if the claim failed or the job was cancelled since."""
-        with self._ready:
-            return None if self.aborted else self.job
+    def wait(self, timeout: float = -1) -> ClaimedJob | None:
+        """The claimed job; None if the claim failed, the job was cancelled since, or it
+        was not committed within `timeout` seconds."""
+        job: ClaimedJob | None = super().wait(timeout)
+        return None if self.aborted else job
 
 
 class ClaimsAhead:
@@ -77,22 +78,30 @@ class ClaimsAhead:
         """`threads`: the worker threads that take messages (set at the worker's boot)."""
         self.writer = writer
         self.threads = threads
+        self.stopping = False  # the worker stops: no more claims ahead
         self._lock = threading.Lock()
         self._sent: dict[str, Claim] = {}  # Redis message id -> its claim, until taken
-        self._queued: dict[str, Any] = {}  # fetched, to be claimed in this order
+        self._queued: dict[str, uuid.UUID] = {}  # fetched, to be claimed in this order
         self._waiting: dict[uuid.UUID, Claim] = {}  # claimed jobs no thread took yet
+        # Each thread adds and removes only its own entries (no lock); the counts are
+        # read under the lock, and a count a moment old only sends a claim late or early.
         self._taken: set[int] = set()  # threads that took a message, until free()
-        self._running: dict[int, float] = {}  # those whose job started -> since when
-        self.typical_s = float("inf")  # how long a job takes: unknown, so long
+        self._running: dict[int, float] = {}  # those running a sync job -> since when
+        self.typical_s = float("inf")  # how long a sync job takes: unknown, so long
 
     # -- the consumer's thread ---------------------------------------------------------
 
     def fetched(self, message: Any) -> None:
         """Claim `message`'s job now, or once there is room ahead of the threads."""
-        if _claimable_ahead(message):
-            with self._lock:
-                self._queued[message.options["redis_message_id"]] = message
-            self._send()
+        job_id = _claimable_ahead(message)
+        if job_id is None:
+            return
+        message_id = message.options["redis_message_id"]
+        with self._lock:
+            if message_id in self._sent or message_id in self._queued:
+                return  # fetched again (handed back by Dramatiq's maintenance): claimed once
+            self._queued[message_id] = job_id
+        self._send()
 
     def _send(self) -> None:
         """Send the claims of queued messages while there are threads to take them."""
@@ -102,14 +111,15 @@ class ClaimsAhead:
                 return
             sending = []
             for _ in range(room):
-                message_id, message = next(iter(self._queued.items()))
+                message_id, job_id = next(iter(self._queued.items()))
                 del self._queued[message_id]
-                claim = self._sent[message_id] = Claim()
-                sending.append((uuid.UUID(message.args[0]), claim))
+                sending.append((job_id, self._sent.setdefault(message_id, Claim())))
         for job_id, claim in sending:
             self.writer.claim_then(job_id, partial(self._claimed, claim))
 
     def _ahead(self) -> int:
+        if self.stopping:
+            return 0
         if self.typical_s < SHORT_JOB_S:
             # A thread waiting for its claim runs a short job next: count it idle.
             return AHEAD_PER_SHORT_IDLE_THREAD * (self.threads - len(self._running))
@@ -121,8 +131,10 @@ class ClaimsAhead:
         return self.threads + self._ahead()
 
     def _claimed(self, claim: Claim, job: ClaimedJob | None) -> None:
-        # On the writer's loop, once the claim is committed.
+        # On the writer's loop, once the claim is committed; the job is set under the
+        # lock so that a thread taking the claim meanwhile sees it and renews no lease.
         with self._lock:
+            claim.value = job
             if job is not None and not claim.taken:
                 self._waiting[job.id] = claim
         claim.set(job)
@@ -140,13 +152,13 @@ class ClaimsAhead:
                 self._queued.pop(message_id, None)
                 return None
             claim.taken = True
-            if claim.job is not None:
-                self._waiting.pop(claim.job.id, None)
+            if claim.value is not None:
+                self._waiting.pop(claim.value.id, None)
         self._send()
         return claim
 
     def started(self) -> None:
-        """This thread's job starts (claimed): how long it runs tells whether jobs are short."""
+        """This thread's sync job starts: how long it runs tells whether jobs are short."""
         self._running[threading.get_ident()] = time.monotonic()
 
     def free(self) -> None:
@@ -177,25 +189,42 @@ class ClaimsAhead:
 
     # -- shutdown ----------------------------------------------------------------------------
 
-    def requeueing(self, messages: Iterable[Any]) -> None:
-        """Blocking: give back the claims of messages about to return to the queue."""
+    def requeueing(self, messages: Iterable[Any], timeout: float = GIVE_BACK_TIMEOUT_S) -> None:
+        """Blocking, `timeout` seconds at most: give back the claims of messages about to
+        return to the queue."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             ids = [message.options.get("redis_message_id") for message in messages]
             for message_id in ids:
                 self._queued.pop(message_id, None)
             claims = [claim for message_id in ids if (claim := self._sent.pop(message_id, None))]
-        jobs = [job for claim in claims if (job := claim.wait()) is not None]
+            for claim in claims:
+                claim.taken = True  # by the shutdown: a late commit renews no lease
+        jobs = [job for claim in claims if (job := claim.wait(_left(deadline))) is not None]
         with self._lock:
             for job in jobs:
                 self._waiting.pop(job.id, None)
         if jobs:
-            given_back = self.writer.unclaim(jobs)
-            log.info("gave back %d claims of jobs whose messages return to the queue",
-                     sum(status is not None for status in given_back))  # fmt: skip
+            given_back = self.writer.unclaim(jobs, _left(deadline))
+            log.info("gave back %d of %d claims of jobs whose messages return to the queue",
+                     sum(status is not None for status in given_back), len(claims))  # fmt: skip
 
 
-def _claimable_ahead(message: Any) -> bool:
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _claimable_ahead(message: Any) -> uuid.UUID | None:
+    """The job id of a message whose claim may be sent ahead: a sync job's, due now. An
+    async job's thread takes a slot before its claim; a message Dramatiq has no actor
+    for never reaches a thread; a malformed one is left to the thread that takes it."""
     if message.queue_name != JOBS_QUEUE or "eta" in message.options:
-        return False
-    job_type = REGISTRY.get(message.actor_name)
-    return job_type is not None and not job_type.is_async
+        return None
+    if message.actor_name not in REGISTRY or is_async(message.actor_name):
+        return None
+    if "redis_message_id" not in message.options:
+        return None
+    try:
+        return uuid.UUID(message.args[0])
+    except (IndexError, TypeError, ValueError, AttributeError):
+        return None

@@ -1,7 +1,8 @@
 """The Dramatiq middleware that ties messages to job rows.
 
-before a message runs: claim its job (PENDING -> RUNNING) in the tick's batch;
-a claim that matches no row (deleted, cancelled, already taken) skips it.
+before a message runs: its job's claim (PENDING -> RUNNING), sent as the message
+was fetched (`ferry.worker.claims_ahead`) or else now, in the tick's batch; a
+claim that matches no row (deleted, cancelled, already taken) skips it.
 after it ran: record COMPLETED, a scheduled retry (PENDING + nextRunAt) or
 FAILED in the tick's batch. The ack never runs ahead of the status (group
 commit): on Redis the thread moves on at once and the message's ack is held
@@ -31,7 +32,7 @@ from dramatiq.middleware import SkipMessage
 from ferry.db.jobs import Enqueued
 from ferry.db.models import JobStatus
 from ferry.db.transitions import ClaimedJob, Outcome
-from ferry.jobs.registry import REGISTRY, backoff_ms
+from ferry.jobs.registry import backoff_ms, is_async
 from ferry.observability.logs import job_ids
 from ferry.observability.metrics import recorder
 from ferry.queue.group_ack import AckHold, GroupAckRedisBroker
@@ -66,7 +67,8 @@ class JobLifecycle(dramatiq.Middleware):
         if job is None:
             log.debug("job %s is no longer PENDING; skipping its message", message.args[0])
             raise SkipMessage()
-        self.services.claims.started()
+        if not is_async(message.actor_name):  # a thread hands an async job over at once
+            self.services.claims.started()
         # Due when sent, or at its eta if delayed (both ms since the epoch).
         due_ms = max(message.message_timestamp, message.options.get("eta", 0))
         recorder.observe(
@@ -82,7 +84,7 @@ class JobLifecycle(dramatiq.Middleware):
     def _claim(self, message: Any) -> ClaimedJob | None:
         # An async job waits for a slot before its claim: its lease starts only once
         # it can run (ferry.worker.async_jobs).
-        slot = self.services.async_jobs.reserve() if _is_async(message.actor_name) else None
+        slot = self.services.async_jobs.reserve() if is_async(message.actor_name) else None
         self._per_thread.slot = slot
         try:
             return self.services.writer.claim(uuid.UUID(message.args[0]))
@@ -98,7 +100,14 @@ class JobLifecycle(dramatiq.Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        self.services.claims.free()
+        try:
+            self._ended(broker, message, exception)
+        finally:
+            self.services.claims.free()  # this thread takes its next message
+
+    def _ended(
+        self, broker: dramatiq.Broker, message: Any, exception: BaseException | None
+    ) -> None:
         job = take_current_job()
         stored = take_result()  # the actor's `result` is None (ferry.worker.running)
         handed = take_handover()
@@ -185,10 +194,12 @@ class JobLifecycle(dramatiq.Middleware):
                 hold.release()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        self.services.claims.free()
-        set_current_job(None)
-        self._free_slot()
-        self._release(message)
+        try:
+            set_current_job(None)
+            self._free_slot()
+            self._release(message)
+        finally:
+            self.services.claims.free()
 
     def _take_slot(self) -> Slot | None:
         """This thread's async slot, if it reserved one, handed over to the caller."""
@@ -204,8 +215,3 @@ class JobLifecycle(dramatiq.Middleware):
         tenant = tenant_of(message)
         if self.services.feeder is not None and tenant is not None:
             self.services.feeder.finished(tenant, message.options["redis_message_id"])
-
-
-def _is_async(actor_name: str) -> bool:
-    job_type = REGISTRY.get(actor_name)
-    return job_type is not None and job_type.is_async

@@ -123,6 +123,11 @@ class WorkerServices(dramatiq.Middleware):
             alive = (redis, broker.heartbeats_key, broker.broker_id, settings.heartbeat_ms)
             self.loop.add_service(partial(keep_alive, *alive, settings.redis_namespace))
 
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # The consumers fetch until the threads are done: no job is claimed for a thread
+        # that will not take it.
+        self.claims.stopping = True
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # The worker threads are done; the async jobs they started end (each within its
         # time limit), then every outcome left to the writer is written (and its ack

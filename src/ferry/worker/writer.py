@@ -1,9 +1,11 @@
 """Group commit: the status transitions of every message in flight, one write per tick.
 
 Worker threads hand their claims and outcomes to one `StatusWriter` per
-process: a claim waits until the transaction that contains it has committed; an
-outcome either waits too (a retry, the in-process broker) or leaves a callback
-that runs once it is committed (the message's ack is held until then). On the
+process: a claim waits until the transaction that contains it has committed (or,
+sent ahead by the consumer's thread, leaves a callback); an outcome either waits
+too (a retry, the in-process broker) or leaves a callback that runs once it is
+committed (the message's ack is held until then). A claim whose message goes
+back to the queue unstarted is given back (UNCLAIM). On the
 worker's background loop, the writer gathers what arrived
 during one tick (up to `batch_size`), writes one `UPDATE ... WHERE id IN (...)
 RETURNING` per kind of transition (`ferry.db.transitions`), wakes the waiting
@@ -86,7 +88,7 @@ def refusal(kind: JobStatus, exc: Exception) -> str:
     return storable(f"{what}: {reason}", ERROR_LIMIT)
 
 
-class _Reply:
+class Reply:
     """One answer handed to one waiting thread: a lock its waiter blocks on until the
     answer is set (a single futex wake; a Future's condition costs several times that)."""
 
@@ -101,9 +103,12 @@ class _Reply:
         self.value = value
         self._ready.release()
 
-    def wait(self) -> Any:
-        with self._ready:
-            return self.value
+    def wait(self, timeout: float = -1) -> Any:
+        """The answer; None if none came within `timeout` seconds (default: no limit)."""
+        if not self._ready.acquire(timeout=timeout):
+            return None
+        self._ready.release()
+        return self.value
 
 
 class _Then:
@@ -121,7 +126,7 @@ class _Then:
             log.exception("a callback after a commit failed")
 
 
-_Held = tuple[_Reply | _Then, Any]  # a reply that waits until its event is published
+_Held = tuple[Reply | _Then, Any]  # a reply that waits until its event is published
 
 
 @dataclass(slots=True)
@@ -129,7 +134,7 @@ class _Request:
     kind: Kind  # RUNNING for a claim, UNCLAIM to give one back, else the outcome's status
     job_id: uuid.UUID
     outcome: Outcome | None
-    reply: _Reply | _Then
+    reply: Reply | _Then
     attempt: int = 0  # an UNCLAIM's: the claimed attempt
 
 
@@ -181,7 +186,7 @@ class StatusWriter:
 
     def claim(self, job_id: uuid.UUID) -> ClaimedJob | None:
         """PENDING -> RUNNING (attempts + 1); None if the job is gone, cancelled or taken."""
-        reply = _Reply()
+        reply = Reply()
         self._submit(_Request(JobStatus.RUNNING, job_id, None, reply))
         result: ClaimedJob | None = reply.wait()
         return result
@@ -191,20 +196,22 @@ class StatusWriter:
         is committed."""
         self._submit(_Request(JobStatus.RUNNING, job_id, None, _Then(then)))
 
-    def unclaim(self, claims: Sequence[ClaimedJob]) -> list[JobStatus | None]:
+    def unclaim(self, claims: Sequence[ClaimedJob], timeout: float) -> list[JobStatus | None]:
         """Give back claims whose jobs never started: PENDING again, their attempt not
-        counted. Waits until written and published: each job's status (PENDING, or None
-        if it was no longer that attempt's RUNNING)."""
+        counted. Waits until written and published, `timeout` seconds at most: each job's
+        status (PENDING; None if it was no longer that attempt's RUNNING, or not written
+        in time: its lease will expire)."""
         replies = []
         for job in claims:
-            replies.append(reply := _Reply())
+            replies.append(reply := Reply())
             self._submit(_Request(UNCLAIM, job.id, None, reply, job.attempts))
-        return [reply.wait() for reply in replies]
+        deadline = time.monotonic() + timeout
+        return [reply.wait(max(0.0, deadline - time.monotonic())) for reply in replies]
 
     def finish(self, outcome: Outcome) -> JobStatus | None:
         """Record how an attempt ended: the status recorded (the outcome's, or FAILED if the
         database refused it), None if the job was no longer RUNNING."""
-        reply = _Reply()
+        reply = Reply()
         self._submit(_Request(outcome.status, outcome.job_id, outcome, reply))
         recorded: JobStatus | None = reply.wait()
         return recorded
@@ -407,8 +414,9 @@ class StatusWriter:
             statement = partial(self._statement, kind, requests, now)
             return [await _retried(f"writing {len(requests)} {kind} transitions", statement)]
         except Exception as exc:
-            if kind == UNCLAIM:  # ids and numbers only: never refused for its data
-                log.error("giving back %d claims failed (%s); leases expire", len(requests), exc)
+            if kind == UNCLAIM:  # ids and numbers only: not expected to be refused
+                log.error("giving back %d claims was refused (%s); their leases will expire",
+                          len(requests), exc)  # fmt: skip
                 return []
             return await self._refused(kind, requests, now, exc)
 

@@ -51,9 +51,11 @@ def test_a_stopped_worker_gives_back_what_it_claimed_ahead(
     own_database: str, tmp_path: Path
 ) -> None:
     """Short jobs are claimed as their messages are fetched (ferry.worker.claims_ahead):
-    those no thread took when the worker stopped are PENDING again, their attempt
-    uncounted, before their messages return to the queue; the next worker runs them at
-    once (not after their lease) and each job runs once."""
+    whatever a stopping worker claimed and did not start is PENDING again, its attempt
+    uncounted, before its message returns to the queue, so the next worker runs it at
+    once (not after its lease) and each job runs once. (Whether any claim is left at
+    the stop depends on timing; tests/integration/worker/test_claims_ahead.py gives one
+    back for sure.)"""
     with redis_namespace() as namespace:
         env = shared_env(own_database, namespace)
         with api_process(env, tmp_path, tmp_path / "api.log") as base:
@@ -65,7 +67,6 @@ def test_a_stopped_worker_gives_back_what_it_claimed_ahead(
                 until_completed(base, tenant, 300)
                 first.send_signal(signal.SIGTERM)
                 assert first.wait(timeout=30) == 0
-            assert "gave back" in (tmp_path / "first.log").read_text()
             with worker_process(env, tmp_path / "second.log"):
                 # Well within the 30 s lease a job left RUNNING would wait for.
                 until_completed(base, tenant, 3000, within_s=20)

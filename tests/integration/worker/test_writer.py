@@ -4,35 +4,23 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from functools import partial
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db.engine import create_engine
 from ferry.db.jobs import NewRow, create_jobs
 from ferry.db.models import Job, JobEventOutbox, JobStatus, utcnow
 from ferry.db.transitions import Outcome
 from ferry.events.event import JobEvent
 from ferry.events.log import Committed
-from ferry.settings import Settings
-from ferry.worker.loop import BackgroundLoop
 from ferry.worker.writer import StatusWriter
 from tests.support.jobs import force_status, new_tenant
 
 
-@pytest.fixture
-def loop() -> Iterator[BackgroundLoop]:
-    background = BackgroundLoop("writer-test")
-    yield background
-    background.stop()
-
-
 async def test_outcomes_the_database_refuses_fail_alone(
-    settings: Settings, engine: AsyncEngine, loop: BackgroundLoop
+    engine: AsyncEngine, pg_writer: tuple[StatusWriter, list[Committed]]
 ) -> None:
     tenant = new_tenant()
     rows = [NewRow(tenant, "sleep", {"delayMs": 0}, max_attempts=5, delay_ms=0)] * 5
@@ -47,28 +35,7 @@ async def test_outcomes_the_database_refuses_fail_alone(
         Outcome(ids[3], JobStatus.FAILED, error="boom\x00"),  # text refuses NUL
         Outcome(ids[4], JobStatus.PENDING, error="again", next_run_at=later, retry_delay_ms=60_000),
     ]
-    published: list[Committed] = []
-
-    async def on_commit(committed: list[Committed]) -> None:
-        published.extend(committed)
-
-    engines: list[AsyncEngine] = []
-
-    def worker_engine() -> AsyncEngine:  # made on the writer's loop, which it belongs to
-        if not engines:
-            engines.append(create_engine(settings, pool_size=4, pre_ping=False))
-        return engines[0]
-
-    writer = StatusWriter(loop, worker_engine, batch_size=100, tick_ms=200, on_commit=on_commit)
-    loop.add_service(writer.run)
-    loop.add_service(writer.publish_events)
-
-    async def close() -> None:
-        for made in engines:
-            await made.dispose()
-
-    loop.on_stop(close)
-    loop.start()
+    writer, published = pg_writer
     recorded: dict[uuid.UUID, JobStatus | None] = {}
     done = threading.Semaphore(0)
 

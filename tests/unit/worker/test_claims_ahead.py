@@ -39,7 +39,7 @@ class Writer:
             claimed += [job] if job else []
         return claimed
 
-    def unclaim(self, jobs: list[ClaimedJob]) -> list[JobStatus | None]:
+    def unclaim(self, jobs: list[ClaimedJob], timeout: float) -> list[JobStatus | None]:
         self.unclaimed.append(jobs)
         return [JobStatus.PENDING] * len(jobs)
 
@@ -150,12 +150,41 @@ def test_a_message_taken_before_its_claim_was_sent_is_the_takers_to_claim() -> N
     assert list(writer.sent) == [job_id(first), job_id(third)]
 
 
-def test_async_jobs_and_delayed_messages_are_not_claimed_ahead() -> None:
+def test_async_delayed_unknown_and_malformed_messages_are_not_claimed_ahead() -> None:
     writer = Writer()
     claims = ClaimsAhead(writer, threads=4)  # type: ignore[arg-type]
-    for message in (*fetched(1, "ca_async"), *fetched(1, eta=1), *fetched(1, "unknown")):
+    [malformed] = fetched(1)
+    malformed.args = ["not a uuid"]
+    for message in (*fetched(1, "ca_async"), *fetched(1, eta=1), *fetched(1, "unknown"),
+                    malformed):  # fmt: skip
         claims.fetched(message)
-        assert claims.take(message) is None
+        assert claims.take(message) is None  # the thread that takes it sees to it
+        claims.free()
+    assert writer.sent == {}
+
+
+def test_a_message_fetched_again_is_claimed_once() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=4)  # type: ignore[arg-type]
+    [message] = fetched(1)
+    claims.fetched(message)
+    writer.commit()
+    claims.fetched(message)  # handed back by Dramatiq's maintenance, fetched anew
+    assert writer.sent == {}
+    assert claims.ids() == [job_id(message)]  # the one claim, still to be taken
+
+
+def test_claims_run_further_ahead_once_jobs_prove_short_and_none_once_stopping() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=2)  # type: ignore[arg-type]
+    assert claims.wanted() == 2 + 2  # unknown jobs: one claim per idle thread
+    claims.started()
+    claims.free()  # a job of a few microseconds
+    assert claims.typical_s < claims_ahead.SHORT_JOB_S
+    assert claims.wanted() == 2 + 2 * AHEAD_PER_SHORT_IDLE_THREAD
+    claims.stopping = True
+    assert claims.wanted() == 2
+    claims.fetched(fetched(1)[0])
     assert writer.sent == {}
 
 
@@ -215,3 +244,17 @@ def test_messages_returned_to_the_queue_give_their_claims_back_first() -> None:
     taken = claims.take(kept)
     assert taken is not None and taken.wait() == kept_job
     assert writer.sent == {}  # the returned messages are never claimed again here
+
+
+def test_at_shutdown_a_claim_not_committed_in_time_is_left_to_its_lease() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=2)  # type: ignore[arg-type]
+    committed, late = fetched(2)
+    claims.fetched(committed)
+    claims.fetched(late)
+    then = writer.sent.pop(job_id(late))  # its write is still under way
+    [committed_job] = writer.commit()
+    claims.requeueing([committed, late], timeout=0.05)
+    assert writer.unclaimed == [[committed_job]]
+    then(None)  # a late commit finds no one waiting: nothing breaks
+    assert claims.ids() == []

@@ -281,7 +281,7 @@ def test_claims_sent_without_waiting_are_one_statement_and_answered_by_callback(
     loop: BackgroundLoop,
 ) -> None:
     statements = FakeStatements()
-    writer = started_writer(loop, statements, [])
+    writer = started_writer(loop, statements, [], tick_ms=200)  # the five fill one tick
     ids = [uuid.uuid4() for _ in range(5)]
     answered: dict[uuid.UUID, ClaimedJob | None] = {}
     done = threading.Semaphore(0)
@@ -309,7 +309,7 @@ def test_claims_given_back_are_pending_again_once_their_events_are_published(
     published: list[Committed] = []
     writer = started_writer(loop, statements, published)
     claims = [ClaimedJob(job_id, "t", "sleep", {}, 2, 3) for job_id in (given_back, ended)]
-    assert writer.unclaim(claims) == [JobStatus.PENDING, None]
+    assert writer.unclaim(claims, timeout=10) == [JobStatus.PENDING, None]
     assert statements.unclaimed == [(given_back, 2), (ended, 2)]  # guarded by the attempt
     # Published before the call returns: the message goes back to the queue only then.
     [event] = [e for part in published for e in part.events if isinstance(e, JobEvent)]
