@@ -33,9 +33,9 @@ from ferry.events.log import Committed
 from ferry.events.redis_log import RedisEventLog
 from ferry.settings import Settings
 from ferry.worker.loop import BackgroundLoop
-from ferry.worker.writer import StatusWriter
 from tests.support.jobs import new_tenant
 from tests.support.services import TEST_REDIS_URL
+from tests.support.writer import start_writer
 
 GRACE_MS = 100  # short, so that a test can wait it out
 
@@ -140,23 +140,8 @@ async def test_the_event_a_writer_could_not_publish_is_relayed(
     async def redis_is_down(committed: list[Committed]) -> None:
         raise ConnectionError("Redis is not reachable")
 
-    engines: list[AsyncEngine] = []
-
-    def worker_engine() -> AsyncEngine:  # made on the writer's loop, which it belongs to
-        if not engines:
-            worker = msgspec.structs.replace(settings, database_url=own_database)
-            engines.append(create_engine(worker, pool_size=2, pre_ping=False))
-        return engines[0]
-
-    async def close() -> None:
-        for made in engines:
-            await made.dispose()
-
-    writer = StatusWriter(loop, worker_engine, batch_size=10, tick_ms=0, on_commit=redis_is_down)
-    loop.add_service(writer.run)
-    loop.add_service(writer.publish_events)
-    loop.on_stop(close)
-    loop.start()
+    worker = msgspec.structs.replace(settings, database_url=own_database)
+    writer = start_writer(loop, worker, redis_is_down, batch_size=10, tick_ms=0)
     outcome = Outcome(job.id, JobStatus.COMPLETED, result={"value": 1})
     assert await asyncio.to_thread(writer.finish, outcome) == JobStatus.COMPLETED
     await asyncio.to_thread(writer.settle, 10)

@@ -16,6 +16,7 @@ from ferry.migrate import upgrade
 from ferry.settings import Settings
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.writer import StatusWriter
+from tests.support.writer import start_writer
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -42,21 +43,5 @@ def pg_writer(settings: Settings) -> Iterator[tuple[StatusWriter, list[Committed
     async def on_commit(committed: list[Committed]) -> None:
         published.extend(committed)
 
-    engines: list[AsyncEngine] = []
-
-    def worker_engine() -> AsyncEngine:  # made on the writer's loop, which it belongs to
-        if not engines:
-            engines.append(create_engine(settings, pool_size=4, pre_ping=False))
-        return engines[0]
-
-    async def close() -> None:
-        for made in engines:
-            await made.dispose()
-
-    writer = StatusWriter(loop, worker_engine, batch_size=100, tick_ms=200, on_commit=on_commit)
-    loop.add_service(writer.run)
-    loop.add_service(writer.publish_events)
-    loop.on_stop(close)
-    loop.start()
-    yield writer, published
+    yield start_writer(loop, settings, on_commit, batch_size=100, tick_ms=200), published
     loop.stop()
