@@ -3,7 +3,7 @@
 Dramatiq's consumer fetches messages ahead of the worker threads; a thread that
 claims its job only once it takes the message waits a whole write for it. Here
 the consumer's thread submits each message's claim as it is fetched, and the
-writer claims the claims of a fetch in one or two statements (what arrives
+writer writes the claims of a fetch in one or two statements (what arrives
 while a write runs goes into the next): the thread that takes the message finds
 its job claimed, or waits for the rest of that write.
 
@@ -17,9 +17,9 @@ job among short ones can keep one waiting until a thread is free. Messages
 fetched beyond that wait their turn in fetch order (the order the threads take
 them in) and are claimed as threads come free, or by the thread that takes one
 first. The consumer fetches as many as that needs (`wanted`), and never fewer
-than Dramatiq would.
-Async handlers' messages are claimed when taken too: their thread waits for a
-slot on the job loop before the claim (`ferry.worker.async_jobs`).
+than Dramatiq would. Async handlers' messages are claimed when taken too: their
+thread waits for a slot on the job loop before the claim
+(`ferry.worker.async_jobs`).
 
 A job claimed ahead and not taken yet has its lease renewed by the heartbeat,
 and a cancel marks it, so that the thread that takes it skips it. Once the
