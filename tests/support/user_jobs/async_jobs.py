@@ -53,8 +53,10 @@ async def nap(payload: Nap, ctx: JobContext) -> dict[str, float]:
     try:
         await asyncio.sleep(payload.seconds)
     except asyncio.CancelledError:
-        if payload.note:
-            Path(payload.note).write_text(f"aborted={ctx.aborted}")  # noqa: ASYNC240 (once, tiny)
+        if payload.note:  # whole or not at all: the test polls for the file
+            written = Path(f"{payload.note}.part")
+            written.write_text(f"aborted={ctx.aborted}")  # noqa: ASYNC240 (once, tiny)
+            written.replace(payload.note)  # noqa: ASYNC240
         raise
     return {"slept": payload.seconds}
 
