@@ -230,11 +230,17 @@ def processes(n: int, namespace: str, database_url: str, count: int) -> dict[str
 
 
 async def _until_completed(database_url: str, ids: list[uuid.UUID]) -> None:
-    """Polls the table: the workers are other processes."""
-    done = 0
-    while done < len(ids):
-        done = await _count_completed(database_url, ids)
-        await asyncio.sleep(0.01)
+    """Polls the table (the workers are other processes) on one connection, counting the
+    COMPLETED rows of the run's own database, which holds only `ids`."""
+    conn = await asyncpg.connect(plain(database_url))
+    try:
+        query = "SELECT count(*) FROM jobs WHERE status = $1"
+        done = 0
+        while done < len(ids):
+            done = await conn.fetchval(query, JobStatus.COMPLETED)
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
 
 
 def main() -> None:
