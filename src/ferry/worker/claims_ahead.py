@@ -113,7 +113,8 @@ class ClaimsAhead:
             for _ in range(room):
                 message_id, job_id = next(iter(self._queued.items()))
                 del self._queued[message_id]
-                sending.append((job_id, self._sent.setdefault(message_id, Claim())))
+                claim = self._sent[message_id] = Claim()  # fetched() let no id in twice
+                sending.append((job_id, claim))
         for job_id, claim in sending:
             self.writer.claim_then(job_id, partial(self._claimed, claim))
 

@@ -68,9 +68,9 @@ class Heartbeat:
         async with self.engine().begin() as conn:
             alive = set((await conn.scalars(statement)).all())
         gone = set(ids) - alive
-        if gone and self.claims is not None:
-            self.claims.abort(gone)
         if gone:
+            if self.claims is not None:
+                self.claims.abort(gone)
             for job_id in self.running.abort(gone):
                 log.info("job %s is no longer RUNNING (cancelled?): aborting it", job_id)
 
