@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.engine import create_engine
 from ferry.events.log import Committed
+from ferry.jobs.registry import REGISTRY, job
 from ferry.migrate import upgrade
 from ferry.settings import Settings
 from ferry.worker.loop import BackgroundLoop
@@ -45,3 +47,14 @@ def pg_writer(settings: Settings) -> Iterator[tuple[StatusWriter, list[Committed
 
     yield start_writer(loop, settings, on_commit, batch_size=100, tick_ms=200), published
     loop.stop()
+
+
+@pytest.fixture
+def sync_type() -> Iterator[str]:
+    """A registered job type with a sync handler (claimed ahead), for the test only."""
+
+    @job("worker_test_sync")
+    def worker_test_sync(payload: dict[str, Any]) -> None: ...
+
+    yield "worker_test_sync"
+    REGISTRY.pop("worker_test_sync")

@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,31 +16,21 @@ from ferry.db.jobs import NewRow, create_jobs
 from ferry.db.models import Job, JobStatus
 from ferry.events.event import JobEvent
 from ferry.events.log import Committed
-from ferry.jobs.registry import REGISTRY, job
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.worker.claims_ahead import ClaimsAhead
 from ferry.worker.writer import StatusWriter
 from tests.support.jobs import new_tenant
 
 
-@pytest.fixture(autouse=True)
-def sync_type() -> Iterator[None]:
-    @job("ahead_sync")
-    def ahead_sync(payload: dict[str, Any]) -> None: ...
-
-    yield
-    REGISTRY.pop("ahead_sync")
-
-
 async def test_a_claim_sent_ahead_and_given_back_leaves_the_job_as_it_was(
-    engine: AsyncEngine, pg_writer: tuple[StatusWriter, list[Committed]]
+    engine: AsyncEngine, pg_writer: tuple[StatusWriter, list[Committed]], sync_type: str
 ) -> None:
     writer, published = pg_writer
-    row = NewRow(new_tenant(), "ahead_sync", {}, max_attempts=1, delay_ms=0)
+    row = NewRow(new_tenant(), sync_type, {}, max_attempts=1, delay_ms=0)
     [created] = await create_jobs(engine, [row])
     message = SimpleNamespace(
         queue_name=JOBS_QUEUE,
-        actor_name="ahead_sync",
+        actor_name=sync_type,
         args=[str(created.id)],
         options={"redis_message_id": "r1"},
     )

@@ -4,19 +4,16 @@ started yet, as of running ones, and marks those cancelled meanwhile."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from types import SimpleNamespace
-from typing import Any
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.jobs import NewRow, create_jobs
 from ferry.db.models import Job, utcnow
 from ferry.db.transitions import ClaimedJob, statements_for
-from ferry.jobs.registry import REGISTRY, job
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.worker.claims_ahead import ClaimsAhead
 from ferry.worker.heartbeat import Heartbeat
@@ -34,16 +31,9 @@ class Writer:
         then(self.claimed.get(job_id))
 
 
-@pytest.fixture(autouse=True)
-def sync_type() -> Iterator[None]:
-    @job("hb_sync")
-    def hb_sync(payload: dict[str, Any]) -> None: ...
-
-    yield
-    REGISTRY.pop("hb_sync")
-
-
-async def test_waiting_claims_are_renewed_and_cancelled_ones_marked(engine: AsyncEngine) -> None:
+async def test_waiting_claims_are_renewed_and_cancelled_ones_marked(
+    engine: AsyncEngine, sync_type: str
+) -> None:
     row = NewRow(new_tenant(), "sleep", {"delayMs": 0}, max_attempts=5, delay_ms=0)
     kept, cancelled = [job.id for job in await create_jobs(engine, [row] * 2)]
     async with engine.connect() as conn:
@@ -53,7 +43,7 @@ async def test_waiting_claims_are_renewed_and_cancelled_ones_marked(engine: Asyn
         claims.fetched(
             SimpleNamespace(
                 queue_name=JOBS_QUEUE,
-                actor_name="hb_sync",
+                actor_name=sync_type,
                 args=[str(job_id)],
                 options={"redis_message_id": str(job_id)},
             )
