@@ -36,6 +36,7 @@ from ferry.api.jobs import job_routes
 from ferry.api.metrics import metrics as metrics_route
 from ferry.api.openapi import openapi_config
 from ferry.api.request_ids import request_ids
+from ferry.api.schedules import schedule_routes
 from ferry.api.tenants import TenantKeyController, TenantLimitsController
 from ferry.db.engine import create_engine
 from ferry.events.channels import build_channels
@@ -92,7 +93,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         before_send_handler="autocommit",
     )
     app = Litestar(
-        route_handlers=[job_routes(registered, settings), *ROUTES],
+        route_handlers=[
+            job_routes(registered, settings),
+            schedule_routes(registered, settings),
+            *ROUTES,
+        ],
         # The parts start after the channels plugin and stop before it: the
         # in-process worker publishes through it until it has stopped.
         plugins=[

@@ -35,6 +35,11 @@ class StatusConflict(ClientException):
     detail = "the job's status does not allow this (`extra.status` says what it is)"
 
 
+class NameConflict(ClientException):
+    status_code = HTTP_409_CONFLICT
+    detail = "the tenant has a schedule of this name already"
+
+
 class KeyConflict(ClientException):
     status_code = HTTP_409_CONFLICT
     detail = "this Idempotency-Key was used with a different request in the last 24 hours"

@@ -16,10 +16,12 @@ from litestar.exceptions import HTTPException
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from ferry.cron import Missed
 from ferry.db.engine import connection_lost
 from ferry.db.idempotency import KeyReused
 from ferry.db.jobs import Conflict, NotFound
 from ferry.db.models import JobStatus
+from ferry.db.schedules import NameTaken
 from ferry.fields import in_words
 from ferry.jobs.payloads import HttpMethod, Operation
 from ferry.jobs.registry import REGISTRY
@@ -42,6 +44,10 @@ def not_found(_: Request[Any, Any, Any], exc: NotFound) -> Response[dict[str, An
 
 def conflict(_: Request[Any, Any, Any], exc: Conflict) -> Response[dict[str, Any]]:
     return _error(409, str(exc), {"status": exc.status})
+
+
+def name_taken(_: Request[Any, Any, Any], exc: NameTaken) -> Response[dict[str, Any]]:
+    return _error(409, str(exc), {"key": "name", "source": "body"})
 
 
 def key_reused(_: Request[Any, Any, Any], exc: KeyReused) -> Response[dict[str, Any]]:
@@ -79,6 +85,7 @@ _CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "type": lambda: tuple(REGISTRY),  # the job types registered in this process
     "method": lambda: get_args(HttpMethod),
     "operation": lambda: get_args(Operation),
+    "missed": lambda: tuple(Missed),
 }
 
 
@@ -122,6 +129,7 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     NotFound: not_found,
     Conflict: conflict,
     KeyReused: key_reused,
+    NameTaken: name_taken,
     DBAPIError: database_unavailable,
     PoolTimeoutError: database_unavailable,
     ConnectionError: database_unavailable,

@@ -1,4 +1,4 @@
-"""The `jobs` table: the source of truth for every job."""
+"""The tables: `jobs`, the source of truth for every job, and what serves them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import uuid_utils
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import JSON, Float, Index, Integer, String, Text, Uuid, text
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -72,6 +72,9 @@ class Job(Base):
     retry_cap_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     # Internal: renewed by the worker running the job; a stale one means the worker died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # A job a schedule fired: the schedule, and the due time it fired for.
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(GUID, default=None)
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     __table_args__ = (
         # Listing is always newest first with `id` as the tie-breaker: these
@@ -89,6 +92,46 @@ class Job(Base):
         Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
         Index("ix_jobs_status_next_run", "status", "next_run_at"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        # A schedule fires once per due time, however many workers try at once.
+        Index(
+            "ux_jobs_schedule_due",
+            "schedule_id",
+            "scheduled_for",
+            unique=True,
+            postgresql_where=text("schedule_id IS NOT NULL"),
+            sqlite_where=text("schedule_id IS NOT NULL"),
+        ),
+    )
+
+
+class Schedule(Base):
+    """A tenant's cron schedule: the job it creates at each due time."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=new_job_id)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    missed: Mapped[str] = mapped_column(String(8))
+    # The job each due time creates.
+    job_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[Any] = mapped_column(JsonColumn)
+    max_attempts: Mapped[int | None] = mapped_column(Integer, default=None)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The next due time; its firing moves it on.
+    next_run_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    # The due time it last fired for, and the job that created.
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    last_job_id: Mapped[uuid.UUID | None] = mapped_column(GUID, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        Index("ux_schedules_tenant_name", "tenant_id", "name", unique=True),
+        # What the schedulers look for: the active schedules that are due.
+        Index("ix_schedules_paused_next_run", "paused", "next_run_at"),
     )
 
 

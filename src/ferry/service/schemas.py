@@ -17,7 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import msgspec
 from msgspec import Meta
 
-from ferry.fields import TenantId, field_error
+from ferry.cron import Cron, CronError, Missed, time_zone
+from ferry.fields import TENANT_ID_WORDS, TenantId, field_error, pattern
 from ferry.jobs.registry import (
     MAX_ATTEMPTS_LIMIT,
     MAX_BACKOFF_MS,
@@ -58,6 +59,82 @@ class _NewJob(
             problem = backoff_problem(self.retry_base_ms, self.retry_cap_ms, self._type_backoff)
             if problem is not None:
                 raise field_error(*problem)
+
+
+class _ScheduledJob(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", tag_field="type"
+):
+    """The job a schedule creates at each due time (its `payload` is its type's)."""
+
+    max_attempts: MaxAttempts | None = None
+
+
+SCHEDULE_NAME_WORDS = TENANT_ID_WORDS
+ScheduleName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=pattern(
+            r"^[A-Za-z0-9][A-Za-z0-9._:-]*$(?!\n)", f"a schedule name: {SCHEDULE_NAME_WORDS}"
+        ),
+        description=SCHEDULE_NAME_WORDS,
+    ),
+]
+CronExpression = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        description="5 fields (minute hour day-of-month month day-of-week), or 6 with "
+        "seconds first, as Debian's cron reads them",
+        examples=["0 9 * * 1-5", "*/10 * * * * *"],
+    ),
+]
+TimeZoneName = Annotated[
+    str, Meta(min_length=1, max_length=64, description="an IANA time zone", examples=["UTC"])
+]
+
+
+def cron_problem(cron: str | None, zone: str | None) -> tuple[str, str] | None:
+    """(field, why) when the expression or the time zone names no schedule."""
+    try:
+        if zone is not None:
+            time_zone(zone)
+    except CronError as exc:
+        return "timezone", str(exc)
+    try:
+        if cron is not None:
+            Cron.parse(cron, zone or "UTC")
+    except CronError as exc:
+        return "cron", str(exc)
+    return None
+
+
+class _NewSchedule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    tenant_id: TenantId
+    name: ScheduleName
+    cron: CronExpression
+    timezone: TimeZoneName = "UTC"
+    missed: Missed = Missed.SKIP
+
+    def __post_init__(self) -> None:
+        if problem := cron_problem(self.cron, self.timezone):
+            raise field_error(*problem)
+
+
+class _SchedulePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """Changes to a schedule: what it leaves out stays as it is."""
+
+    name: ScheduleName | None = None
+    cron: CronExpression | None = None
+    timezone: TimeZoneName | None = None
+    missed: Missed | None = None
+
+    def __post_init__(self) -> None:
+        # A time zone alone is checked here; with the schedule's own cron, by the route.
+        if problem := cron_problem(self.cron, self.timezone):
+            raise field_error(*problem)
 
 
 def job_type_of(job: Any) -> str:
@@ -131,7 +208,31 @@ def request_types(
         forbid_unknown_fields=True,
         module=__name__,
     )
-    return {"NewJob": new_job, "NewJobBatch": batch, "JobTypeName": Literal[tuple(job_types)]}
+    scheduled: Any = Union[  # noqa: UP007  (built at run time)
+        tuple(
+            msgspec.defstruct(
+                f"Scheduled{_camel(name)}Job",
+                [("payload", job_type.payload_type)],
+                bases=(_ScheduledJob,),
+                tag=name,
+                module=__name__,
+            )
+            for name, job_type in job_types.items()
+        )
+    ]
+    new_schedule = msgspec.defstruct(
+        "NewSchedule", [("job", scheduled)], bases=(_NewSchedule,), module=__name__
+    )
+    schedule_patch = msgspec.defstruct(
+        "SchedulePatch", [("job", scheduled | None, None)], bases=(_SchedulePatch,), module=__name__
+    )
+    return {
+        "NewJob": new_job,
+        "NewJobBatch": batch,
+        "JobTypeName": Literal[tuple(job_types)],
+        "NewSchedule": new_schedule,
+        "SchedulePatch": schedule_patch,
+    }
 
 
 def _camel(name: str) -> str:
@@ -184,6 +285,9 @@ class JobOut(msgspec.Struct, rename="camel"):
     # The job's own backoff, when it was created with one (else its type's).
     retry_base_ms: int | None = None
     retry_cap_ms: int | None = None
+    # A job a schedule fired: the schedule, and the due time it fired for.
+    schedule_id: uuid.UUID | None = None
+    scheduled_for: datetime | None = None
 
 
 class JobPage(msgspec.Struct):
@@ -205,6 +309,39 @@ class JobStats(msgspec.Struct, rename="camel"):
     # long the oldest of them has waited (null when fair scheduling is off).
     waiting: int | None = None
     oldest_wait_ms: int | None = None
+
+
+class ScheduledJobOut(msgspec.Struct, rename="camel"):
+    type: str
+    payload: Any
+    max_attempts: int | None
+
+
+class ScheduleOut(msgspec.Struct, rename="camel"):
+    id: uuid.UUID
+    tenant_id: str
+    name: str
+    cron: str
+    timezone: str
+    missed: str
+    job: ScheduledJobOut
+    paused: bool
+    description: str | None  # the expression in words
+    # The next due time (null while paused), and the next few.
+    next_run_at: datetime | None
+    next_runs: list[datetime]
+    # The due time it last fired for, and the job that created.
+    last_run_at: datetime | None
+    last_job_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SchedulePage(msgspec.Struct):
+    schedules: list[ScheduleOut]
+    total: int
+    limit: int
+    offset: int
 
 
 class Health(msgspec.Struct, omit_defaults=True):

@@ -4,8 +4,8 @@ after the worker threads are done.
 
 They are the status writer (which appends each tick's events to the event log),
 the job loop of async handlers (`ferry.worker.async_jobs`, a loop of its own),
-the heartbeat (leases and aborts), the recovery pass, the broker's keep-alive,
-the fair feeder and the metrics flush.
+the heartbeat (leases and aborts), the recovery pass, the scheduler, the
+broker's keep-alive, the fair feeder and the metrics flush.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ferry.observability.metrics import INSTANCE, RedisMetricsStore, flush, flus
 from ferry.queue.fair.broker import fair_queue
 from ferry.queue.fair.feeder import Feeder
 from ferry.queue.group_ack import GroupAckRedisBroker
+from ferry.queue.sender import Sender
 from ferry.redis_client import connect
 from ferry.settings import Settings
 from ferry.worker.async_jobs import AsyncJobs
@@ -35,6 +36,7 @@ from ferry.worker.malloc import limit_arenas
 from ferry.worker.progress import PROGRESS
 from ferry.worker.recovery import Recovery
 from ferry.worker.running import RUNNING
+from ferry.worker.scheduler import Scheduler
 from ferry.worker.writer import StatusWriter
 
 GIL_SWITCH_INTERVAL_S = 0.001
@@ -96,6 +98,8 @@ class WorkerServices(dramatiq.Middleware):
         heartbeat = Heartbeat(self.engine, RUNNING, self.settings.heartbeat_ms, self.claims)
         self.loop.add_service(heartbeat.run)
         self.loop.add_service(self.recovery.run)
+        scheduler = Scheduler(self.engine, Sender(broker, self._redis), self.events, self.settings)
+        self.loop.add_service(scheduler.run)
         self.loop.on_stop(self._close)
         self.loop.start()
         if any(job_type.is_async for job_type in REGISTRY.values()):

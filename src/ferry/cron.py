@@ -1,0 +1,111 @@
+"""Cron schedules: when one is due, in its time zone, and what to fire after downtime.
+
+Expressions are read by cronsim, which follows Debian's cron (5 fields, or 6 with
+seconds first). Across DST changes it does what cron does: a time the clock skips
+fires right after the change, a fixed time the clock repeats fires once, and a
+time of every hour or minute fires in both of the repeated hours.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+ONE_MICROSECOND = timedelta(microseconds=1)
+FIELDS = "minute hour day-of-month month day-of-week"
+
+
+class Missed(enum.StrEnum):
+    """What a schedule does about due times that passed while nothing could fire them."""
+
+    SKIP = "skip"  # nothing: the next run is the next due time
+    ONCE = "once"  # one catch-up run, for the latest of them
+
+
+class CronError(ValueError):
+    """An expression or a time zone that names no schedule; the message says why."""
+
+
+def time_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CronError(f"{name!r} is not a time zone of the IANA database") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A cron expression in a time zone. Times in and out are aware; out, in UTC."""
+
+    expression: str
+    zone: ZoneInfo
+
+    @classmethod
+    def parse(cls, expression: str, zone: str = "UTC") -> Cron:
+        """The schedule, or CronError: for a bad expression, a bad zone, or an
+        expression that never matches (the 30th of February)."""
+        cron = cls(" ".join(expression.split()), time_zone(zone))
+        try:
+            cron.after(datetime.now(UTC))
+        except CronSimError as exc:
+            problem = str(exc).lower()
+            if "number of fields" in problem:
+                problem += f" (5: {FIELDS}; or 6, with seconds first)"
+            raise CronError(f"{expression!r}: {problem}") from None
+        except StopIteration:
+            raise CronError(f"{expression!r} matches no time in the next 50 years") from None
+        return cron
+
+    def after(self, moment: datetime) -> datetime:
+        """The first due time strictly after `moment`."""
+        return next(self._times(moment)).astimezone(UTC)
+
+    def upcoming(self, moment: datetime, count: int) -> list[datetime]:
+        """The `count` due times after `moment` (fewer if it stops matching)."""
+        return [time.astimezone(UTC) for time in islice(self._times(moment), count)]
+
+    def latest(self, moment: datetime) -> datetime | None:
+        """The last due time at or before `moment`, however long ago."""
+        # Backwards cronsim starts strictly before its (whole-second) start, unless the
+        # start has a fraction of a second: then the second itself counts.
+        try:
+            start = moment.astimezone(self.zone) + ONE_MICROSECOND
+            return next(CronSim(self.expression, start, reverse=True)).astimezone(UTC)
+        except StopIteration:
+            return None
+
+    def describe(self) -> str | None:
+        """In words ("At 09:00 on Monday through Friday"), when cronsim can say it."""
+        try:
+            return CronSim(self.expression, datetime.now(self.zone)).explain()
+        except Exception:  # explain() covers most expressions, not all of them
+            return None
+
+    def _times(self, moment: datetime) -> CronSim:
+        return CronSim(self.expression, moment.astimezone(self.zone))
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """What a due schedule does now: fire for `due` (None: nothing), then wait for `next`."""
+
+    due: datetime | None
+    next: datetime
+    skipped: bool  # due times passed without a run
+
+
+def firing(
+    cron: Cron, next_due: datetime, now: datetime, missed: Missed, grace: timedelta
+) -> Firing:
+    """A schedule whose next due time `next_due` has come (`<= now`) fires once at most,
+    for its latest due time: when that is less than `grace` late, or, being late, when
+    its policy is to catch up once. Every earlier due time left unfired was missed."""
+    latest = max(cron.latest(now) or next_due, next_due)
+    on_time = now - latest <= grace
+    due = latest if on_time or missed is Missed.ONCE else None
+    return Firing(due, cron.after(now), skipped=due is None or latest > next_due)

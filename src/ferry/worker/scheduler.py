@@ -1,0 +1,126 @@
+"""The scheduler: every worker process fires the schedules that are due.
+
+Each firing is one transaction (`ferry.db.schedules`): the due schedules are
+locked, each moves on to its next due time, and the jobs of the due times are
+inserted. Schedulers in several processes skip the rows another holds, and the
+jobs' unique (schedule, due time) refuses a second job for a due time, so a
+schedule fires once per due time however many processes run. Everything it
+needs is in PostgreSQL: a Redis loss or a restart loses no firing, and the
+recovery pass sends a fired job whose message was lost.
+
+After downtime a schedule fires its latest due time if that is less than
+`SCHEDULE_GRACE_MS` late, or, later than that, if its `missed` policy is `once`
+(`ferry.cron.firing`): never one run per missed due time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ferry.cron import Cron, Firing, Missed, firing, time_zone
+from ferry.db import schedules
+from ferry.db.models import utcnow
+from ferry.db.schedules import Fired
+from ferry.events.event import pending_events
+from ferry.events.log import Committed, EventLog
+from ferry.jobs.registry import REGISTRY
+from ferry.observability.metrics import recorder
+from ferry.queue.sender import Sender
+from ferry.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A little past a due time, so that the schedule is due when the scheduler looks.
+LATE_S = 0.005
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Callable[[], AsyncEngine],
+        sender: Sender,
+        events: EventLog | None,
+        settings: Settings,
+    ) -> None:
+        self.engine = engine
+        self.sender = sender
+        self.events = events
+        self.settings = settings
+        # The longest it sleeps: a schedule created or changed meanwhile is seen by then.
+        self.tick_s = settings.schedule_tick_ms / 1000
+        self.grace = timedelta(milliseconds=settings.schedule_grace_ms)
+        self.fired = 0  # jobs this scheduler created (tests, logs)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                wait_s = await self.fire_due()
+            except Exception:
+                log.exception("firing the due schedules failed; trying again in a tick")
+                wait_s = self.tick_s
+            await asyncio.sleep(wait_s)
+
+    async def fire_due(self) -> float:
+        """Fire the schedules due now, then announce their jobs; how long to wait (in
+        seconds) until the next due time, at most a tick."""
+        now = utcnow()
+        async with self.engine().begin() as conn:
+            rows = await schedules.due(conn, now)
+            decided = [(row, self._firing(row, now)) for row in rows]
+            fired = [
+                Fired(row, decision.due, self._max_attempts(row))
+                for row, decision in decided
+                if decision.due is not None
+            ]
+            jobs, mark = await schedules.insert_fired(conn, fired, now)
+            job_of = {
+                one.schedule.id: (one.due, job.id) for one, job in zip(fired, jobs, strict=True)
+            }
+            for row, decision in decided:
+                await schedules.move_on(conn, row.id, decision.next, now, job_of.get(row.id))
+            next_due = await schedules.next_due(conn)
+        for row, decision in decided:
+            if decision.skipped:
+                log.warning(
+                    "schedule %s (%s) missed due times while no worker could fire them (%s)",
+                    row.name, row.id, row.missed,
+                )  # fmt: skip
+        if jobs:
+            self.fired += len(jobs)
+            for job in jobs:
+                recorder.inc("ferry_jobs_created", job.tenant_id, job.type)
+            await self._announce(jobs, mark, now)
+        if len(rows) == schedules.DUE_BATCH:
+            return 0  # more are due
+        if next_due is None:
+            return self.tick_s
+        return min(self.tick_s, max((next_due - utcnow()).total_seconds() + LATE_S, 0))
+
+    def _firing(self, row: Row[Any], now: datetime) -> Firing:
+        cron = Cron(row.cron, time_zone(row.timezone))
+        return firing(cron, row.next_run_at, now, Missed(row.missed), self.grace)
+
+    def _max_attempts(self, row: Row[Any]) -> int:
+        job_type = REGISTRY.get(row.job_type)
+        return int(
+            row.max_attempts
+            or (job_type.max_attempts if job_type else None)
+            or self.settings.default_max_attempts
+        )
+
+    async def _announce(self, jobs: list[Any], mark: Any, now: datetime) -> None:
+        """As for any create: the PENDING events, then the messages. What fails here is
+        made up for by the recovery pass (the outbox row, the overdue PENDING jobs)."""
+        if self.events is not None:
+            try:
+                await self.events.append([Committed(pending_events(jobs, now), mark)])
+            except Exception:
+                log.exception("publishing the events of %d scheduled job(s) failed", len(jobs))
+        await self.sender.send(jobs)
