@@ -92,20 +92,35 @@ class Cron:
 
 @dataclass(frozen=True, slots=True)
 class Firing:
-    """What a due schedule does now: fire for `due` (None: nothing), then wait for `next`."""
+    """What a due schedule does now: fire for each of `due` (oldest first), then wait for
+    `next`. `missed`: due times passed that get no run of their own."""
 
-    due: datetime | None
+    due: list[datetime]
     next: datetime
-    skipped: bool  # due times passed without a run
+    missed: bool
+
+
+MAX_LATE_RUNS = 100  # due times fired at once for one schedule, at most
 
 
 def firing(
     cron: Cron, next_due: datetime, now: datetime, missed: Missed, grace: timedelta
 ) -> Firing:
-    """A schedule whose next due time `next_due` has come (`<= now`) fires once at most,
-    for its latest due time: when that is less than `grace` late, or, being late, when
-    its policy is to catch up once. Every earlier due time left unfired was missed."""
-    latest = max(cron.latest(now) or next_due, next_due)
-    on_time = now - latest <= grace
-    due = latest if on_time or missed is Missed.ONCE else None
-    return Firing(due, cron.after(now), skipped=due is None or latest > next_due)
+    """A schedule whose next due time `next_due` has come (`<= now`): every due time
+    since then that is at most `grace` late fires (a slow tick or a quick restart loses
+    none). Older ones were missed (nothing could fire them in time): under `skip` they
+    get no run, under `once` the latest of them gets one."""
+    cutoff = now - grace
+    due: list[datetime] = []
+    late = next_due
+    passed_over = False
+    if next_due < cutoff:
+        latest_missed = cron.latest(cutoff - ONE_MICROSECOND) or next_due
+        if missed is Missed.ONCE:
+            due.append(latest_missed)
+        passed_over = missed is Missed.SKIP or latest_missed > next_due
+        late = cron.after(latest_missed)
+    while late <= now and len(due) < MAX_LATE_RUNS:
+        due.append(late)
+        late = cron.after(late)
+    return Firing(due, cron.after(now), passed_over)

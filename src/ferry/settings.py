@@ -58,10 +58,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     recovery_interval_ms: int = 5_000
     recovery_grace_ms: int = 5_000
     # Schedules: how often each worker process looks for new or changed ones (it wakes
-    # for a due time anyway), and how late a due time may fire and still count as on
-    # time; later than that, after downtime, the schedule's `missed` policy decides.
+    # for a due time anyway), and how late a due time may still fire; older ones were
+    # missed (no worker ran), and the schedule's `missed` policy decides.
     schedule_tick_ms: Annotated[int, msgspec.Meta(ge=10)] = 1_000
-    schedule_grace_ms: Annotated[int, msgspec.Meta(ge=0)] = 60_000
+    schedule_grace_ms: Annotated[int, msgspec.Meta(ge=0)] = 10_000
     # Fair scheduling (on Redis): jobs wait in per-tenant queues and are fed in
     # weighted round robin into the shared queue, kept at most this deep (a
     # newcomer waits behind one round of the tenants plus this many jobs).

@@ -123,6 +123,7 @@ def test_latest_looks_back_across_a_change_in_the_schedules_zone() -> None:
 
 
 EVERY_MINUTE = Cron.parse("* * * * *")
+HOURLY = Cron.parse("0 * * * *")
 
 
 @pytest.mark.parametrize("missed", list(Missed))
@@ -130,40 +131,54 @@ def test_a_due_time_on_time_fires_once_then_waits_for_the_next(missed: Missed) -
     due = at(2026, 1, 1, 12, 0)
     now = due + timedelta(milliseconds=40)
     decision = firing(EVERY_MINUTE, due, now, missed, GRACE)
-    assert (decision.due, decision.next, decision.skipped) == (due, at(2026, 1, 1, 12, 1), False)
+    assert (decision.due, decision.next, decision.missed) == ([due], at(2026, 1, 1, 12, 1), False)
 
 
-def test_skip_drops_what_was_missed_beyond_the_grace() -> None:
-    hourly = Cron.parse("0 * * * *")
+@pytest.mark.parametrize("missed", list(Missed))
+def test_due_times_late_within_the_grace_each_fire(missed: Missed) -> None:
+    every_10_s = Cron.parse("*/10 * * * * *")
+    due = at(2026, 1, 1, 12, 0, 0)
+    now = at(2026, 1, 1, 12, 0, 35)  # a slow tick: 4 due times passed, none past the grace
+    decision = firing(every_10_s, due, now, missed, GRACE)
+    assert decision.due == [due + timedelta(seconds=s) for s in (0, 10, 20, 30)]
+    assert (decision.next, decision.missed) == (at(2026, 1, 1, 12, 0, 40), False)
+
+
+def test_skip_gives_what_was_missed_no_run() -> None:
     due = at(2026, 1, 1, 12, 0)
     now = at(2026, 1, 1, 15, 30)  # 3.5 hours of downtime: 15:00 is 30 minutes late
-    decision = firing(hourly, due, now, Missed.SKIP, GRACE)
-    assert decision.due is None
+    decision = firing(HOURLY, due, now, Missed.SKIP, GRACE)
+    assert decision.due == []
     assert decision.next == at(2026, 1, 1, 16)
-    assert decision.skipped
+    assert decision.missed
 
 
-def test_skip_still_fires_the_latest_due_time_within_the_grace() -> None:
-    due = at(2026, 1, 1, 12, 0)
-    now = at(2026, 1, 1, 12, 5, 20)  # 12:01 to 12:05 are missed; 12:05 is 20 s late
-    decision = firing(EVERY_MINUTE, due, now, Missed.SKIP, GRACE)
-    assert decision.due == at(2026, 1, 1, 12, 5)
-    assert decision.next == at(2026, 1, 1, 12, 6)
-    assert decision.skipped
-
-
-def test_once_catches_up_with_one_run_for_the_latest_due_time() -> None:
+def test_once_catches_up_with_one_run_for_the_latest_missed_due_time() -> None:
     due = at(2026, 1, 1, 12, 0)
     now = at(2026, 1, 3, 9, 0, 30)  # two days down: thousands of due times, one run
-    decision = firing(EVERY_MINUTE, due, now, Missed.ONCE, GRACE)
-    assert decision.due == at(2026, 1, 3, 9, 0)
+    decision = firing(EVERY_MINUTE, due, now, Missed.ONCE, timedelta(seconds=10))
+    # 08:59 is the latest missed; 09:00 is 30 s late, past the 10 s grace: missed too.
+    assert decision.due == [at(2026, 1, 3, 9, 0)]
     assert decision.next == at(2026, 1, 3, 9, 1)
+    assert decision.missed
 
 
-def test_a_single_late_due_time_is_missed_past_the_grace() -> None:
+def test_once_then_the_due_times_within_the_grace() -> None:
+    every_second = Cron.parse("* * * * * *")
+    due = at(2026, 1, 1, 12, 0, 0)
+    now = at(2026, 1, 1, 12, 0, 6)
+    decision = firing(every_second, due, now, Missed.ONCE, timedelta(seconds=2))
+    # 12:00:00 to 12:00:03 were missed (one run, for :03); :04 to :06 are within the grace.
+    assert decision.due == [due + timedelta(seconds=s) for s in (3, 4, 5, 6)]
+    skip = firing(every_second, due, now, Missed.SKIP, timedelta(seconds=2))
+    assert skip.due == [due + timedelta(seconds=s) for s in (4, 5, 6)]
+
+
+def test_a_single_missed_due_time_is_caught_up_by_once_without_loss() -> None:
     daily = Cron.parse("0 3 * * *")
     due = at(2026, 1, 1, 3)
     now = due + timedelta(minutes=5)
-    assert firing(daily, due, now, Missed.SKIP, GRACE).due is None
-    assert firing(daily, due, now, Missed.ONCE, GRACE).due == due
-    assert firing(daily, due, now, Missed.SKIP, timedelta(minutes=10)).due == due
+    assert firing(daily, due, now, Missed.SKIP, GRACE).due == []
+    once = firing(daily, due, now, Missed.ONCE, GRACE)
+    assert (once.due, once.missed) == ([due], False)
+    assert firing(daily, due, now, Missed.SKIP, timedelta(minutes=10)).due == [due]

@@ -8,9 +8,10 @@ schedule fires once per due time however many processes run. Everything it
 needs is in PostgreSQL: a Redis loss or a restart loses no firing, and the
 recovery pass sends a fired job whose message was lost.
 
-After downtime a schedule fires its latest due time if that is less than
-`SCHEDULE_GRACE_MS` late, or, later than that, if its `missed` policy is `once`
-(`ferry.cron.firing`): never one run per missed due time.
+Every due time fires, late by up to `SCHEDULE_GRACE_MS` (a slow tick, a quick
+restart). Due times older than that were missed, while no worker could fire
+them: a schedule's `missed` policy gives them no run (`skip`) or one for the
+latest (`once`), never one each (`ferry.cron.firing`).
 """
 
 from __future__ import annotations
@@ -75,19 +76,19 @@ class Scheduler:
             rows = await schedules.due(conn, now)
             decided = [(row, self._firing(row, now)) for row in rows]
             fired = [
-                Fired(row, decision.due, self._max_attempts(row))
+                Fired(row, due, self._max_attempts(row))
                 for row, decision in decided
-                if decision.due is not None
+                for due in decision.due
             ]
             jobs, mark = await schedules.insert_fired(conn, fired, now)
-            job_of = {
-                one.schedule.id: (one.due, job.id) for one, job in zip(fired, jobs, strict=True)
-            }
+            # Oldest first: a schedule's last job is its latest due time's.
+            pairs = zip(fired, jobs, strict=True)
+            job_of = {one.schedule.id: (one.due, job.id) for one, job in pairs}
             for row, decision in decided:
                 await schedules.move_on(conn, row.id, decision.next, now, job_of.get(row.id))
             next_due = await schedules.next_due(conn)
         for row, decision in decided:
-            if decision.skipped:
+            if decision.missed:
                 log.warning(
                     "schedule %s (%s) missed due times while no worker could fire them (%s)",
                     row.name, row.id, row.missed,

@@ -128,7 +128,7 @@ async def test_after_downtime_skip_fires_nothing_and_once_fires_one(
     now = utcnow()
     due = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     schedule_id = await add_schedule(db, due, cron="0 * * * *", missed=missed)
-    fire, _, _ = scheduler(db, schedule_grace_ms=1_000)
+    fire, _, _ = scheduler(db, schedule_grace_ms=0)
     await fire.fire_due()
     jobs = await fired_jobs(db, schedule_id)
     assert len(jobs) == runs
