@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def all_completed(url: str, schedule_id: str) -> bool:
 
 
 def gaps(times: list[datetime]) -> list[float]:
-    return [(later - earlier).total_seconds() for earlier, later in zip(times, times[1:])]
+    return [(later - earlier).total_seconds() for earlier, later in pairwise(times)]
 
 
 def test_three_worker_processes_fire_each_due_time_once(
