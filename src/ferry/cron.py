@@ -9,10 +9,11 @@ time of every hour or minute fires in both of the repeated hours.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -32,10 +33,16 @@ class CronError(ValueError):
 
 
 def time_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CronError(f"{name!r} is not a time zone of the IANA database") from None
+    # Only the database's names: "localtime" would be each host's own clock setting.
+    if name not in _zone_names():
+        raise CronError(f"{name!r} is not a time zone of the IANA database")
+    return ZoneInfo(name)
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # The files beside the zones that are not zones of their own.
+    return frozenset(available_timezones()) - {"localtime", "posixrules", "Factory"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from ferry.jobs.payloads import (
     ONE_LINE_PATTERN,
     URL_PATTERN,
 )
+from ferry.service.schemas import SCHEDULE_NAME_PATTERN
 
 VALID = {
     TENANT_ID_PATTERN: "tenant-1",
@@ -23,6 +24,7 @@ VALID = {
     URL_PATTERN: "https://hook.test/path?q=1",
     HEADER_NAME_PATTERN: "X-Trace-Id",
     HEADER_VALUE_PATTERN: "a b\tc",
+    SCHEDULE_NAME_PATTERN: "nightly report",
 }
 
 

@@ -65,12 +65,13 @@ class ScheduleStore:
     async def save(self, schedule: Schedule) -> Schedule:
         """Write a new or changed schedule now (not at the request's end), so that a
         name already taken is a NameTaken here."""
+        tenant_id, name = schedule.tenant_id, schedule.name  # the rollback expires them
         self.session.add(schedule)
         try:
             await self.session.flush()
         except IntegrityError:
             await self.session.rollback()
-            raise NameTaken(schedule.tenant_id, schedule.name) from None
+            raise NameTaken(tenant_id, name) from None
         return schedule
 
     async def delete(self, schedule: Schedule) -> None:

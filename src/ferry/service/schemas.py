@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from ferry.cron import Cron, CronError, Missed, time_zone
-from ferry.fields import TENANT_ID_WORDS, TenantId, field_error, pattern
+from ferry.fields import TenantId, field_error, pattern
 from ferry.jobs.registry import (
     MAX_ATTEMPTS_LIMIT,
     MAX_BACKOFF_MS,
@@ -69,15 +69,18 @@ class _ScheduledJob(
     max_attempts: MaxAttempts | None = None
 
 
-SCHEDULE_NAME_WORDS = TENANT_ID_WORDS
+SCHEDULE_NAME_WORDS = (
+    "1 to 100 letters, digits, spaces and . _ : - (starting with a letter or digit)"
+)
+SCHEDULE_NAME_PATTERN = pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9 ._:-]*$(?!\n)", f"a schedule name: {SCHEDULE_NAME_WORDS}"
+)
 ScheduleName = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=100,
-        pattern=pattern(
-            r"^[A-Za-z0-9][A-Za-z0-9._:-]*$(?!\n)", f"a schedule name: {SCHEDULE_NAME_WORDS}"
-        ),
+        pattern=SCHEDULE_NAME_PATTERN,
         description=SCHEDULE_NAME_WORDS,
     ),
 ]

@@ -24,7 +24,7 @@ from tests.support.jobs import (
 JOB_FIELDS = {
     "id", "tenantId", "type", "payload", "status", "attempts", "maxAttempts", "error",
     "result", "createdAt", "updatedAt", "startedAt", "finishedAt", "nextRunAt",
-    "progress", "progressMessage", "retryBaseMs", "retryCapMs",
+    "progress", "progressMessage", "retryBaseMs", "retryCapMs", "scheduleId", "scheduledFor",
 }  # fmt: skip
 
 

@@ -87,6 +87,53 @@ def test_a_tenant_key_acts_for_its_tenant_only(api: Api) -> None:
     assert me.post(f"/jobs/{my_job}/cancel").status_code == 200
 
 
+def test_a_tenant_key_manages_its_own_schedules_only(api: Api) -> None:
+    mine, theirs = new_tenant(), new_tenant()
+    me, admin = api.client(api.new_key(mine)), api.client(ADMIN_KEY)
+
+    def schedule(tenant: str, name: str = "nightly") -> dict[str, object]:
+        job = {"type": "sleep", "payload": {"delayMs": 5}}
+        return {"tenantId": tenant, "name": name, "cron": "0 9 * * *", "job": job}
+
+    def names(page: httpx.Response) -> list[tuple[str, str]]:
+        assert page.status_code == 200, page.text
+        return [(one["tenantId"], one["name"]) for one in page.json()["schedules"]]
+
+    created = me.post("/schedules", json=schedule(mine))
+    assert created.status_code == 201, created.text
+    my_schedule = created.json()["id"]
+    # The same name for another tenant, by the admin: no conflict.
+    their_created = admin.post("/schedules", json=schedule(theirs))
+    assert their_created.status_code == 201, their_created.text
+    their_schedule = their_created.json()
+    # A body naming another tenant: 403, and nothing created.
+    assert me.post("/schedules", json=schedule(theirs, "sneaky")).status_code == 403
+    # A listing naming another tenant: 403; without a tenant, or naming its own: its own.
+    assert me.get("/schedules", params={"tenantId": theirs}).status_code == 403
+    assert names(me.get("/schedules")) == [(mine, "nightly")]
+    assert names(me.get("/schedules", params={"tenantId": mine})) == [(mine, "nightly")]
+    assert me.get("/schedules").json()["total"] == 1
+    # Another tenant's schedule: 404, as if it did not exist.
+    path = f"/schedules/{their_schedule['id']}"
+    assert me.get(path).status_code == 404
+    assert me.patch(path, json={"name": "mine-now"}).status_code == 404
+    assert me.patch(path, json={"cron": "* * * * *"}).status_code == 404
+    for action in ("pause", "resume"):
+        assert me.post(f"{path}/{action}").status_code == 404, action
+    assert me.delete(path).status_code == 404
+    # All untouched, and no schedule of theirs was made by the key.
+    assert admin.get(path).json() == their_schedule
+    assert names(admin.get("/schedules", params={"tenantId": theirs})) == [(theirs, "nightly")]
+    # Its own: it reads, changes, pauses and deletes them.
+    mine_path = f"/schedules/{my_schedule}"
+    assert me.get(mine_path).json()["tenantId"] == mine
+    assert me.patch(mine_path, json={"missed": "once"}).json()["missed"] == "once"
+    assert me.post(f"{mine_path}/pause").json()["paused"] is True
+    assert me.delete(mine_path).status_code == 204
+    assert me.get("/schedules").json()["total"] == 0
+    assert admin.delete(path).status_code == 204
+
+
 def test_only_the_admin_key_manages_keys_and_reads_metrics(api: Api) -> None:
     tenant = new_tenant()
     key = api.new_key(tenant)
