@@ -54,4 +54,5 @@ export const api = {
   retry: (id) => call("POST", `/jobs/${id}/retry`),
   cancel: (id) => call("POST", `/jobs/${id}/cancel`),
   remove: (id) => call("DELETE", `/jobs/${id}`),
+  listSchedules: (tenantId) => call("GET", `/schedules?${query({ tenantId, limit: 100 })}`),
 };

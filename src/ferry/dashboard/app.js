@@ -345,6 +345,39 @@ async function create(submit) {
   loadStats();
 }
 
+// -- schedules ------------------------------------------------------------------------
+
+const SCHEDULES_EVERY_MS = 5000; // their last runs move on without an event of their own
+
+const dateTime = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+
+function scheduleRow(schedule) {
+  const name = element("td", {}, schedule.name);
+  if (schedule.paused) name.append(element("span", { class: "badge paused" }, "paused"));
+  return element(
+    "tr",
+    { "data-testid": "schedule-row", "data-schedule-id": schedule.id },
+    name,
+    element("td", { title: schedule.description ?? "" }, element("code", {}, schedule.cron), ` ${schedule.timezone}`),
+    element("td", {}, schedule.job.type),
+    element("td", { "data-testid": "schedule-next" }, dateTime(schedule.nextRunAt)),
+    element("td", { "data-testid": "schedule-last" }, dateTime(schedule.lastRunAt)),
+  );
+}
+
+async function loadSchedules() {
+  try {
+    const page = await api.listSchedules(state.tenant);
+    $("schedules").replaceChildren(...page.schedules.map(scheduleRow));
+    $("no-schedules").hidden = page.schedules.length > 0;
+    $("no-schedules").textContent = "No schedules for this tenant (POST /schedules).";
+  } catch (error) {
+    $("schedules").replaceChildren();
+    $("no-schedules").hidden = false;
+    $("no-schedules").textContent = error.message;
+  }
+}
+
 // -- wiring ---------------------------------------------------------------------------
 
 function followTenant() {
@@ -358,6 +391,7 @@ function followTenant() {
   live.follow(state.tenant);
   loadPage();
   loadStats();
+  loadSchedules();
 }
 
 function start() {
@@ -394,6 +428,7 @@ function start() {
   showTemplate();
   followTenant();
   loadJobTypes();
+  setInterval(loadSchedules, SCHEDULES_EVERY_MS);
 }
 
 start();

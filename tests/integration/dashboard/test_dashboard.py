@@ -372,6 +372,43 @@ async def test_the_tenants_queue_shows_in_the_counters(page: Page, ferry: Ferry)
                 await client.post(f"/jobs/{job_id}/cancel")
 
 
+async def test_the_tenants_schedules_show_their_next_and_last_runs(
+    page: Page, ferry: Ferry
+) -> None:
+    tenant, other = new_tenant(), new_tenant()
+    job = {"type": "sleep", "payload": {"delayMs": 0}}
+    async with httpx.AsyncClient(base_url=ferry.base) as client:
+        made = [
+            await client.post("/schedules", json={"tenantId": owner, "name": name, "cron": cron, "job": job})
+            for owner, name, cron in (
+                (tenant, "every-second", "* * * * * *"),
+                (tenant, "nightly", "0 3 * * *"),
+                (other, "not-mine", "* * * * *"),
+            )
+        ]  # fmt: skip
+        assert [answer.status_code for answer in made] == [201, 201, 201]
+        try:
+            await open_dashboard(page, ferry, tenant, "WebSocket")
+            rows = page.get_by_test_id("schedule-row")
+            await expect(rows).to_have_count(2, timeout=WAIT_MS)
+            every_second = rows.filter(has_text="every-second")
+            await expect(every_second).to_contain_text("* * * * * *")
+            # Fired by the worker: its last run shows once the panel reads it again.
+            await expect(every_second.get_by_test_id("schedule-last")).not_to_have_text(
+                "–", timeout=WAIT_MS
+            )
+            nightly = rows.filter(has_text="nightly")
+            await expect(nightly.get_by_test_id("schedule-last")).to_have_text("–")
+            await expect(nightly.get_by_test_id("schedule-next")).not_to_have_text("–")
+            await client.post(f"/schedules/{made[1].json()['id']}/pause")
+            await expect(nightly).to_contain_text("paused", timeout=WAIT_MS)
+            await expect(nightly.get_by_test_id("schedule-next")).to_have_text("–")
+            await expect(page.get_by_test_id("schedules")).not_to_contain_text("not-mine")
+        finally:  # the module's worker must not go on firing them
+            for answer in made:
+                await client.delete(f"/schedules/{answer.json()['id']}")
+
+
 async def test_the_page_and_its_assets_carry_security_headers(ferry: Ferry) -> None:
     host = ferry.base.removeprefix("http://")
     async with httpx.AsyncClient(base_url=ferry.base) as client:
