@@ -1,8 +1,10 @@
-"""Add schedules (cron), and the schedule and due time of the jobs they fire.
+"""Add schedules (cron), the schedule and due time of the jobs they fire, and parked
+jobs (due too far ahead to wait in Redis).
 
 The unique index on (schedule_id, scheduled_for) is what makes a schedule fire
 once per due time; it covers only the jobs a schedule fired, so it stays small.
-The new job columns are nullable with no default: adding them rewrites no row.
+The new job columns are nullable or have a constant default: adding them rewrites
+no row.
 
 Revision ID: 0009
 Revises: 0008
@@ -48,6 +50,16 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("schedule_id", GUID(), nullable=True))
         batch.add_column(sa.Column("scheduled_for", DateTimeUTC(timezone=True), nullable=True))
+        batch.add_column(
+            sa.Column("parked", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+    op.create_index(
+        "ix_jobs_parked_next_run",
+        "jobs",
+        ["next_run_at"],
+        postgresql_where=sa.text("parked"),
+        sqlite_where=sa.text("parked"),
+    )
     op.create_index(
         "ux_jobs_schedule_due",
         "jobs",
@@ -60,7 +72,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ux_jobs_schedule_due", table_name="jobs")
+    op.drop_index("ix_jobs_parked_next_run", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("parked")
         batch.drop_column("scheduled_for")
         batch.drop_column("schedule_id")
     op.drop_table("schedules")

@@ -183,6 +183,7 @@ class AppParts:
                 self.events,
                 sender,
                 default_max_attempts=self.settings.default_max_attempts,
+                park_after_ms=self.settings.park_after_ms,
             ),
             metrics=self.metrics,
             draining=self.draining,

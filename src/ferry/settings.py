@@ -57,6 +57,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # the pass checks that a queue still holds its message.
     recovery_interval_ms: int = 5_000
     recovery_grace_ms: int = 5_000
+    # Jobs created due further ahead than this wait in the database, not in Redis,
+    # until the dispatcher sends them; `runAt` may be at most the horizon ahead.
+    park_after_ms: Annotated[int, msgspec.Meta(ge=0)] = 60_000
+    run_at_horizon_ms: Annotated[int, msgspec.Meta(ge=1)] = 365 * 24 * 3600 * 1000
     # Schedules: how often each worker process looks for new or changed ones (it wakes
     # for a due time anyway), and how late a due time may still fire; older ones were
     # missed (no worker ran), and the schedule's `missed` policy decides.

@@ -53,6 +53,7 @@ from ferry.service.schemas import (
     JobPatch,
     JobStats,
     Requeued,
+    due_of,
     job_type_of,
     request_types,
 )
@@ -101,16 +102,19 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-def _row(spec: NewJob, default_max_attempts: int) -> NewRow:
+def _row(spec: NewJob, default_max_attempts: int, park_after_ms: int) -> NewRow:
     job_type = job_type_of(spec)
+    delay_ms, run_at = due_of(spec)
     return NewRow(
         tenant_id=spec.tenant_id,
         type=job_type,
         payload=refuse_nul(msgspec.to_builtins(spec.payload)),
         max_attempts=spec.max_attempts or REGISTRY[job_type].max_attempts or default_max_attempts,
-        delay_ms=spec.delay_ms,
+        delay_ms=delay_ms,
         retry_base_ms=spec.retry_base_ms,
         retry_cap_ms=spec.retry_cap_ms,
+        parked=delay_ms > park_after_ms,
+        run_at=run_at,
     )
 
 
@@ -121,7 +125,7 @@ async def _create(
     idempotency_key: str | None,
 ) -> tuple[list[uuid.UUID], bool]:
     """A key belongs to the tenant of the first job."""
-    rows = [_row(spec, jobs.default_max_attempts) for spec in specs]
+    rows = [_row(spec, jobs.default_max_attempts, jobs.park_after_ms) for spec in specs]
     key = None
     if idempotency_key is not None:
         digest = request_hash(msgspec.json.encode(request))

@@ -37,6 +37,10 @@ class NewRow:
     # The job's own backoff (None: its type's).
     retry_base_ms: int | None = None
     retry_cap_ms: int | None = None
+    # Due too far ahead to be sent now: the dispatcher sends it (`ferry.db.parked`).
+    parked: bool = False
+    # When it is due, if given as a time (`runAt`): then its due time, to the microsecond.
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class Enqueued:
     type: str
     tenant_id: str
     delay_ms: int
+    parked: bool = False  # not to be sent: it waits in the database
 
 
 class Conflict(Exception):
@@ -84,13 +89,15 @@ WITH announced AS (
   INSERT INTO job_event_outbox (id, at, job_ids) VALUES ($8, $7, $1::uuid[])
 )
 INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
-                  created_at, updated_at, next_run_at, retry_base_ms, retry_cap_ms)
+                  created_at, updated_at, next_run_at, retry_base_ms, retry_cap_ms, parked)
 SELECT v.id, v.tenant_id, v.type, v.payload, 'PENDING', 0, v.max_attempts,
-       $7::timestamptz, $7::timestamptz, $7::timestamptz + v.delay_ms * interval '1 ms',
-       v.retry_base_ms, v.retry_cap_ms
-  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::int[],
-              $9::int[], $10::int[])
-       AS v(id, tenant_id, type, payload, max_attempts, delay_ms, retry_base_ms, retry_cap_ms)
+       $7::timestamptz, $7::timestamptz,
+       coalesce(v.run_at, $7::timestamptz + v.delay_ms * interval '1 ms'),
+       v.retry_base_ms, v.retry_cap_ms, v.parked
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::bigint[],
+              $9::int[], $10::int[], $11::bool[], $12::timestamptz[])
+       AS v(id, tenant_id, type, payload, max_attempts, delay_ms, retry_base_ms, retry_cap_ms,
+            parked, run_at)
 """
 _json = msgspec.json.Encoder()
 
@@ -102,7 +109,9 @@ async def insert_jobs(
     at once on an autocommit connection); on PostgreSQL with their outbox row under
     `mark` (a new one if None)."""
     now = utcnow()
-    enqueued = [Enqueued(new_job_id(), row.type, row.tenant_id, row.delay_ms) for row in rows]
+    enqueued = [
+        Enqueued(new_job_id(), row.type, row.tenant_id, row.delay_ms, row.parked) for row in rows
+    ]
     conn = await db.connection() if isinstance(db, AsyncSession) else db
     if conn.dialect.name == "postgresql":
         columns = (
@@ -116,6 +125,8 @@ async def insert_jobs(
             mark or new_mark(),
             [row.retry_base_ms for row in rows],
             [row.retry_cap_ms for row in rows],
+            [row.parked for row in rows],
+            [row.run_at for row in rows],
         )
         await conn.exec_driver_sql(_INSERT_JOBS, columns)
         return enqueued
@@ -130,9 +141,10 @@ async def insert_jobs(
             "max_attempts": row.max_attempts,
             "created_at": now,
             "updated_at": now,
-            "next_run_at": now + timedelta(milliseconds=row.delay_ms),
+            "next_run_at": row.run_at or now + timedelta(milliseconds=row.delay_ms),
             "retry_base_ms": row.retry_base_ms,
             "retry_cap_ms": row.retry_cap_ms,
+            "parked": row.parked,
         }
         for job, row in zip(enqueued, rows, strict=True)
     ]

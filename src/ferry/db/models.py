@@ -9,7 +9,7 @@ from typing import Any
 
 import uuid_utils
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, Uuid, text
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, Uuid, false, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -72,6 +72,8 @@ class Job(Base):
     retry_cap_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     # Internal: renewed by the worker running the job; a stale one means the worker died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # Due too far ahead to wait in Redis: no message yet, the dispatcher sends it when due.
+    parked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # A job a schedule fired: the schedule, and the due time it fired for.
     schedule_id: Mapped[uuid.UUID | None] = mapped_column(GUID, default=None)
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
@@ -92,6 +94,13 @@ class Job(Base):
         Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
         Index("ix_jobs_status_next_run", "status", "next_run_at"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        # What the dispatcher looks for: the parked jobs, soonest due first.
+        Index(
+            "ix_jobs_parked_next_run",
+            "next_run_at",
+            postgresql_where=text("parked"),
+            sqlite_where=text("parked"),
+        ),
         # A schedule fires once per due time, however many workers try at once.
         Index(
             "ux_jobs_schedule_due",

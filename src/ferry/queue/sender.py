@@ -1,5 +1,8 @@
 """The only sender of job messages: the API after a commit, the recovery pass, retries.
 
+A parked job (created due too far ahead) is not sent: it waits in the database
+until the dispatcher sends it (`ferry.worker.dispatcher`).
+
 The API sends only after the rows are committed, so a worker never sees a
 message for a row that does not exist yet. A failed send is logged and
 swallowed: the row stays PENDING with `next_run_at` due, and the recovery
@@ -41,6 +44,8 @@ class Sender:
         broker the others go to their tenants' queues a chunk per round trip."""
         now = []
         for job in jobs:
+            if job.parked:
+                continue
             message = job_message(str(job.id), job.type, job.tenant_id)
             if job.delay_ms:
                 self.broker.enqueue(message, delay=job.delay_ms)
@@ -53,6 +58,7 @@ class Sender:
 
     async def send(self, jobs: Sequence[Enqueued]) -> bool:
         """Enqueue without blocking the event loop; False (and logged) if the broker refused."""
+        jobs = [job for job in jobs if not job.parked]  # the dispatcher sends them when due
         rest = jobs
         try:
             if self._fair_broker is not None and self.redis is not None:

@@ -49,10 +49,12 @@ class JobService:
         sender: Sender,
         *,
         default_max_attempts: int,
+        park_after_ms: int = 60_000,
     ) -> None:
         """`intake_engine`: the connection the intake writes its groups on."""
         self.engine = engine
         self.default_max_attempts = default_max_attempts  # of a job that names none
+        self.park_after_ms = park_after_ms  # a job due later waits in the database
         self.events = events
         self.sender = sender
         self.intake = Intake(intake_engine, self.announce)

@@ -18,6 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from ferry.cron import Cron, CronError, Missed, time_zone
+from ferry.db.models import utcnow
 from ferry.fields import TenantId, field_error, pattern
 from ferry.jobs.registry import (
     MAX_ATTEMPTS_LIMIT,
@@ -47,14 +48,26 @@ class _NewJob(
     tenant_id: TenantId
     max_attempts: MaxAttempts | None = None
     delay_ms: DelayMs = 0
+    # When to run it, instead of a delay (with its offset: a time without one names no instant).
+    run_at: Annotated[datetime, Meta(tz=True)] | None = None
     # The job's own backoff, either half or both; what it leaves out is its type's.
     retry_base_ms: RetryMs | None = None
     retry_cap_ms: RetryMs | None = None
 
-    # Its type's backoff (base, cap), set on each type's struct by `request_types`.
+    # Its type's backoff (base, cap), set on each type's struct by `request_types`, and
+    # how far ahead `runAt` may be (RUN_AT_HORIZON_MS).
     _type_backoff: ClassVar[tuple[int, int]] = (0, MAX_BACKOFF_MS)
+    _run_at_horizon_ms: ClassVar[int] = Settings().run_at_horizon_ms
 
     def __post_init__(self) -> None:
+        if self.run_at is not None:
+            if self.delay_ms:
+                raise field_error("runAt", "give runAt or delayMs, not both")
+            if (self.run_at - utcnow()).total_seconds() * 1000 > self._run_at_horizon_ms:
+                days = self._run_at_horizon_ms / 86_400_000
+                raise field_error(
+                    "runAt", f"is more than {days:,.0f} days ahead (RUN_AT_HORIZON_MS)"
+                )
         if self.retry_base_ms is not None or self.retry_cap_ms is not None:
             problem = backoff_problem(self.retry_base_ms, self.retry_cap_ms, self._type_backoff)
             if problem is not None:
@@ -140,6 +153,15 @@ class _SchedulePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, r
             raise field_error(*problem)
 
 
+def due_of(job: Any) -> tuple[int, datetime | None]:
+    """When a create request's job is due: (how long it is held back in ms, its `runAt`
+    if that is ahead). A `runAt` past is now."""
+    if job.run_at is None:
+        return int(job.delay_ms), None
+    ahead_ms = int((job.run_at - utcnow()).total_seconds() * 1000)
+    return (ahead_ms, job.run_at) if ahead_ms > 0 else (0, None)
+
+
 def job_type_of(job: Any) -> str:
     """The `type` a create request named (the tag of its struct)."""
     return type(job).__struct_config__.tag  # type: ignore[no-any-return]
@@ -199,7 +221,10 @@ def request_types(
             bases=(_NewJob,),
             tag=name,
             module=__name__,
-            namespace={"_type_backoff": backoff_ms(name, settings)},
+            namespace={
+                "_type_backoff": backoff_ms(name, settings),
+                "_run_at_horizon_ms": settings.run_at_horizon_ms,
+            },
         )
         for name, job_type in job_types.items()
     )

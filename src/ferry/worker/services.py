@@ -5,7 +5,8 @@ after the worker threads are done.
 They are the status writer (which appends each tick's events to the event log),
 the job loop of async handlers (`ferry.worker.async_jobs`, a loop of its own),
 the heartbeat (leases and aborts), the recovery pass, the scheduler, the
-broker's keep-alive, the fair feeder and the metrics flush.
+dispatcher of parked jobs, the broker's keep-alive, the fair feeder and the
+metrics flush.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ferry.redis_client import connect
 from ferry.settings import Settings
 from ferry.worker.async_jobs import AsyncJobs
 from ferry.worker.claims_ahead import ClaimsAhead
+from ferry.worker.dispatcher import Dispatcher
 from ferry.worker.heartbeat import Heartbeat, keep_alive
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.malloc import limit_arenas
@@ -98,8 +100,9 @@ class WorkerServices(dramatiq.Middleware):
         heartbeat = Heartbeat(self.engine, RUNNING, self.settings.heartbeat_ms, self.claims)
         self.loop.add_service(heartbeat.run)
         self.loop.add_service(self.recovery.run)
-        scheduler = Scheduler(self.engine, Sender(broker, self._redis), self.events, self.settings)
-        self.loop.add_service(scheduler.run)
+        sender = Sender(broker, self._redis)
+        self.loop.add_service(Scheduler(self.engine, sender, self.events, self.settings).run)
+        self.loop.add_service(Dispatcher(self.engine, sender).run)
         self.loop.on_stop(self._close)
         self.loop.start()
         if any(job_type.is_async for job_type in REGISTRY.values()):

@@ -372,6 +372,9 @@ async def test_the_tenants_queue_shows_in_the_counters(page: Page, ferry: Ferry)
                 await client.post(f"/jobs/{job_id}/cancel")
 
 
+NO_TIME = "\u2013"  # what the schedules panel shows for a time there is not
+
+
 async def test_the_tenants_schedules_show_their_next_and_last_runs(
     page: Page, ferry: Ferry
 ) -> None:
@@ -395,14 +398,14 @@ async def test_the_tenants_schedules_show_their_next_and_last_runs(
             await expect(every_second).to_contain_text("* * * * * *")
             # Fired by the worker: its last run shows once the panel reads it again.
             await expect(every_second.get_by_test_id("schedule-last")).not_to_have_text(
-                "–", timeout=WAIT_MS
+                NO_TIME, timeout=WAIT_MS
             )
             nightly = rows.filter(has_text="nightly")
-            await expect(nightly.get_by_test_id("schedule-last")).to_have_text("–")
-            await expect(nightly.get_by_test_id("schedule-next")).not_to_have_text("–")
+            await expect(nightly.get_by_test_id("schedule-last")).to_have_text(NO_TIME)
+            await expect(nightly.get_by_test_id("schedule-next")).not_to_have_text(NO_TIME)
             await client.post(f"/schedules/{made[1].json()['id']}/pause")
             await expect(nightly).to_contain_text("paused", timeout=WAIT_MS)
-            await expect(nightly.get_by_test_id("schedule-next")).to_have_text("–")
+            await expect(nightly.get_by_test_id("schedule-next")).to_have_text(NO_TIME)
             await expect(page.get_by_test_id("schedules")).not_to_contain_text("not-mine")
         finally:  # the module's worker must not go on firing them
             for answer in made:
