@@ -36,7 +36,7 @@ from ferry.api.dependencies import (
 )
 from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
-from ferry.db.models import Job, JobStatus
+from ferry.db.models import DEFAULT_PRIORITY, Job, JobStatus
 from ferry.events.channels import subscription
 from ferry.events.event import RECONNECTED, channel_name, progress_after, says_lost, seq_of
 from ferry.fields import TENANT_ID_PATTERN
@@ -115,6 +115,7 @@ def _row(spec: NewJob, default_max_attempts: int, park_after_ms: int) -> NewRow:
         retry_cap_ms=spec.retry_cap_ms,
         parked=delay_ms > park_after_ms,
         run_at=run_at,
+        priority=DEFAULT_PRIORITY if spec.priority is None else spec.priority,
     )
 
 

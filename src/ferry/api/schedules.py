@@ -57,7 +57,9 @@ def schedule_out(schedule: Schedule) -> ScheduleOut:
         cron=schedule.cron,
         timezone=schedule.timezone,
         missed=schedule.missed,
-        job=ScheduledJobOut(schedule.job_type, schedule.payload, schedule.max_attempts),
+        job=ScheduledJobOut(
+            schedule.job_type, schedule.payload, schedule.max_attempts, schedule.priority
+        ),
         paused=schedule.paused,
         description=cron.describe(),
         next_run_at=None if schedule.paused else schedule.next_run_at,
@@ -73,6 +75,7 @@ def _set_job(schedule: Schedule, job: Any) -> None:
     schedule.job_type = job_type_of(job)
     schedule.payload = refuse_nul(msgspec.to_builtins(job.payload))
     schedule.max_attempts = job.max_attempts
+    schedule.priority = job.priority
 
 
 def _answer(schedule: Schedule, status_code: int = 200) -> Response[ScheduleOut]:

@@ -26,7 +26,7 @@ KEY_TTL = timedelta(hours=24)
 # unset (null), they are left out of the hash, so that its request hashes as it did
 # before they existed (a key used across an upgrade, or on an API of the previous
 # version during a rolling deploy, still matches). Set, they are in it.
-LATER_FIELDS = ("retryBaseMs", "retryCapMs", "runAt")
+LATER_FIELDS = ("retryBaseMs", "retryCapMs", "runAt", "priority")
 
 
 class KeyReused(Exception):

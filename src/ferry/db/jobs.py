@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ferry.db.models import (
+    DEFAULT_PRIORITY,
     RETRYABLE_STATUSES,
     Job,
     JobCount,
@@ -41,6 +42,7 @@ class NewRow:
     parked: bool = False
     # When it is due, if given as a time (`runAt`): then its due time, to the microsecond.
     run_at: datetime | None = None
+    priority: int = DEFAULT_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class Enqueued:
     tenant_id: str
     delay_ms: int
     parked: bool = False  # not to be sent: it waits in the database
+    priority: int = DEFAULT_PRIORITY
 
 
 class Conflict(Exception):
@@ -89,15 +92,16 @@ WITH announced AS (
   INSERT INTO job_event_outbox (id, at, job_ids) VALUES ($8, $7, $1::uuid[])
 )
 INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
-                  created_at, updated_at, next_run_at, retry_base_ms, retry_cap_ms, parked)
+                  created_at, updated_at, next_run_at, retry_base_ms, retry_cap_ms, parked,
+                  priority)
 SELECT v.id, v.tenant_id, v.type, v.payload, 'PENDING', 0, v.max_attempts,
        $7::timestamptz, $7::timestamptz,
        coalesce(v.run_at, $7::timestamptz + v.delay_ms * interval '1 ms'),
-       v.retry_base_ms, v.retry_cap_ms, v.parked
+       v.retry_base_ms, v.retry_cap_ms, v.parked, v.priority
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int[], $6::bigint[],
-              $9::int[], $10::int[], $11::bool[], $12::timestamptz[])
+              $9::int[], $10::int[], $11::bool[], $12::timestamptz[], $13::smallint[])
        AS v(id, tenant_id, type, payload, max_attempts, delay_ms, retry_base_ms, retry_cap_ms,
-            parked, run_at)
+            parked, run_at, priority)
 """
 _json = msgspec.json.Encoder()
 
@@ -110,7 +114,8 @@ async def insert_jobs(
     `mark` (a new one if None)."""
     now = utcnow()
     enqueued = [
-        Enqueued(new_job_id(), row.type, row.tenant_id, row.delay_ms, row.parked) for row in rows
+        Enqueued(new_job_id(), row.type, row.tenant_id, row.delay_ms, row.parked, row.priority)
+        for row in rows
     ]
     conn = await db.connection() if isinstance(db, AsyncSession) else db
     if conn.dialect.name == "postgresql":
@@ -127,6 +132,7 @@ async def insert_jobs(
             [row.retry_cap_ms for row in rows],
             [row.parked for row in rows],
             [row.run_at for row in rows],
+            [row.priority for row in rows],
         )
         await conn.exec_driver_sql(_INSERT_JOBS, columns)
         return enqueued
@@ -145,6 +151,7 @@ async def insert_jobs(
             "retry_base_ms": row.retry_base_ms,
             "retry_cap_ms": row.retry_cap_ms,
             "parked": row.parked,
+            "priority": row.priority,
         }
         for job, row in zip(enqueued, rows, strict=True)
     ]
@@ -283,11 +290,11 @@ class JobStore:
             update(Job)
             .where(Job.id.in_(chosen.scalar_subquery()), *filters)
             .values(updated_at=now, **_replayed(now))
-            .returning(Job.id, Job.type)
+            .returning(Job.id, Job.type, Job.priority)
             .execution_options(synchronize_session=False)
         )
         rows = (await self.session.execute(statement)).all()
-        return [Enqueued(row.id, row.type, tenant_id, 0) for row in rows]
+        return [Enqueued(row.id, row.type, tenant_id, 0, priority=row.priority) for row in rows]
 
     async def cancel(self, job_id: uuid.UUID, now: datetime) -> Job:
         # A RUNNING job's worker notices at its next heartbeat and aborts it.

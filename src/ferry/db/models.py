@@ -9,7 +9,19 @@ from typing import Any
 
 import uuid_utils
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, Uuid, false, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    false,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -26,6 +38,7 @@ class JobStatus(enum.StrEnum):
 
 
 RETRYABLE_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED)
+DEFAULT_PRIORITY = 5  # of 0 (lowest) to 9
 
 
 def utcnow() -> datetime:
@@ -72,6 +85,10 @@ class Job(Base):
     retry_cap_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     # Internal: renewed by the worker running the job; a stale one means the worker died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # 0 (lowest) to 9: within its tenant's turn, a higher priority is taken first.
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, default=DEFAULT_PRIORITY, server_default=text("5")
+    )
     # Due too far ahead to wait in Redis: no message yet, the dispatcher sends it when due.
     parked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # A job a schedule fired: the schedule, and the due time it fired for.
@@ -128,6 +145,7 @@ class Schedule(Base):
     job_type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[Any] = mapped_column(JsonColumn)
     max_attempts: Mapped[int | None] = mapped_column(Integer, default=None)
+    priority: Mapped[int | None] = mapped_column(SmallInteger, default=None)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     # The next due time; its firing moves it on.
     next_run_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

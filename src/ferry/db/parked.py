@@ -29,6 +29,7 @@ class Unparked:
     type: str
     tenant_id: str
     next_run_at: datetime
+    priority: int
 
 
 async def unpark_due(conn: AsyncConnection, until: datetime) -> tuple[list[Unparked], int]:
@@ -45,11 +46,11 @@ async def unpark_due(conn: AsyncConnection, until: datetime) -> tuple[list[Unpar
         update(Job)
         .where(Job.id.in_(due.scalar_subquery()))
         .values(parked=False)
-        .returning(Job.id, Job.type, Job.tenant_id, Job.status, Job.next_run_at)
+        .returning(Job.id, Job.type, Job.tenant_id, Job.status, Job.next_run_at, Job.priority)
     )
     rows = (await conn.execute(statement)).all()
     pending = [
-        Unparked(row.id, row.type, row.tenant_id, row.next_run_at)
+        Unparked(row.id, row.type, row.tenant_id, row.next_run_at, row.priority)
         for row in rows
         if row.status == JobStatus.PENDING
     ]

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ferry.db import outbox
 from ferry.db.jobs import Enqueued, NotFound
-from ferry.db.models import Job, JobStatus, Schedule, new_job_id
+from ferry.db.models import DEFAULT_PRIORITY, Job, JobStatus, Schedule, new_job_id
 
 DUE_BATCH = 100  # schedules fired per transaction
 
@@ -111,7 +111,14 @@ async def insert_fired(
     if not fired:
         return [], None
     jobs = [
-        Enqueued(new_job_id(), one.schedule.job_type, one.schedule.tenant_id, 0) for one in fired
+        Enqueued(
+            new_job_id(),
+            one.schedule.job_type,
+            one.schedule.tenant_id,
+            0,
+            priority=one.schedule.priority or DEFAULT_PRIORITY,
+        )
+        for one in fired
     ]
     values = [
         {
@@ -127,6 +134,7 @@ async def insert_fired(
             "next_run_at": now,
             "schedule_id": one.schedule.id,
             "scheduled_for": one.due,
+            "priority": job.priority,
         }
         for job, one in zip(jobs, fired, strict=True)
     ]

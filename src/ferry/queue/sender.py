@@ -46,7 +46,7 @@ class Sender:
         for job in jobs:
             if job.parked:
                 continue
-            message = job_message(str(job.id), job.type, job.tenant_id)
+            message = job_message(str(job.id), job.type, job.tenant_id, job.priority)
             if job.delay_ms:
                 self.broker.enqueue(message, delay=job.delay_ms)
             elif self._fair_broker is not None:
@@ -63,7 +63,7 @@ class Sender:
         try:
             if self._fair_broker is not None and self.redis is not None:
                 now = [
-                    job_message(str(job.id), job.type, job.tenant_id)
+                    job_message(str(job.id), job.type, job.tenant_id, job.priority)
                     for job in jobs
                     if not job.delay_ms
                 ]

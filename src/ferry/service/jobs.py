@@ -83,7 +83,7 @@ class JobService:
         """Replay a FAILED or CANCELLED job."""
         now = utcnow()
         job = await JobStore(session).retry(job_id, now)
-        queued = Enqueued(job.id, job.type, job.tenant_id, 0)
+        queued = Enqueued(job.id, job.type, job.tenant_id, 0, priority=job.priority)
         await self._commit_and_announce(session, [event_of(job, now)], [queued])
         return job
 

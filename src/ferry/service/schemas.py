@@ -38,6 +38,7 @@ MAX_LIST_OFFSET = 10_000_000
 MAX_SEQ = 2**63 - 1
 
 MaxAttempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)]
+Priority = Annotated[int, Meta(ge=0, le=9, description="0 (lowest) to 9; default 5")]
 DelayMs = Annotated[int, Meta(ge=0, le=MAX_CREATE_DELAY_MS)]
 RetryMs = Annotated[int, Meta(ge=0, le=MAX_BACKOFF_MS)]
 
@@ -50,6 +51,7 @@ class _NewJob(
     delay_ms: DelayMs = 0
     # When to run it, instead of a delay (with its offset: a time without one names no instant).
     run_at: Annotated[datetime, Meta(tz=True)] | None = None
+    priority: Priority | None = None  # None: the default, 5
     # The job's own backoff, either half or both; what it leaves out is its type's.
     retry_base_ms: RetryMs | None = None
     retry_cap_ms: RetryMs | None = None
@@ -80,6 +82,7 @@ class _ScheduledJob(
     """The job a schedule creates at each due time (its `payload` is its type's)."""
 
     max_attempts: MaxAttempts | None = None
+    priority: Priority | None = None
 
 
 SCHEDULE_NAME_WORDS = (
@@ -316,6 +319,7 @@ class JobOut(msgspec.Struct, rename="camel"):
     # A job a schedule fired: the schedule, and the due time it fired for.
     schedule_id: uuid.UUID | None = None
     scheduled_for: datetime | None = None
+    priority: int = 5
 
 
 class JobPage(msgspec.Struct):
@@ -343,6 +347,7 @@ class ScheduledJobOut(msgspec.Struct, rename="camel"):
     type: str
     payload: Any
     max_attempts: int | None
+    priority: int | None
 
 
 class ScheduleOut(msgspec.Struct, rename="camel"):

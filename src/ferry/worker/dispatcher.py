@@ -44,7 +44,13 @@ class Dispatcher:
         async with self.engine().begin() as conn:
             due, unparked = await unpark_due(conn, now + timedelta(seconds=AHEAD_S))
         jobs = [
-            Enqueued(job.id, job.type, job.tenant_id, _ms_until(job.next_run_at - now))
+            Enqueued(
+                job.id,
+                job.type,
+                job.tenant_id,
+                _ms_until(job.next_run_at - now),
+                priority=job.priority,
+            )
             for job in due
         ]
         if jobs:

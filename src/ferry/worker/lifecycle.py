@@ -36,7 +36,7 @@ from ferry.jobs.registry import backoff_ms, is_async
 from ferry.observability.logs import job_ids
 from ferry.observability.metrics import recorder
 from ferry.queue.group_ack import AckHold, GroupAckRedisBroker
-from ferry.queue.messages import JOBS_QUEUE, tenant_of
+from ferry.queue.messages import JOBS_QUEUE, priority_of, tenant_of
 from ferry.queue.sender import Sender
 from ferry.settings import Settings
 from ferry.worker.async_jobs import Slot, take_handover
@@ -157,7 +157,14 @@ class JobLifecycle(dramatiq.Middleware):
         recorded = self.services.writer.finish(outcome)
         if recorded is JobStatus.PENDING:
             try:
-                retry = Enqueued(job.id, job.type, job.tenant_id, outcome.retry_delay_ms)
+                # The next attempt keeps this message's priority (the job's).
+                retry = Enqueued(
+                    job.id,
+                    job.type,
+                    job.tenant_id,
+                    outcome.retry_delay_ms,
+                    priority=priority_of(message),
+                )
                 self.sender.send_now([retry])
             except Exception:
                 log.exception("re-enqueue of job %s failed; recovery will re-send it", job.id)

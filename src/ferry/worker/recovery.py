@@ -181,14 +181,14 @@ class Recovery:
                 update(Job)
                 .where(*stale, Job.attempts >= Job.max_attempts)
                 .values(status=JobStatus.FAILED, finished_at=now, **lost)
-                .returning(Job.id, Job.tenant_id, Job.attempts, Job.type)
+                .returning(Job.id, Job.tenant_id, Job.attempts, Job.type, Job.priority)
             )
             failed_rows = failed.all()
             pending = await conn.execute(
                 update(Job)
                 .where(*stale)
                 .values(status=JobStatus.PENDING, next_run_at=now, **lost)
-                .returning(Job.id, Job.tenant_id, Job.attempts, Job.type)
+                .returning(Job.id, Job.tenant_id, Job.attempts, Job.type, Job.priority)
             )
             pending_rows = pending.all()
             mark = await outbox.add(conn, (row.id for row in (*failed_rows, *pending_rows)), now)
@@ -214,7 +214,7 @@ class Recovery:
                 await self.events.append([Committed(events, mark)])
             except Exception:
                 log.exception("publishing %d recovery events failed", len(events))
-        await self._send([Enqueued(row.id, row.type, row.tenant_id, 0) for row in pending_rows])
+        await self._send([_enqueued(row) for row in pending_rows])
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
@@ -230,8 +230,9 @@ class Recovery:
         # the queues were scanned is no longer PENDING, and needs nothing.
         ids = [job_id for job_id in overdue if str(job_id) in lost]
         async with self.engine().connect() as conn:
-            rows = await conn.execute(_pending(Job.id.in_(ids), Job.id, Job.type, Job.tenant_id))
-            missing = [Enqueued(row.id, row.type, row.tenant_id, 0) for row in rows]
+            columns = (Job.id, Job.type, Job.tenant_id, Job.priority)
+            rows = await conn.execute(_pending(Job.id.in_(ids), *columns))
+            missing = [_enqueued(row) for row in rows]
         if missing:
             log.warning("re-sending %d PENDING job(s) that no queue holds", len(missing))
             await self._send(missing)
@@ -240,6 +241,11 @@ class Recovery:
     async def _send(self, jobs: list[Enqueued]) -> None:
         if jobs:
             await asyncio.to_thread(Sender(self.broker).send_now, jobs)
+
+
+def _enqueued(row: Any) -> Enqueued:
+    """A job to send now, from a row of its id, type, tenant and priority."""
+    return Enqueued(row.id, row.type, row.tenant_id, 0, priority=row.priority)
 
 
 def _pending(condition: Any, *columns: Any) -> Select[Any]:

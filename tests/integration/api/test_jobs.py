@@ -25,6 +25,7 @@ JOB_FIELDS = {
     "id", "tenantId", "type", "payload", "status", "attempts", "maxAttempts", "error",
     "result", "createdAt", "updatedAt", "startedAt", "finishedAt", "nextRunAt",
     "progress", "progressMessage", "retryBaseMs", "retryCapMs", "scheduleId", "scheduledFor",
+    "priority",
 }  # fmt: skip
 
 
@@ -107,7 +108,7 @@ async def test_delay_and_max_attempts(client: Client, namespace: str) -> None:
         ({"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}, "maxAttempts": 0}, "maxAttempts"),
         ({"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}, "maxAttempts": 26}, "maxAttempts"),
         ({"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}, "delayMs": -5}, "delayMs"),
-        ({"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}, "priority": 1}, "priority"),
+        ({"tenantId": "t", "type": "sleep", "payload": {"delayMs": 1}, "priority": 10}, "priority"),
     ],
 )  # fmt: skip
 async def test_invalid_jobs_are_400_naming_the_field_and_store_nothing(

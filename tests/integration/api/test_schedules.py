@@ -102,7 +102,7 @@ async def test_create_answers_the_schedule_with_its_next_due_times(client: Clien
         "once",
         False,
     )
-    assert created["job"] == {**EMAIL, "maxAttempts": 3}
+    assert created["job"] == {**EMAIL, "maxAttempts": 3, "priority": None}
     assert created["description"] == "At 09:00 every day"
     assert (created["lastRunAt"], created["lastJobId"]) == (None, None)
     assert created["createdAt"] == created["updatedAt"]
@@ -138,7 +138,7 @@ async def test_due_times_follow_the_time_zones_daylight_saving_time(client: Clie
 async def test_defaults_are_utc_and_skip(client: Client) -> None:
     created = await create(client, schedule(new_tenant()))
     assert (created["timezone"], created["missed"]) == ("UTC", "skip")
-    assert created["job"] == {**SLEEP, "maxAttempts": None}
+    assert created["job"] == {**SLEEP, "maxAttempts": None, "priority": None}
     runs = times(created)
     assert [(run.hour, run.minute, run.second) for run in runs] == [(9, 0, 0)] * 5
     assert gaps(runs) == [timedelta(days=1)] * 4
@@ -180,7 +180,7 @@ async def test_six_fields_put_seconds_first(client: Client) -> None:
         ({"job": {"type": "email", "payload": {"to": "nobody", "subject": "s"}}}, "job.payload.to"),
         ({"job": {**SLEEP, "maxAttempts": 0}}, "job.maxAttempts"),
         ({"job": {**SLEEP, "maxAttempts": 26}}, "job.maxAttempts"),
-        ({"job": {**SLEEP, "priority": 1}}, "job.priority"),
+        ({"job": {**SLEEP, "priority": 10}}, "job.priority"),
     ],
 )  # fmt: skip
 async def test_invalid_schedules_are_400_naming_the_field_and_create_nothing(
@@ -374,12 +374,12 @@ async def test_patch_name_missed_and_job_keep_the_due_times(client: Client) -> N
     assert missed.json()["missed"] == "once"
     job = await client.patch(path, json={"job": {**EMAIL, "maxAttempts": 2}})
     assert job.status_code == 200, job.text
-    assert job.json()["job"] == {**EMAIL, "maxAttempts": 2}
+    assert job.json()["job"] == {**EMAIL, "maxAttempts": 2, "priority": None}
     final = await get(client, created["id"])
     assert (final["name"], final["missed"], final["job"]) == (
         "renamed",
         "once",
-        {**EMAIL, "maxAttempts": 2},
+        {**EMAIL, "maxAttempts": 2, "priority": None},
     )
     assert (final["cron"], final["timezone"]) == (created["cron"], created["timezone"])
     assert (final["nextRunAt"], final["nextRuns"]) == (created["nextRunAt"], created["nextRuns"])

@@ -28,10 +28,10 @@ def fair() -> Iterator[FairQueue]:
     client.close()
 
 
-def push(fair: FairQueue, tenant: str, count: int) -> list[str]:
+def push(fair: FairQueue, tenant: str, count: int, priority: int = 5, tag: str = "") -> list[str]:
     messages = [
-        job_message(f"{tenant}-{i}", "sleep", tenant).copy(
-            options={"redis_message_id": f"{tenant}-m{i}"}
+        job_message(f"{tenant}-{i}", "sleep", tenant, priority).copy(
+            options={"redis_message_id": f"{tenant}-{tag}m{i}"}
         )
         for i in range(count)
     ]
@@ -179,3 +179,24 @@ async def test_a_refill_through_an_asyncio_client_moves_the_same(fair: FairQueue
     assert (refilled.moved, refilled.tenants_waiting) == (DEPTH, 1)
     assert take_all(fair) == [f"a-m{i}" for i in range(DEPTH, 2 * DEPTH)]
     assert first == [f"a-m{i}" for i in range(DEPTH)]
+
+
+def test_within_a_tenants_turn_higher_priorities_go_first(fair: FairQueue) -> None:
+    first = push(fair, "a", DEPTH)  # fill Dramatiq's queue: the rest wait
+    low = push(fair, "a", 3, priority=1, tag="low")
+    default = push(fair, "a", 2, tag="default")
+    high = push(fair, "a", 2, priority=9, tag="high")
+    assert [(q.tenant_id, q.waiting) for q in fair.peek()] == [("a", 7)]
+    # Each priority in the order its jobs came; the highest first.
+    assert drain(fair) == first + high + default + low
+    assert fair.peek() == []
+    assert fair.client.exists(f"{fair.namespace}:fair:prio:a") == 0  # nothing left behind
+
+
+def test_priorities_do_not_buy_a_tenant_more_turns(fair: FairQueue) -> None:
+    filler = push(fair, "filler", DEPTH)  # Dramatiq's queue full: both tenants wait
+    urgent = push(fair, "a", 8, priority=9)
+    modest = push(fair, "b", 8, priority=0)
+    order = drain(fair)
+    # Turn by turn (weight 1: one job each), whatever their priorities.
+    assert order == filler + [job for pair in zip(urgent, modest, strict=True) for job in pair]

@@ -44,10 +44,10 @@ async def workers_db(own_database: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def create(base: str, tenant: str, count: int, delay_ms: int = 0) -> list[str]:
+def create(base: str, tenant: str, count: int, delay_ms: int = 0, **extra: Any) -> list[str]:
     ids: list[str] = []
     for start in range(0, count, 1000):
-        jobs = [sleep_job(tenant, delay_ms) for _ in range(min(1000, count - start))]
+        jobs = [sleep_job(tenant, delay_ms, **extra) for _ in range(min(1000, count - start))]
         response = httpx.post(f"{base}/jobs/batch", json={"jobs": jobs}, timeout=30)
         assert response.status_code == 201, response.text
         ids += response.json()["jobIds"]
@@ -129,6 +129,29 @@ async def test_weights_share_the_workers_under_contention(
     # Past what the first push put straight into the shared queue, while both wait:
     window = Counter(job["tenant_id"] for job in jobs[2 * DEPTH : 2 * DEPTH + 200])
     assert 135 <= window[heavy] <= 165, window
+
+
+async def test_a_tenants_higher_priority_jobs_start_before_its_backlog(
+    env: dict[str, str], workers_db: AsyncEngine, tmp_path: Path
+) -> None:
+    tenant = new_tenant()
+    with api_process(env, tmp_path, tmp_path / "api.log") as base:
+        backlog = create(base, tenant, 300, priority=1)  # waits before any worker runs
+        urgent = set(create(base, tenant, 10, priority=9))  # created after all of them
+        with worker_process(env, tmp_path / "worker.log"):
+            wait_completed(base, [tenant])
+    async with workers_db.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT id, priority FROM jobs WHERE tenant_id = :t ORDER BY started_at, id"),
+            {"t": tenant},
+        )
+        order = [(str(row.id), row.priority) for row in rows]
+    assert {job_id for job_id, priority in order if priority == 9} == urgent
+    last_urgent = max(i for i, (job_id, _) in enumerate(order) if job_id in urgent)
+    # Only what the first push put straight into the shared queue (DEPTH) went first,
+    # and what the worker had fetched of it: not the 290 others of the backlog.
+    assert last_urgent < 2 * DEPTH, order[: last_urgent + 1]
+    assert len(backlog) == 300
 
 
 async def test_a_running_cap_is_never_exceeded(

@@ -53,7 +53,7 @@ def test_camel_case_on_the_wire() -> None:
     job = decode(b'{"tenantId":"a","type":"sleep","payload":{"delayMs":5},"maxAttempts":3}')
     assert msgspec.to_builtins(job) == {
         "type": "sleep", "tenantId": "a", "maxAttempts": 3, "delayMs": 0, "payload": {"delayMs": 5},
-        "retryBaseMs": None, "retryCapMs": None, "runAt": None,
+        "retryBaseMs": None, "retryCapMs": None, "runAt": None, "priority": None,
     }  # fmt: skip
 
 

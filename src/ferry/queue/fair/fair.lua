@@ -1,7 +1,10 @@
 -- Fair scheduling across tenants (docs/fair-scheduling.md), atomic in Redis.
 --
--- Every tenant with waiting jobs has its own list of message ids
--- (<ns>:fair:q:<tenant>) and a place in the ring (<ns>:fair:ring). Messages
+-- Every tenant with waiting jobs has its own list of message ids per priority
+-- (<ns>:fair:q:<tenant> for the default, 5; <ns>:fair:q:<tenant>:<p> for
+-- another, listed in the sorted set <ns>:fair:prio:<tenant> while it holds
+-- any) and a place in the ring (<ns>:fair:ring). Within its turn a tenant's
+-- higher priorities go first; its turns are the same whatever its priorities. Messages
 -- wait in <ns>:fair:msgs until `refill` moves them, in deficit round robin
 -- over the ring, into Dramatiq's own queue, which is kept at most `depth`
 -- long: a newcomer waits behind at most one round of the ring plus `depth`.
@@ -10,7 +13,7 @@
 -- lease expiry) and its rate (a token bucket).
 --
 -- ARGV: command, namespace, queue name, now (ms), depth, hold (ms), then
---   push:    (tenant, message id, encoded message) triples; then refills
+--   push:    (tenant, message id, priority, encoded message) quads; then refills
 --   refill:  lease (ms), number of releases R, R (tenant, message id) pairs
 --            released, then (tenant, message id) pairs whose lease is renewed
 --   peek:    tenants (empty: every tenant of the ring, up to 1000)
@@ -29,6 +32,11 @@ local msgs = ns .. ":fair:msgs"
 local ring = ns .. ":fair:ring"
 local credits = ns .. ":fair:credit"
 local function waiting(t) return ns .. ":fair:q:" .. t end
+local function waiting_at(t, p)
+  if p == 5 then return waiting(t) end
+  return ns .. ":fair:q:" .. t .. ":" .. p
+end
+local function prios(t) return ns .. ":fair:prio:" .. t end
 local function limits(t) return ns .. ":fair:limits:" .. t end
 local function slots(t) return ns .. ":fair:slots:" .. t end
 local function bucket(t) return ns .. ":fair:bucket:" .. t end
@@ -52,6 +60,31 @@ local function allowance(t, credit)
   return allowed, cap, tokens
 end
 
+-- The list of tenant `t`'s highest waiting priority, and that priority (nil: none).
+local function highest(t)
+  local top = tonumber(redis.call("zrevrange", prios(t), 0, 0)[1])
+  if top and top > 5 then return waiting_at(t, top), top end
+  if redis.call("llen", waiting(t)) > 0 then return waiting(t), 5 end
+  if top then return waiting_at(t, top), top end
+  return nil, nil
+end
+
+local function pop(t)
+  local list, p = highest(t)
+  if not list then return nil end
+  local id = redis.call("lpop", list)
+  if p ~= 5 and redis.call("llen", list) == 0 then redis.call("zrem", prios(t), p) end
+  return id
+end
+
+local function count(t)
+  local n = redis.call("llen", waiting(t))
+  for _, p in ipairs(redis.call("zrange", prios(t), 0, -1)) do
+    n = n + redis.call("llen", waiting_at(t, tonumber(p)))
+  end
+  return n
+end
+
 local function refill()
   local room = depth - redis.call("llen", queue)
   local active = redis.call("llen", ring)
@@ -63,7 +96,7 @@ local function refill()
     local allowed, cap, tokens = allowance(t, credit)
     local take, moved = math.min(allowed, room), 0
     while moved < take do
-      local id = redis.call("lpop", waiting(t))
+      local id = pop(t)
       if not id then break end
       local data = redis.call("hget", msgs, id)
       if data then
@@ -76,7 +109,7 @@ local function refill()
     end
     if tokens then redis.call("hset", bucket(t), "tokens", tokens - moved, "at", now) end
     room, credit, total = room - moved, credit - moved, total + moved
-    if redis.call("llen", waiting(t)) == 0 then
+    if not highest(t) then
       -- Nothing left: the tenant leaves the ring (a new job brings it back).
       redis.call("lpop", ring)
       redis.call("hdel", credits, t)
@@ -95,10 +128,12 @@ local function refill()
 end
 
 if command == "push" then
-  for i = 7, #ARGV, 3 do
-    local t, id = ARGV[i], ARGV[i + 1]
-    redis.call("hset", msgs, id, ARGV[i + 2])
-    if redis.call("rpush", waiting(t), id) == 1 then redis.call("rpush", ring, t) end
+  for i = 7, #ARGV, 4 do
+    local t, id, p = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+    if not highest(t) then redis.call("rpush", ring, t) end
+    redis.call("hset", msgs, id, ARGV[i + 3])
+    redis.call("rpush", waiting_at(t, p), id)
+    if p ~= 5 then redis.call("zadd", prios(t), p, p) end
   end
   return refill()
 elseif command == "refill" then
@@ -116,12 +151,20 @@ elseif command == "peek" then
   if #tenants == 0 then tenants = redis.call("lrange", ring, 0, 999) end
   local out = {}
   for _, t in ipairs(tenants) do
-    local n = redis.call("llen", waiting(t))
+    local n = count(t)
     local wait = 0
     if n > 0 then
-      local data = redis.call("hget", msgs, redis.call("lindex", waiting(t), 0))
-      local sent = data and cjson.decode(data)["message_timestamp"]
-      if sent then wait = math.max(0, now - sent) end
+      -- The oldest is at the head of one of its lists: the longest wait of the heads.
+      local lists = {waiting(t)}
+      for _, p in ipairs(redis.call("zrange", prios(t), 0, -1)) do
+        lists[#lists + 1] = waiting_at(t, tonumber(p))
+      end
+      for _, list in ipairs(lists) do
+        local head = redis.call("lindex", list, 0)
+        local data = head and redis.call("hget", msgs, head)
+        local sent = data and cjson.decode(data)["message_timestamp"]
+        if sent then wait = math.max(wait, now - sent) end
+      end
     end
     out[#out + 1] = t
     out[#out + 1] = n

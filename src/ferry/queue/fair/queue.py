@@ -19,6 +19,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from ferry.queue.messages import priority_of
+
 SCRIPT = (Path(__file__).parent / "fair.lua").read_text()
 # How long a message moved for a capped tenant holds its slot before its job
 # starts; once it runs, the worker renews the slot for `lease_ms` at a time.
@@ -126,7 +128,12 @@ class FairQueue:
 def _push_args(messages: Sequence[dramatiq.Message]) -> list[Any]:  # type: ignore[type-arg]
     args: list[Any] = []
     for message in messages:
-        args += (message.options["tenant"], message.options["redis_message_id"], message.encode())
+        args += (
+            message.options["tenant"],
+            message.options["redis_message_id"],
+            priority_of(message),
+            message.encode(),
+        )
     return args
 
 
