@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -69,22 +70,28 @@ class Cron:
         return cron
 
     def after(self, moment: datetime) -> datetime:
-        """The first due time strictly after `moment`."""
-        return next(self._times(moment)).astimezone(UTC)
+        """The first due time strictly after `moment` (StopIteration: none)."""
+        return next(self._after(moment))
 
     def upcoming(self, moment: datetime, count: int) -> list[datetime]:
         """The `count` due times after `moment` (fewer if it stops matching)."""
-        return [time.astimezone(UTC) for time in islice(self._times(moment), count)]
+        return list(islice(self._after(moment), count))
 
     def latest(self, moment: datetime) -> datetime | None:
         """The last due time at or before `moment`, however long ago."""
         # Backwards cronsim starts strictly before its (whole-second) start, unless the
-        # start has a fraction of a second: then the second itself counts.
+        # start has a fraction of a second: then the second itself counts. In the hour
+        # the clock repeats it can answer a time too early: the walk forward mends it.
+        start = (moment + ONE_MICROSECOND).astimezone(self.zone)
         try:
-            start = moment.astimezone(self.zone) + ONE_MICROSECOND
-            return next(CronSim(self.expression, start, reverse=True)).astimezone(UTC)
+            latest = next(CronSim(self.expression, start, reverse=True)).astimezone(UTC)
         except StopIteration:
             return None
+        for later in self._after(latest):
+            if later > moment:
+                break
+            latest = later
+        return latest
 
     def describe(self) -> str | None:
         """In words ("At 09:00 on Monday through Friday"), when cronsim can say it."""
@@ -93,8 +100,12 @@ class Cron:
         except Exception:  # explain() covers most expressions, not all of them
             return None
 
-    def _times(self, moment: datetime) -> CronSim:
-        return CronSim(self.expression, moment.astimezone(self.zone))
+    def _after(self, moment: datetime) -> Iterator[datetime]:
+        """The due times after `moment`, in UTC. In the hour the clock repeats cronsim can
+        answer a time of the first pass while asked from the second: those are left out."""
+        for time in CronSim(self.expression, moment.astimezone(self.zone)):
+            if (utc := time.astimezone(UTC)) > moment:
+                yield utc
 
 
 @dataclass(frozen=True, slots=True)

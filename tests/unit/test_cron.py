@@ -112,6 +112,20 @@ def test_an_hourly_schedule_fires_in_both_repeated_hours() -> None:
     assert times[1] - times[0] == timedelta(hours=1)
 
 
+def test_from_inside_the_repeated_hour_nothing_fires_again() -> None:
+    # Berlin, 2026-10-25: 03:00 CEST becomes 02:00 CET; 02:30 CEST (00:30Z) fired already,
+    # and 02:30 CET (01:30Z) is the repeat a fixed time does not fire at.
+    cron = Cron.parse("30 2 * * *", "Europe/Berlin")
+    for minute in (0, 10, 29, 30, 31, 59):
+        inside = at(2026, 10, 25, 1, minute)  # 02:xx CET, the second pass
+        assert cron.after(inside) == at(2026, 10, 26, 1, 30), inside
+        assert cron.latest(inside) == at(2026, 10, 25, 0, 30), inside
+    decision = firing(cron, at(2026, 10, 26, 1, 30), at(2026, 10, 25, 1, 10), Missed.ONCE, GRACE)
+    assert decision.due == []  # not due yet: nothing before it comes again
+    hourly = Cron.parse("0 * * * *", "Europe/Berlin")
+    assert hourly.after(at(2026, 10, 25, 1, 10)) == at(2026, 10, 25, 2)
+
+
 def test_latest_looks_back_across_a_change_in_the_schedules_zone() -> None:
     # Europe/Berlin, 2026-03-29: 02:00 CET becomes 03:00 CEST.
     cron = Cron.parse("0 9 * * *", "Europe/Berlin")
