@@ -130,15 +130,15 @@ def firing(
     get no run, under `once` the latest of them gets one."""
     cutoff = now - grace
     due: list[datetime] = []
-    late = next_due
-    passed_over = False
+    on_time = next_due  # the first due time within the grace (if it is at most now)
+    unrun = False
     if next_due < cutoff:
         latest_missed = cron.latest(cutoff - ONE_MICROSECOND) or next_due
         if missed is Missed.ONCE:
             due.append(latest_missed)
-        passed_over = missed is Missed.SKIP or latest_missed > next_due
-        late = cron.after(latest_missed)
-    while late <= now and len(due) < MAX_LATE_RUNS:
-        due.append(late)
-        late = cron.after(late)
-    return Firing(due, cron.after(now), passed_over)
+        unrun = missed is Missed.SKIP or latest_missed > next_due
+        on_time = cron.after(latest_missed)
+    while on_time <= now and len(due) < MAX_LATE_RUNS:
+        due.append(on_time)
+        on_time = cron.after(on_time)
+    return Firing(due, cron.after(now), missed=unrun)

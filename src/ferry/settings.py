@@ -65,7 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # for a due time anyway), and how late a due time may still fire; older ones were
     # missed (no worker ran), and the schedule's `missed` policy decides.
     schedule_tick_ms: Annotated[int, msgspec.Meta(ge=10)] = 1_000
-    schedule_grace_ms: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    # (At least a second: a due time always fires a few milliseconds late.)
+    schedule_grace_ms: Annotated[int, msgspec.Meta(ge=1_000)] = 10_000
     # Fair scheduling (on Redis): jobs wait in per-tenant queues and are fed in
     # weighted round robin into the shared queue, kept at most this deep (a
     # newcomer waits behind one round of the tenants plus this many jobs).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ferry.db.jobs import Enqueued
 from ferry.db.models import Job
 from tests.support.services import TEST_REDIS_URL
 
@@ -21,6 +23,17 @@ Client = AsyncTestClient[Litestar]
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)  # for a heartbeat or a key far older than any limit
+
+
+class SentJobs:
+    """In place of a Sender: what a service sends (its `send`), kept for the test."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Enqueued] = []
+
+    async def send(self, jobs: Sequence[Enqueued]) -> bool:
+        self.jobs.extend(jobs)
+        return True
 
 
 def new_tenant() -> str:

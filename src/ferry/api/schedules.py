@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
@@ -46,9 +48,12 @@ ScheduleId = FromPath[uuid.UUID]
 
 
 def schedule_out(schedule: Schedule) -> ScheduleOut:
-    cron = Cron.parse(schedule.cron, schedule.timezone)
     upcoming = [] if schedule.paused else [schedule.next_run_at]
-    if upcoming:
+    try:  # as stored (checked when it was): only a zone this host lacks can fail here
+        cron: Cron | None = Cron(schedule.cron, ZoneInfo(schedule.timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        cron = None
+    if upcoming and cron is not None:
         upcoming += cron.upcoming(schedule.next_run_at, NEXT_RUNS - 1)
     return ScheduleOut(
         id=schedule.id,
@@ -61,7 +66,7 @@ def schedule_out(schedule: Schedule) -> ScheduleOut:
             schedule.job_type, schedule.payload, schedule.max_attempts, schedule.priority
         ),
         paused=schedule.paused,
-        description=cron.describe(),
+        description=None if cron is None else cron.describe(),
         next_run_at=None if schedule.paused else schedule.next_run_at,
         next_runs=upcoming,
         last_run_at=schedule.last_run_at,
@@ -69,6 +74,12 @@ def schedule_out(schedule: Schedule) -> ScheduleOut:
         created_at=schedule.created_at,
         updated_at=schedule.updated_at,
     )
+
+
+def _next_after_now(schedule: Schedule, cron: Cron) -> datetime:
+    """The due time a changed or resumed schedule waits for: the next after now, and
+    after the one it last fired for (whatever this host's clock says)."""
+    return cron.after(max(utcnow(), schedule.last_run_at or utcnow()))
 
 
 def _set_job(schedule: Schedule, job: Any) -> None:
@@ -93,14 +104,15 @@ class ScheduleController(Controller):
     ) -> Response[ScheduleOut]:
         principal.check(data.tenant_id)
         now = utcnow()
+        cron = Cron.parse(data.cron, data.timezone)
         schedule = Schedule(
             tenant_id=data.tenant_id,
             name=data.name,
-            cron=data.cron,
+            cron=cron.expression,
             timezone=data.timezone,
             missed=data.missed,
             paused=False,
-            next_run_at=Cron.parse(data.cron, data.timezone).after(now),
+            next_run_at=cron.after(now),
             created_at=now,
             updated_at=now,
         )
@@ -161,8 +173,9 @@ class ScheduleController(Controller):
                     f"Validation failed for PATCH /schedules/{schedule_id}",
                     extra=[{"message": why, "key": field, "source": "body"}],
                 )
-            schedule.cron, schedule.timezone = cron, zone
-            schedule.next_run_at = Cron.parse(cron, zone).after(utcnow())
+            parsed = Cron.parse(cron, zone)
+            schedule.cron, schedule.timezone = parsed.expression, zone
+            schedule.next_run_at = _next_after_now(schedule, parsed)
         if data.name is not None:
             schedule.name = data.name
         if data.missed is not None:
@@ -208,7 +221,9 @@ class ScheduleController(Controller):
         if schedule.paused:
             now = utcnow()
             schedule.paused, schedule.updated_at = False, now
-            schedule.next_run_at = Cron.parse(schedule.cron, schedule.timezone).after(now)
+            schedule.next_run_at = _next_after_now(
+                schedule, Cron.parse(schedule.cron, schedule.timezone)
+            )
         return schedule_out(await store.save(schedule))
 
 

@@ -82,6 +82,7 @@ def _replayed(now: datetime) -> dict[str, Any]:
         "started_at": None,
         "finished_at": None,
         "next_run_at": now,
+        "parked": False,
     }
 
 
@@ -307,6 +308,7 @@ class JobStore:
             finished_at=now,
             next_run_at=None,
             heartbeat_at=None,
+            parked=False,  # nothing to send any more
         )
 
     async def patch(self, job_id: uuid.UUID, **values: Any) -> Job:

@@ -149,7 +149,7 @@ class Schedule(Base):
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     # The next due time; its firing moves it on.
     next_run_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
-    # The due time it last fired for, and the job that created.
+    # The due time it last fired for, and the job it created.
     last_run_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     last_job_id: Mapped[uuid.UUID | None] = mapped_column(GUID, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)

@@ -34,10 +34,10 @@ class Unparked:
 
 async def unpark_due(conn: AsyncConnection, until: datetime) -> tuple[list[Unparked], int]:
     """Unpark the jobs due by `until` (at most UNPARK_BATCH): the PENDING ones to send,
-    and how many rows were unparked (a cancelled or deleted job is only unmarked)."""
+    and how many rows were unparked. (A cancel or a replay unparks its job itself.)"""
     due = (
         select(Job.id)
-        .where(Job.parked.is_(True), Job.next_run_at <= until)
+        .where(Job.parked, Job.next_run_at <= until)  # as the partial index says
         .order_by(Job.next_run_at)
         .limit(UNPARK_BATCH)
         .with_for_update(skip_locked=True)

@@ -4,7 +4,8 @@ A schedule fires in one transaction: its row, locked (`FOR UPDATE SKIP LOCKED`,
 so that schedulers in several processes share the due schedules without
 waiting on each other), moves on to its next due time, and the job of the due
 time is inserted with its outbox row. The unique index on the jobs' (schedule,
-due time) refuses a second job for the same due time whatever happens.
+due time) makes sure of it whatever happens: a second job for a due time is not
+inserted.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from ferry.db import outbox
 from ferry.db.jobs import Enqueued, NotFound
@@ -65,13 +68,16 @@ class ScheduleStore:
     async def save(self, schedule: Schedule) -> Schedule:
         """Write a new or changed schedule now (not at the request's end), so that a
         name already taken is a NameTaken here."""
-        tenant_id, name = schedule.tenant_id, schedule.name  # the rollback expires them
-        self.session.add(schedule)
+        key, tenant_id, name = schedule.id, schedule.tenant_id, schedule.name  # kept: a
+        self.session.add(schedule)  # rollback expires them
         try:
             await self.session.flush()
         except IntegrityError:
             await self.session.rollback()
             raise NameTaken(tenant_id, name) from None
+        except StaleDataError:  # deleted meanwhile
+            await self.session.rollback()
+            raise NotFound("schedule", key) from None
         return schedule
 
     async def delete(self, schedule: Schedule) -> None:
@@ -106,8 +112,10 @@ async def due(conn: AsyncConnection, now: datetime) -> list[Row[Any]]:
 
 async def insert_fired(
     conn: AsyncConnection, fired: Sequence[Fired], now: datetime
-) -> tuple[list[Enqueued], uuid.UUID | None]:
-    """The fired jobs, PENDING and due now, with their outbox row (its mark)."""
+) -> tuple[list[tuple[Fired, Enqueued]], uuid.UUID | None]:
+    """The fired jobs, PENDING and due now, with their outbox row (its mark). A due time
+    that has its job already gets no second one: the firings that made a job, each
+    with it."""
     if not fired:
         return [], None
     jobs = [
@@ -138,9 +146,20 @@ async def insert_fired(
         }
         for job, one in zip(jobs, fired, strict=True)
     ]
-    await conn.execute(insert(Job), values)
-    mark = await outbox.add(conn, (job.id for job in jobs), now)
-    return jobs, mark
+    upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        upsert(Job)
+        .values(values)
+        .on_conflict_do_nothing(
+            index_elements=[Job.schedule_id, Job.scheduled_for],
+            index_where=Job.schedule_id.is_not(None),
+        )
+        .returning(Job.id)
+    )
+    inserted = set((await conn.execute(statement)).scalars())
+    made = [(one, job) for one, job in zip(fired, jobs, strict=True) if job.id in inserted]
+    mark = await outbox.add(conn, (job.id for _, job in made), now)
+    return made, mark
 
 
 async def move_on(

@@ -49,7 +49,7 @@ class JobService:
         sender: Sender,
         *,
         default_max_attempts: int,
-        park_after_ms: int = 60_000,
+        park_after_ms: int,
     ) -> None:
         """`intake_engine`: the connection the intake writes its groups on."""
         self.engine = engine

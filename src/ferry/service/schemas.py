@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -66,10 +66,8 @@ class _NewJob(
             if self.delay_ms:
                 raise field_error("runAt", "give runAt or delayMs, not both")
             if (self.run_at - utcnow()).total_seconds() * 1000 > self._run_at_horizon_ms:
-                days = self._run_at_horizon_ms / 86_400_000
-                raise field_error(
-                    "runAt", f"is more than {days:,.0f} days ahead (RUN_AT_HORIZON_MS)"
-                )
+                horizon = _span(self._run_at_horizon_ms)
+                raise field_error("runAt", f"is more than {horizon} ahead (RUN_AT_HORIZON_MS)")
         if self.retry_base_ms is not None or self.retry_cap_ms is not None:
             problem = backoff_problem(self.retry_base_ms, self.retry_cap_ms, self._type_backoff)
             if problem is not None:
@@ -156,6 +154,11 @@ class _SchedulePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, r
             raise field_error(*problem)
 
 
+def _span(ms: int) -> str:
+    days, rest = divmod(ms, 86_400_000)
+    return f"{days:,} days" if days and not rest else f"{ms:,} ms"
+
+
 def due_of(job: Any) -> tuple[int, datetime | None]:
     """When a create request's job is due: (how long it is held back in ms, its `runAt`
     if that is ahead). A `runAt` past is now."""
@@ -214,24 +217,19 @@ def request_types(
     """The request types that depend on the registered job types, by the names the
     routes use: `NewJob` (one struct per type, tagged by `type`, so that msgspec checks
     each payload against its type's struct in one decode and names the field),
-    `NewJobBatch`, and `JobTypeName`. `settings`: the deployment's, whose backoff a
+    `NewJobBatch`, `JobTypeName`, and the schedules' `NewSchedule` and `SchedulePatch`
+    (whose `job` is tagged the same way). `settings`: the deployment's, whose backoff a
     type without its own has (by default, the settings' defaults)."""
     settings = settings or Settings()
-    variants = tuple(
-        msgspec.defstruct(
-            f"New{_camel(name)}Job",
-            [("payload", job_type.payload_type)],
-            bases=(_NewJob,),
-            tag=name,
-            module=__name__,
-            namespace={
-                "_type_backoff": backoff_ms(name, settings),
-                "_run_at_horizon_ms": settings.run_at_horizon_ms,
-            },
-        )
-        for name, job_type in job_types.items()
+    new_job: Any = _by_type(
+        job_types,
+        "New{}Job",
+        _NewJob,
+        lambda name: {
+            "_type_backoff": backoff_ms(name, settings),
+            "_run_at_horizon_ms": settings.run_at_horizon_ms,
+        },
     )
-    new_job: Any = Union[variants]  # noqa: UP007  (built at run time)
     batch = msgspec.defstruct(
         "NewJobBatch",
         [("jobs", Annotated[list[new_job], Meta(min_length=1, max_length=MAX_BATCH)])],
@@ -239,18 +237,7 @@ def request_types(
         forbid_unknown_fields=True,
         module=__name__,
     )
-    scheduled: Any = Union[  # noqa: UP007  (built at run time)
-        tuple(
-            msgspec.defstruct(
-                f"Scheduled{_camel(name)}Job",
-                [("payload", job_type.payload_type)],
-                bases=(_ScheduledJob,),
-                tag=name,
-                module=__name__,
-            )
-            for name, job_type in job_types.items()
-        )
-    ]
+    scheduled: Any = _by_type(job_types, "Scheduled{}Job", _ScheduledJob, lambda name: {})
     new_schedule = msgspec.defstruct(
         "NewSchedule", [("job", scheduled)], bases=(_NewSchedule,), module=__name__
     )
@@ -264,6 +251,29 @@ def request_types(
         "NewSchedule": new_schedule,
         "SchedulePatch": schedule_patch,
     }
+
+
+def _by_type(
+    job_types: Mapping[str, JobType],
+    struct_name: str,
+    base: type[msgspec.Struct],
+    namespace: Callable[[str], dict[str, Any]],
+) -> Any:
+    """A union of one struct per job type, each `base` with its type's payload, tagged by
+    the type's name (`struct_name` formats the camel-cased name)."""
+    return Union[  # noqa: UP007  (built at run time)
+        tuple(
+            msgspec.defstruct(
+                struct_name.format(_camel(name)),
+                [("payload", job_type.payload_type)],
+                bases=(base,),
+                tag=name,
+                module=__name__,
+                namespace=namespace(name),
+            )
+            for name, job_type in job_types.items()
+        )
+    ]
 
 
 def _camel(name: str) -> str:
@@ -363,7 +373,7 @@ class ScheduleOut(msgspec.Struct, rename="camel"):
     # The next due time (null while paused), and the next few.
     next_run_at: datetime | None
     next_runs: list[datetime]
-    # The due time it last fired for, and the job that created.
+    # The due time it last fired for, and the job it created.
     last_run_at: datetime | None
     last_job_id: uuid.UUID | None
     created_at: datetime

@@ -53,8 +53,8 @@ class Dispatcher:
             )
             for job in due
         ]
-        if jobs:
-            await self.sender.send(jobs)  # a failed send: the recovery pass re-sends
+        # A failed send is logged; the recovery pass re-sends the jobs once overdue.
+        if jobs and await self.sender.send(jobs):
             self.sent += len(jobs)
         return unparked
 

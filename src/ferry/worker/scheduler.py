@@ -22,10 +22,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from cronsim import CronSimError
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.cron import Cron, Firing, Missed, firing, time_zone
+from ferry.cron import Cron, CronError, Firing, Missed, firing, time_zone
 from ferry.db import schedules
 from ferry.db.models import utcnow
 from ferry.db.schedules import Fired
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # A little past a due time, so that the schedule is due when the scheduler looks.
 LATE_S = 0.005
+BUSY_WAIT_S = 0.05
+UNREADABLE_RETRY = timedelta(minutes=1)
 
 
 class Scheduler:
@@ -80,10 +83,9 @@ class Scheduler:
                 for row, decision in decided
                 for due in decision.due
             ]
-            jobs, mark = await schedules.insert_fired(conn, fired, now)
+            made, mark = await schedules.insert_fired(conn, fired, now)
             # Oldest first: a schedule's last job is its latest due time's.
-            pairs = zip(fired, jobs, strict=True)
-            job_of = {one.schedule.id: (one.due, job.id) for one, job in pairs}
+            job_of = {one.schedule.id: (one.due, job.id) for one, job in made}
             for row, decision in decided:
                 await schedules.move_on(conn, row.id, decision.next, now, job_of.get(row.id))
             next_due = await schedules.next_due(conn)
@@ -93,6 +95,7 @@ class Scheduler:
                     "schedule %s (%s) missed due times while no worker could fire them (%s)",
                     row.name, row.id, row.missed,
                 )  # fmt: skip
+        jobs = [job for _, job in made]
         if jobs:
             self.fired += len(jobs)
             for job in jobs:
@@ -102,11 +105,21 @@ class Scheduler:
             return 0  # more are due
         if next_due is None:
             return self.tick_s
-        return min(self.tick_s, max((next_due - utcnow()).total_seconds() + LATE_S, 0))
+        # Due already, yet not fired here: another process holds it (or it cannot be
+        # read); look again a little later rather than at once.
+        until_due = max((next_due - utcnow()).total_seconds() + LATE_S, BUSY_WAIT_S)
+        return min(self.tick_s, until_due)
 
     def _firing(self, row: Row[Any], now: datetime) -> Firing:
-        cron = Cron(row.cron, time_zone(row.timezone))
-        return firing(cron, row.next_run_at, now, Missed(row.missed), self.grace)
+        """What the due schedule fires. One this host cannot read (a time zone it does not
+        know) fires nothing and is looked at again in a while; the others fire all the
+        same."""
+        try:
+            cron = Cron(row.cron, time_zone(row.timezone))
+            return firing(cron, row.next_run_at, now, Missed(row.missed), self.grace)
+        except (CronError, CronSimError, StopIteration, ValueError) as exc:
+            log.error("schedule %s (%s) cannot fire here: %s", row.name, row.id, exc)
+            return Firing([], now + UNREADABLE_RETRY, missed=False)
 
     def _max_attempts(self, row: Row[Any]) -> int:
         job_type = REGISTRY.get(row.job_type)

@@ -33,7 +33,9 @@ async def intake(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Intak
     events = RedisEventLog(client, settings.redis_namespace, retain=1000, ttl_s=60)
     broker = build_broker(settings)
     # The app's intake: announced (events, then messages) by the job service.
-    jobs = JobService(engine, engine, events, Sender(broker, client), default_max_attempts=3)
+    jobs = JobService(
+        engine, engine, events, Sender(broker, client), default_max_attempts=3, park_after_ms=60_000
+    )
     yield jobs.intake
     broker.close()
     await client.aclose()

@@ -80,3 +80,16 @@ async def test_a_bad_run_at_is_a_400_naming_it_and_creates_nothing(
         assert says in error["message"], error
     stats = (await client.get("/jobs/stats", params={"tenantId": tenant})).json()
     assert stats["total"] == 0
+
+
+async def test_a_cancelled_or_replayed_parked_job_is_parked_no_more(
+    client: Client, engine: AsyncEngine
+) -> None:
+    run_at = datetime.now(UTC) + timedelta(days=30)
+    job_id = await create(client, sleep_job(new_tenant(), runAt=iso(run_at)))
+    assert await parked(engine, job_id)
+    assert (await client.post(f"/jobs/{job_id}/cancel")).status_code == 200
+    assert not await parked(engine, job_id)  # else the dispatcher would send it anyway
+    replayed = await client.post(f"/jobs/{job_id}/retry")
+    assert replayed.json()["status"] == "PENDING"
+    assert not await parked(engine, job_id)  # it was sent: due now

@@ -11,7 +11,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import delete, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from ferry.db.jobs import NotFound
+from ferry.db.models import Schedule
+from ferry.db.schedules import ScheduleStore
 from tests.support.jobs import Client, new_tenant
 
 SCHEDULE_FIELDS = {
@@ -520,3 +525,36 @@ async def test_delete(client: Client) -> None:
     assert (await listed(client, tenant))["schedules"] == [kept]
     # Its name is free again.
     assert (await create(client, schedule(tenant)))["id"] != created["id"]
+
+
+async def test_a_schedule_whose_zone_this_host_lacks_is_still_shown(
+    client: Client, engine: AsyncEngine
+) -> None:
+    tenant = new_tenant()
+    created = (await client.post("/schedules", json=schedule(tenant))).json()
+    async with engine.begin() as conn:  # as if stored by a host whose zone database had it
+        await conn.execute(
+            update(Schedule)
+            .where(Schedule.id == uuid.UUID(created["id"]))
+            .values(timezone="Nowhere/Else")
+        )
+    shown = await get(client, created["id"])
+    assert (shown["timezone"], shown["nextRuns"]) == ("Nowhere/Else", [shown["nextRunAt"]])
+    assert (await listed(client, tenant))["total"] == 1
+
+
+async def test_a_schedule_deleted_while_it_is_changed_is_a_404(engine: AsyncEngine) -> None:
+    tenant = new_tenant()
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        store = ScheduleStore(session)
+        row = Schedule(
+            tenant_id=tenant, name="doomed", cron="0 9 * * *", timezone="UTC", missed="skip",
+            job_type="sleep", payload={"delayMs": 0}, paused=False, next_run_at=datetime.now(UTC),
+        )  # fmt: skip
+        await store.save(row)
+        await session.commit()
+        async with engine.begin() as conn:  # another request deletes it meanwhile
+            await conn.execute(delete(Schedule).where(Schedule.id == row.id))
+        row.paused = True
+        with pytest.raises(NotFound):
+            await store.save(row)

@@ -4,25 +4,15 @@ PENDING ones delayed until their due time, and leaves the others parked."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db.jobs import Enqueued
 from ferry.db.models import Job, utcnow
 from ferry.worker.dispatcher import AHEAD_S, Dispatcher
-
-
-class Sent:
-    def __init__(self) -> None:
-        self.jobs: list[Enqueued] = []
-
-    async def send(self, jobs: Sequence[Enqueued]) -> bool:
-        self.jobs.extend(jobs)
-        return True
+from tests.support.jobs import SentJobs
 
 
 async def add_parked(db: AsyncEngine, due_in: timedelta, status: str = "PENDING") -> uuid.UUID:
@@ -53,7 +43,7 @@ async def test_the_dispatcher_sends_the_parked_jobs_that_come_due(db: AsyncEngin
     soon = await add_parked(db, timedelta(seconds=AHEAD_S / 2))
     later = await add_parked(db, timedelta(days=30))
     cancelled = await add_parked(db, timedelta(seconds=-1), status="CANCELLED")
-    sent = Sent()
+    sent = SentJobs()
     dispatcher = Dispatcher(lambda: db, sent)  # type: ignore[arg-type]
     await dispatcher.dispatch()
     by_id = {job.id: job for job in sent.jobs}

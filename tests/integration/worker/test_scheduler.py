@@ -4,7 +4,6 @@ message, the schedule moved on, once per due time, and its `missed` policy."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,13 +13,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db.jobs import Enqueued
 from ferry.db.models import Job, Schedule, utcnow
 from ferry.events.event import JobEvent
 from ferry.events.log import Committed
 from ferry.settings import Settings
 from ferry.worker.scheduler import Scheduler
-from tests.support.jobs import new_tenant
+from tests.support.jobs import SentJobs, new_tenant
 
 
 class Events:
@@ -31,19 +29,8 @@ class Events:
         self.appended.extend(committed)
 
 
-class Sent:
-    """What the scheduler sends (the Sender's `send`)."""
-
-    def __init__(self) -> None:
-        self.jobs: list[Enqueued] = []
-
-    async def send(self, jobs: Sequence[Enqueued]) -> bool:
-        self.jobs.extend(jobs)
-        return True
-
-
-def scheduler(db: AsyncEngine, **settings: Any) -> tuple[Scheduler, Events, Sent]:
-    events, sent = Events(), Sent()
+def scheduler(db: AsyncEngine, **settings: Any) -> tuple[Scheduler, Events, SentJobs]:
+    events, sent = Events(), SentJobs()
     knobs = Settings(**{"schedule_grace_ms": 60_000, **settings})
     return Scheduler(lambda: db, sent, events, knobs), events, sent  # type: ignore[arg-type]
 
@@ -128,7 +115,7 @@ async def test_after_downtime_skip_fires_nothing_and_once_fires_one(
     now = utcnow()
     due = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     schedule_id = await add_schedule(db, due, cron="0 * * * *", missed=missed)
-    fire, _, _ = scheduler(db, schedule_grace_ms=0)
+    fire, _, _ = scheduler(db, schedule_grace_ms=1_000)
     await fire.fire_due()
     jobs = await fired_jobs(db, schedule_id)
     assert len(jobs) == runs
@@ -160,3 +147,33 @@ async def test_a_second_job_for_the_same_due_time_is_refused(db: AsyncEngine) ->
 def test_settings_bound_the_tick() -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"schedule_tick_ms": 0}, Settings)
+
+
+async def test_a_due_time_that_has_its_job_already_fires_nothing_more(db: AsyncEngine) -> None:
+    # As if the schedule's due time had been set back to one it fired already.
+    due = utcnow().replace(minute=0, second=0, microsecond=0)
+    again = await add_schedule(db, due, cron="0 * * * *")
+    other = await add_schedule(db, due, cron="0 * * * *")
+    values = {"tenant_id": "t", "type": "sleep", "payload": {}, "max_attempts": 1}
+    async with db.begin() as conn:
+        await conn.execute(
+            insert(Job).values(id=uuid.uuid4(), schedule_id=again, scheduled_for=due, **values)
+        )
+    fire, _, _ = scheduler(db, schedule_grace_ms=3_600_000)
+    await fire.fire_due()
+    assert len(await fired_jobs(db, again)) == 1  # the one it had
+    assert [job.scheduled_for for job in await fired_jobs(db, other)] == [due]  # unhindered
+    for schedule_id in (again, other):
+        assert (await schedule_row(db, schedule_id)).next_run_at == due + timedelta(hours=1)
+
+
+async def test_a_schedule_this_host_cannot_read_does_not_stop_the_others(db: AsyncEngine) -> None:
+    due = utcnow().replace(minute=0, second=0, microsecond=0)
+    unreadable = await add_schedule(db, due, cron="0 * * * *", timezone="Nowhere/Else")
+    other = await add_schedule(db, due, cron="0 * * * *")
+    fire, _, _ = scheduler(db, schedule_grace_ms=3_600_000)
+    await fire.fire_due()
+    assert await fired_jobs(db, unreadable) == []
+    assert len(await fired_jobs(db, other)) == 1
+    # Looked at again in a while, not at every tick.
+    assert (await schedule_row(db, unreadable)).next_run_at > utcnow() + timedelta(seconds=30)
