@@ -37,7 +37,7 @@ from ferry.api.metrics import metrics as metrics_route
 from ferry.api.openapi import openapi_config
 from ferry.api.request_ids import request_ids
 from ferry.api.schedules import schedule_routes
-from ferry.api.tenants import TenantKeyController, TenantLimitsController
+from ferry.api.tenants import TenantKeyController, TenantLimitsController, TenantPauseController
 from ferry.db.engine import create_engine
 from ferry.events.channels import build_channels
 from ferry.events.log import Deliver, EventLog, MemoryEventLog
@@ -67,6 +67,7 @@ ROUTES: list[ControllerRouterHandler] = [
     job_types,
     TenantKeyController,
     TenantLimitsController,
+    TenantPauseController,
     health,
     ready,
     metrics_route,

@@ -14,7 +14,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ferry.api.answers import TENANT_CHECKED
 from ferry.api.auth import not_a_tenant_key
-from ferry.api.dependencies import Metrics, Sends
+from ferry.api.dependencies import DbSession, Metrics, Sends
+from ferry.db.pauses import all_pauses
 from ferry.observability.metrics import Snapshot, families, flush, recorder
 from ferry.queue.fair.broker import fair_queue
 from ferry.queue.fair.queue import TenantQueue
@@ -58,6 +59,18 @@ def tenant_queue_families(queues: Iterable[TenantQueue]) -> Iterator[Metric]:
     yield wait
 
 
+def paused_family(held: Iterable[tuple[str, str]]) -> Metric:
+    """Each pause: 1 per paused tenant (`type="*"`) and paused job type of a tenant."""
+    paused = GaugeMetricFamily(
+        "ferry_tenant_paused",
+        "A paused tenant (type *) or job type of a tenant: its jobs are held",
+        labels=["tenant", "type"],
+    )
+    for tenant, job_type in sorted(held):
+        paused.add_metric([tenant, job_type or "*"], 1)
+    return paused
+
+
 # Every tenant's numbers are here: a tenant key may not read them.
 @get(
     "/metrics",
@@ -67,7 +80,7 @@ def tenant_queue_families(queues: Iterable[TenantQueue]) -> Iterator[Metric]:
     media_type=CONTENT_TYPE_LATEST,
     raises=TENANT_CHECKED,
 )
-async def metrics(metrics: Metrics, sender: Sends) -> Response[bytes]:
+async def metrics(metrics: Metrics, sender: Sends, db_session: DbSession) -> Response[bytes]:
     await flush(recorder, metrics)  # this process's latest counts too
     totals, gauges = await metrics.read()
     depths = await asyncio.to_thread(queue_depths, sender.broker)
@@ -75,6 +88,7 @@ async def metrics(metrics: Metrics, sender: Sends) -> Response[bytes]:
     tenants = await sender.waiting()
     if tenants is not None:
         snapshot += tenant_queue_families(tenants)
+    snapshot.append(paused_family(await all_pauses(db_session)))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot(snapshot))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

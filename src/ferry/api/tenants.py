@@ -12,18 +12,24 @@ from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
+    ValidationException,
 )
-from litestar.params import FromPath, JSONBody, PathParameter
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.api.answers import BODY, TENANT_CHECKED
 from ferry.api.auth import key_cache, key_hash, new_key, not_a_tenant_key, require_admin
 from ferry.api.dependencies import Caller, DbSession, Sends
 from ferry.db.jobs import NotFound
 from ferry.db.models import ApiKey, TenantLimit, utcnow
+from ferry.db.pauses import EVERY_TYPE, paused_types
 from ferry.fields import TENANT_ID_PATTERN
+from ferry.jobs.registry import REGISTRY
 from ferry.queue.fair.limits import TenantLimits, TenantLimitsOut, limits_of, mirror
 from ferry.queue.sender import Sender
+from ferry.service import pauses as pauses_service
+from ferry.service.schemas import TenantPauses
 
 TenantPath = Annotated[
     str, PathParameter(name="tenant_id", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN)
@@ -71,6 +77,69 @@ class TenantKeyController(Controller):
         if digest is None:
             raise NotFound("API key", key_id)
         key_cache.forget(digest)
+
+
+class TenantPauseController(Controller):
+    path = "/tenants/{tenant_id:str}"
+    tags = ["tenants"]  # noqa: RUF012
+    guards = [not_a_tenant_key]  # noqa: RUF012
+
+    @post(
+        "/pause",
+        status_code=200,
+        summary="Hold a tenant's jobs, or one job type's, until resumed (admin)",
+        raises=TENANT_CHECKED,
+    )
+    async def pause(
+        self, tenant_id: TenantPath, db_session: DbSession, job_type: PausedType = None
+    ) -> TenantPauses:
+        await pauses_service.pause(db_session, tenant_id, _registered(job_type))
+        return await _pauses_of(db_session, tenant_id)
+
+    @post(
+        "/resume",
+        status_code=200,
+        summary="Lift a tenant's pauses, or one job type's, and send the held jobs (admin)",
+        raises=TENANT_CHECKED,
+    )
+    async def resume(
+        self,
+        tenant_id: TenantPath,
+        db_session: DbSession,
+        sender: Sends,
+        job_type: PausedType = None,
+    ) -> TenantPauses:
+        resent = await pauses_service.resume(db_session, sender, tenant_id, _registered(job_type))
+        return msgspec.structs.replace(await _pauses_of(db_session, tenant_id), resent=resent)
+
+
+PausedType = Annotated[
+    str | None,
+    QueryParameter(
+        name="type",
+        min_length=1,
+        max_length=32,
+        description="a job type: pause (or resume) only its jobs",
+    ),
+]
+
+
+def _registered(job_type: str | None) -> str | None:
+    if job_type is not None and job_type not in REGISTRY:
+        raise ValidationException(
+            f"{job_type!r} is not a job type registered here",
+            extra=[{"message": "not a registered job type", "key": "type", "source": "query"}],
+        )
+    return job_type
+
+
+async def _pauses_of(session: AsyncSession, tenant_id: str) -> TenantPauses:
+    held = await paused_types(session, tenant_id)
+    return TenantPauses(
+        tenant_id=tenant_id,
+        paused=EVERY_TYPE in held,
+        paused_types=[job_type for job_type in held if job_type != EVERY_TYPE],
+    )
 
 
 class TenantLimitsController(Controller):

@@ -104,6 +104,10 @@ async function loadStats() {
     if (stats.waiting !== null) {
       shown.push(["waiting", "waiting", stats.waiting.toLocaleString()], ["oldest-wait", "oldest wait", duration(stats.oldestWaitMs)]);
     }
+    // Paused (POST /tenants/{id}/pause): its jobs are held until resumed.
+    if (stats.paused || stats.pausedTypes.length) {
+      shown.push(["paused", "paused", stats.paused ? "all jobs" : stats.pausedTypes.join(", ")]);
+    }
     $("stats").replaceChildren(
       ...shown.map(([key, label, value]) =>
         element("div", {}, element("dt", {}, label), element("dd", { "data-stat": key }, value)),

@@ -162,6 +162,17 @@ class Schedule(Base):
     )
 
 
+class Pause(Base):
+    """A paused tenant (`job_type` empty) or job type of a tenant: its jobs are not
+    started until it is resumed."""
+
+    __tablename__ = "pauses"
+
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    job_type: Mapped[str] = mapped_column(String(32), primary_key=True)  # "": every type
+    paused_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+
+
 class IdempotencyKey(Base):
     """A create request's `Idempotency-Key`: the jobs it created, for 24 hours."""
 

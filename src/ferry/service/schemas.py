@@ -351,6 +351,17 @@ class JobStats(msgspec.Struct, rename="camel"):
     # long the oldest of them has waited (null when fair scheduling is off).
     waiting: int | None = None
     oldest_wait_ms: int | None = None
+    # Paused (POST /tenants/{id}/pause): the whole tenant, and job types of it.
+    paused: bool = False
+    paused_types: list[str] = []
+
+
+class TenantPauses(msgspec.Struct, rename="camel"):
+    tenant_id: str
+    paused: bool  # the whole tenant
+    paused_types: list[str]  # job types paused on their own
+    # Resume: the held jobs sent again now (more, if any, by the recovery pass).
+    resent: int = 0
 
 
 class ScheduledJobOut(msgspec.Struct, rename="camel"):

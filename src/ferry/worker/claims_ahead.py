@@ -41,7 +41,8 @@ from typing import Any
 
 from ferry.db.transitions import ClaimedJob
 from ferry.jobs.registry import REGISTRY, is_async
-from ferry.queue.messages import JOBS_QUEUE
+from ferry.queue.messages import JOBS_QUEUE, tenant_of
+from ferry.worker.pauses import Pauses
 from ferry.worker.writer import Reply, StatusWriter
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,13 @@ class Claim(Reply):
 
 
 class ClaimsAhead:
-    def __init__(self, writer: StatusWriter, threads: int = 0) -> None:
-        """`threads`: the worker threads that take messages (set at the worker's boot)."""
+    def __init__(
+        self, writer: StatusWriter, threads: int = 0, pauses: Pauses | None = None
+    ) -> None:
+        """`threads`: the worker threads that take messages (set at the worker's boot);
+        `pauses`: the jobs held, whose messages their threads skip unclaimed."""
         self.writer = writer
+        self.pauses = pauses or Pauses()
         self.threads = threads
         self.stopping = False  # the worker stops: no more claims ahead
         self._lock = threading.Lock()
@@ -94,7 +99,7 @@ class ClaimsAhead:
     def fetched(self, message: Any) -> None:
         """Claim `message`'s job now, or once there is room ahead of the threads."""
         job_id = _claimable_ahead(message)
-        if job_id is None:
+        if job_id is None or self.pauses.hold(tenant_of(message), message.actor_name):
             return
         message_id = message.options["redis_message_id"]
         with self._lock:

@@ -8,7 +8,8 @@ pass; several may run it safely) sees to:
   maintenance, run on every pass);
 - lost messages: PENDING jobs overdue by more than `recovery_grace_ms` whose
   message no queue holds (the enqueue failed, or Redis lost its data) are
-  re-sent (a message waiting in its tenant's queue counts as held);
+  re-sent (a message waiting in its tenant's queue counts as held; a job whose
+  tenant or type is paused waits with none, `ferry.db.pauses`);
 - events: the outbox rows their committer left are relayed (`ferry.db.outbox`);
 - tenants' limits: written from PostgreSQL to Redis again.
 A duplicate message is harmless: the claim lets exactly one of them run. Each
@@ -27,7 +28,7 @@ import dramatiq
 import msgspec
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db import outbox
@@ -35,6 +36,7 @@ from ferry.db.idempotency import KEY_TTL
 from ferry.db.jobs import Enqueued
 from ferry.db.models import IdempotencyKey, Job, JobStatus, utcnow
 from ferry.db.outbox import Relay
+from ferry.db.pauses import not_held
 from ferry.events.event import JobEvent
 from ferry.events.log import Committed, EventLog
 from ferry.observability.metrics import recorder
@@ -220,7 +222,9 @@ class Recovery:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
         async with self.engine().connect() as conn:
             # Ids only: under a long backlog every pass reads SCAN_LIMIT of them.
-            overdue = (await conn.scalars(_pending(Job.next_run_at < cutoff, Job.id))).all()
+            # Held jobs (their tenant or type is paused) wait with no message on purpose.
+            due = and_(Job.next_run_at < cutoff, not_held())
+            overdue = (await conn.scalars(_pending(due, Job.id))).all()
         if not overdue:
             return
         lost = await asyncio.to_thread(unqueued, self.broker, map(str, overdue))

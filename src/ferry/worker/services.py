@@ -11,6 +11,8 @@ metrics flush.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 from functools import partial
 
@@ -35,6 +37,7 @@ from ferry.worker.dispatcher import Dispatcher
 from ferry.worker.heartbeat import Heartbeat, keep_alive
 from ferry.worker.loop import BackgroundLoop
 from ferry.worker.malloc import limit_arenas
+from ferry.worker.pauses import Pauses
 from ferry.worker.progress import PROGRESS
 from ferry.worker.recovery import Recovery
 from ferry.worker.running import RUNNING
@@ -44,6 +47,9 @@ from ferry.worker.writer import StatusWriter
 GIL_SWITCH_INTERVAL_S = 0.001
 SETTLE_TIMEOUT_S = 10
 ASYNC_DRAIN_TIMEOUT_S = 600  # as long as Dramatiq waits for its threads' jobs
+PAUSES_READ_TIMEOUT_S = 10
+
+log = logging.getLogger(__name__)
 
 
 class WorkerServices(dramatiq.Middleware):
@@ -67,7 +73,8 @@ class WorkerServices(dramatiq.Middleware):
         self.recovery: Recovery | None = None
         self.feeder: Feeder | None = None  # on the fair broker
         self.async_jobs = AsyncJobs(settings.async_jobs_per_worker, RUNNING)
-        self.claims = ClaimsAhead(self.writer)  # fed by the Redis broker's consumers
+        self.pauses = Pauses()  # the tenants and job types held, read every heartbeat
+        self.claims = ClaimsAhead(self.writer, pauses=self.pauses)  # fed by the consumers
 
     def engine(self) -> AsyncEngine:
         if self._engine is None:
@@ -103,10 +110,21 @@ class WorkerServices(dramatiq.Middleware):
         sender = Sender(broker, self._redis)
         self.loop.add_service(Scheduler(self.engine, sender, self.events, self.settings).run)
         self.loop.add_service(Dispatcher(self.engine, sender).run)
+        heartbeat_s = self.settings.heartbeat_ms / 1000
+        self.loop.add_service(partial(self.pauses.run, self.engine, heartbeat_s))
         self.loop.on_stop(self._close)
         self.loop.start()
+        self._read_pauses()
         if any(job_type.is_async for job_type in REGISTRY.values()):
             self.async_jobs.start_loop()
+
+    def _read_pauses(self) -> None:
+        """Before the threads take any message: a paused job must not start at boot."""
+        reading = asyncio.run_coroutine_threadsafe(self.pauses.read(self.engine), self.loop.loop)
+        try:
+            reading.result(timeout=PAUSES_READ_TIMEOUT_S)
+        except Exception:
+            log.exception("reading the pauses at boot failed; they are read every heartbeat")
 
     def _start_redis_services(self, broker: dramatiq.Broker, redis: aioredis.Redis) -> None:
         settings = self.settings

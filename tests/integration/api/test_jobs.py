@@ -299,7 +299,7 @@ async def test_stats_count_per_status(client: Client, engine: AsyncEngine) -> No
     del stats["waiting"], stats["oldestWaitMs"]  # the tenant's queue: see queue/test_fairness.py
     assert stats == {
         "tenantId": tenant, "total": 6, "pending": 1, "running": 1,
-        "completed": 2, "failed": 1, "cancelled": 1,
+        "completed": 2, "failed": 1, "cancelled": 1, "paused": False, "pausedTypes": [],
     }  # fmt: skip
     everything = (await client.get("/jobs/stats")).json()
     assert everything["tenantId"] is None

@@ -155,6 +155,18 @@ def test_limits_are_set_by_the_admin_and_read_by_their_tenant(api: Api) -> None:
     assert me.get(f"/tenants/{mine}/limits").json()["weight"] == 1  # the refused PUT: no change
 
 
+def test_only_the_admin_pauses_and_resumes_a_tenant(api: Api) -> None:
+    mine = new_tenant()
+    me, admin = api.client(api.new_key(mine)), api.client(ADMIN_KEY)
+    for action in ("pause", "resume"):
+        assert me.post(f"/tenants/{mine}/{action}").status_code == 403
+        assert api.client().post(f"/tenants/{mine}/{action}").status_code == 401
+    assert me.get("/jobs/stats", params={"tenantId": mine}).json()["paused"] is False
+    assert admin.post(f"/tenants/{mine}/pause").status_code == 200
+    assert me.get("/jobs/stats", params={"tenantId": mine}).json()["paused"] is True
+    assert admin.post(f"/tenants/{mine}/resume").status_code == 200
+
+
 def test_a_revoked_key_stops_working(api: Api) -> None:
     tenant = new_tenant()
     admin = api.client(ADMIN_KEY)

@@ -31,12 +31,14 @@ class Writer:
         self.claimable = claimable
         self.finished: list[Outcome] = []
         self.claimed: list[uuid.UUID] = []  # on the worker thread, one at a time
+        self.claimed_ahead: list[uuid.UUID] = []  # as the consumer fetched the message
 
     def claim(self, job_id: uuid.UUID) -> ClaimedJob | None:
         self.claimed.append(job_id)
         return self._claimed(job_id)
 
     def claim_then(self, job_id: uuid.UUID, then: Callable[[ClaimedJob | None], None]) -> None:
+        self.claimed_ahead.append(job_id)
         then(self._claimed(job_id))  # committed at once
 
     def _claimed(self, job_id: uuid.UUID) -> ClaimedJob | None:
@@ -94,7 +96,9 @@ def lifecycle(
     """`threads`: the worker threads the claims ahead count on (none: every message is
     claimed by the thread that takes it)."""
     claims = ClaimsAhead(writer, threads)  # type: ignore[arg-type]
-    services = SimpleNamespace(writer=writer, async_jobs=jobs, feeder=None, claims=claims)
+    services = SimpleNamespace(
+        writer=writer, async_jobs=jobs, feeder=None, claims=claims, pauses=claims.pauses
+    )
     return JobLifecycle(Settings(), services, sender or Sender())  # type: ignore[arg-type]
 
 
@@ -106,6 +110,22 @@ def message(actor: str) -> Any:
         message_timestamp=0,
         options={"redis_message_id": "m"},
     )
+
+
+def test_a_paused_tenants_message_is_skipped_unclaimed_and_others_run() -> None:
+    writer, jobs = Writer(), Jobs()
+    middleware = lifecycle(writer, jobs, threads=4)
+    middleware.services.pauses.replace({("paused", "")})
+    held = message("lc_sync")
+    held.options["tenant"] = "paused"
+    middleware.services.claims.fetched(held)  # not claimed ahead either
+    with pytest.raises(SkipMessage):
+        middleware.before_process_message(BROKER, held)  # type: ignore[arg-type]
+    assert (writer.claimed, writer.claimed_ahead, writer.finished) == ([], [], [])
+    other = message("lc_sync")
+    other.options["tenant"] = "other"
+    middleware.before_process_message(BROKER, other)  # type: ignore[arg-type]
+    assert writer.claimed == [uuid.UUID(other.args[0])]
 
 
 def test_an_async_job_takes_a_slot_before_its_claim_and_frees_it_if_skipped() -> None:
