@@ -62,6 +62,7 @@ class JobLifecycle(dramatiq.Middleware):
         if claim is None and self.services.pauses.hold(tenant_of(message), message.actor_name):
             # Its tenant or type is paused: the job stays PENDING, sent again on resume.
             log.debug("job %s is paused; skipping its message", message.args[0])
+            self._per_thread.slot = None
             raise SkipMessage()
         if claim is not None:  # sent as the message was fetched (ferry.worker.claims_ahead)
             self._per_thread.slot = None
