@@ -388,13 +388,40 @@ def scale(progress: Callable[[str], None]) -> None:
           f"{SCALE_ROWS:,} ({row['drain_jobs_per_s'] / row['drain_empty_jobs_per_s']:.2f} x)")  # fmt: skip
 
 
+RETENTION_ROWS = 1_000_000
+
+
+def retention(jobs: int, progress: Callable[[str], None]) -> None:
+    progress(f"retention: pruning {RETENTION_ROWS:,} finished jobs beside a drain (one run)")
+    row = measure("bench.retention", RETENTION_ROWS, jobs)
+    print()
+    print(f"Retention: {RETENTION_ROWS:,} finished jobs past their retention pruned beside a "
+          f"drain of {jobs:,} jobs (1 worker process x 32 threads), interleaved rounds")  # fmt: skip
+    print()
+    print("| | quiet | pruning | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    ratio = row["pruning_jobs_per_s"] / row["quiet_jobs_per_s"]
+    print(f"| drain, jobs/s | {row['quiet_jobs_per_s']:,.0f} | {row['pruning_jobs_per_s']:,.0f} | "
+          f"{ratio:.2f} x |")  # fmt: skip
+    for stat in ("p50", "p99"):
+        quiet, busy = row[f"quiet_list_{stat}_ms"], row[f"pruning_list_{stat}_ms"]
+        print(f"| `GET /jobs?tenantId` {stat}, ms | {quiet:.1f} | {busy:.1f} | "
+              f"{busy / quiet:.2f} x |")  # fmt: skip
+    print()
+    print(f"Pruned {row['pruned_per_s']:,.0f} rows/s while the rounds ran; the rest of the "
+          f"{RETENTION_ROWS:,} in {row['finish_s']:.1f} s after. Left past retention: "
+          f"{row['left_past_retention']}; counters equal to COUNT(*): {row['counters_exact']}")  # fmt: skip
+    print(f"Goals: the drain costs < 20% ({1 - ratio:.0%}); GET /jobs p99 < 20 ms "
+          f"({row['pruning_list_p99_ms']:.1f} ms)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per drain (default 5000)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are shown")
     parser.add_argument(
         "--only",
-        choices=["workers", "async", "fairness", "realtime", "e2e", "peers", "scale"],
+        choices=["workers", "async", "fairness", "realtime", "e2e", "peers", "scale", "retention"],
         help="run one suite (default: all)",
     )
     parser.add_argument(
@@ -419,6 +446,8 @@ def main() -> None:
         peers(args.jobs, args.runs, progress)
     if args.only in (None, "scale"):
         scale(progress)
+    if args.only in (None, "retention"):
+        retention(args.jobs, progress)
 
 
 if __name__ == "__main__":

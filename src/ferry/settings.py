@@ -67,6 +67,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     schedule_tick_ms: Annotated[int, msgspec.Meta(ge=10)] = 1_000
     # (At least a second: a due time always fires a few milliseconds late.)
     schedule_grace_ms: Annotated[int, msgspec.Meta(ge=1_000)] = 10_000
+    # How long finished jobs are kept before the recovery pass deletes them: a number
+    # with a unit ("7d", "12h", "30m", "90s"), or "0" to keep them for ever. A tenant's
+    # limits may set its own (retentionCompletedMs, ...).
+    retention_completed: str = "7d"
+    retention_failed: str = "30d"
+    retention_cancelled: str = "30d"
     # Fair scheduling (on Redis): jobs wait in per-tenant queues and are fed in
     # weighted round robin into the shared queue, kept at most this deep (a
     # newcomer waits behind one round of the tenants plus this many jobs).
@@ -98,6 +104,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # Webhooks to loopback, private, link-local (cloud metadata) and other
     # non-public addresses are refused unless this is on (the SSRF guard).
     webhook_allow_private: bool = False
+
+    def __post_init__(self) -> None:
+        for status in ("completed", "failed", "cancelled"):
+            duration_ms(getattr(self, f"retention_{status}"), f"RETENTION_{status.upper()}")
+
+    @cached_property
+    def retention_ms(self) -> dict[str, int | None]:
+        """How long finished jobs are kept, by status (None: for ever)."""
+        return {
+            status.upper(): duration_ms(getattr(self, f"retention_{status}"))
+            for status in ("completed", "failed", "cancelled")
+        }
 
     @cached_property
     def cors_origin_list(self) -> list[str]:
@@ -131,6 +149,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(text: str, name: str = "a duration") -> int | None:
+    """A duration ("7d", "12h", "30m", "90s", "500ms") in ms; "0" is None (never)."""
+    number = text.strip().rstrip("smhd")
+    unit = text.strip()[len(number) :] or "s"
+    if not number.isdigit() or unit not in _UNITS_MS:
+        raise ValueError(f"{name}: {text!r} is not a duration such as 7d, 12h, 30m or 90s")
+    return int(number) * _UNITS_MS[unit] or None
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:

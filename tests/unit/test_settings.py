@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.settings import EMBEDDED_DATABASE_URL, load_settings
+from ferry.settings import EMBEDDED_DATABASE_URL, Settings, load_settings
 
 
 def test_defaults_are_the_embedded_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,3 +45,17 @@ def test_bad_values_stop_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("PORT", "eighty")
     with pytest.raises(SystemExit, match="port"):
         load_settings(env_file=None)
+
+
+def test_retention_is_a_duration_with_its_unit_and_0_keeps_for_ever() -> None:
+    settings = load_settings(
+        env_file=None, retention_completed="12h", retention_failed="0", retention_cancelled="90"
+    )
+    assert settings.retention_ms == {
+        "COMPLETED": 12 * 3_600_000, "FAILED": None, "CANCELLED": 90_000,
+    }  # fmt: skip
+    assert Settings().retention_ms == {
+        "COMPLETED": 7 * 86_400_000, "FAILED": 30 * 86_400_000, "CANCELLED": 30 * 86_400_000,
+    }  # fmt: skip
+    with pytest.raises(SystemExit, match="RETENTION_FAILED: '3 weeks' is not a duration"):
+        load_settings(env_file=None, retention_failed="3 weeks")

@@ -174,6 +174,9 @@ class TenantLimitsController(Controller):
                 max_running=data.max_running,
                 rate_per_second=data.rate_per_second,
                 burst=data.burst,
+                retention_completed_ms=data.retention_completed_ms,
+                retention_failed_ms=data.retention_failed_ms,
+                retention_cancelled_ms=data.retention_cancelled_ms,
                 updated_at=utcnow(),
             )
         )
@@ -192,4 +195,7 @@ def _out(tenant_id: str, limits: TenantLimits, sender: Sender) -> TenantLimitsOu
         rate_per_second=limits.rate_per_second,
         burst=limits.burst,
         enforced=sender.fair is not None,
+        retention_completed_ms=limits.retention_completed_ms,
+        retention_failed_ms=limits.retention_failed_ms,
+        retention_cancelled_ms=limits.retention_cancelled_ms,
     )

@@ -11,6 +11,7 @@ import uuid_utils
 from advanced_alchemy.types import GUID, DateTimeUTC
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     Index,
@@ -111,6 +112,8 @@ class Job(Base):
         Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
         Index("ix_jobs_status_next_run", "status", "next_run_at"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        # What the recovery pass prunes: finished jobs, the longest finished first.
+        Index("ix_jobs_status_finished", "status", "finished_at"),
         # What the dispatcher looks for: the parked jobs, soonest due first.
         Index(
             "ix_jobs_parked_next_run",
@@ -208,6 +211,10 @@ class TenantLimit(Base):
     max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rate_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
     burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # How long its finished jobs are kept, by status (NULL: the deployment's RETENTION_*).
+    retention_completed_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    retention_failed_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    retention_cancelled_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
 
 

@@ -11,7 +11,9 @@ pass; several may run it safely) sees to:
   re-sent (a message waiting in its tenant's queue counts as held; a job whose
   tenant or type is paused waits with none, `ferry.db.pauses`);
 - events: the outbox rows their committer left are relayed (`ferry.db.outbox`);
-- tenants' limits: written from PostgreSQL to Redis again.
+- tenants' limits: written from PostgreSQL to Redis again;
+- retention: finished jobs past their retention are deleted, a small batch per
+  transaction, for at most PRUNE_BUDGET_S per pass (`ferry.db.retention`).
 A duplicate message is harmless: the claim lets exactly one of them run. Each
 of these is done on its own: one that fails does not hold up the others.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -31,7 +34,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Select, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ferry.db import outbox
+from ferry.db import outbox, retention
 from ferry.db.idempotency import KEY_TTL
 from ferry.db.jobs import Enqueued
 from ferry.db.models import IdempotencyKey, Job, JobStatus, utcnow
@@ -50,6 +53,10 @@ from ferry.settings import Settings
 log = logging.getLogger(__name__)
 
 LOST_WORKER = "worker lost: its lease expired while the job was RUNNING"
+# Retention: the time a pass may spend deleting, and the pause between its batches
+# (the other transactions' turn).
+PRUNE_BUDGET_S = 2.0
+PRUNE_BREATH_S = 0.01
 SCAN_LIMIT = 10_000
 
 
@@ -115,6 +122,7 @@ class Recovery:
         self.resent = 0
         self.orphans = 0
         self.relayed = 0
+        self.pruned = 0
 
     async def run(self) -> None:
         while True:
@@ -142,12 +150,29 @@ class Recovery:
             self.requeue_dead_workers_messages,
             self.resend_lost,
             self.forget_old_idempotency_keys,
+            self.prune_finished,  # last: it may take the rest of its budget
         )
         for step in steps:
             try:
                 await step()
             except Exception:
                 log.exception("recovery: %s failed; the next pass tries again", step.__name__)
+
+    async def prune_finished(self) -> None:
+        """Delete the finished jobs past their retention, oldest first, in short
+        transactions with a breath between them, until none is left or the budget of
+        the pass is spent (the next pass goes on)."""
+        deadline = time.monotonic() + PRUNE_BUDGET_S
+        async with self.engine().connect() as conn:
+            plan = await retention.rules(conn, self.settings.retention_ms, utcnow())
+        for rule in plan:
+            while time.monotonic() < deadline:
+                async with self.engine().begin() as conn:
+                    deleted = await retention.prune(conn, rule)
+                self.pruned += deleted
+                if deleted < retention.BATCH:
+                    break
+                await asyncio.sleep(PRUNE_BREATH_S)
 
     async def requeue_dead_workers_messages(self) -> None:
         if isinstance(self.broker, GroupAckRedisBroker):

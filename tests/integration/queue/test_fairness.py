@@ -192,9 +192,10 @@ async def test_a_rate_limit_spaces_the_starts(
 async def test_limits_default_then_set_and_read_back(client: Client) -> None:
     tenant = new_tenant()
     default = (await client.get(f"/tenants/{tenant}/limits")).json()
+    kept = {"retentionCompletedMs": None, "retentionFailedMs": None, "retentionCancelledMs": None}
     assert default == {
         "tenantId": tenant, "weight": 1, "maxRunning": None, "ratePerSecond": None,
-        "burst": None, "enforced": True,
+        "burst": None, "enforced": True, **kept,
     }  # fmt: skip
     limits = {"weight": 3, "maxRunning": 5, "ratePerSecond": 2.5, "burst": 4}
     response = await client.put(f"/tenants/{tenant}/limits", json=limits)
@@ -203,13 +204,20 @@ async def test_limits_default_then_set_and_read_back(client: Client) -> None:
         "tenantId": tenant,
         **limits,
         "enforced": True,
+        **kept,
     }
+    own = {**limits, "retentionCompletedMs": 3_600_000, "retentionFailedMs": 86_400_000}
+    assert (await client.put(f"/tenants/{tenant}/limits", json=own)).status_code == 200
+    assert (await client.get(f"/tenants/{tenant}/limits")).json() == {
+        "tenantId": tenant, **own, "retentionCancelledMs": None, "enforced": True,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "body",
     [{"weight": 0}, {"weight": 1001}, {"maxRunning": 0}, {"ratePerSecond": 0},
-     {"ratePerSecond": -1}, {"burst": 0}, {"weight": "heavy"}, {"priority": 1}],
+     {"ratePerSecond": -1}, {"burst": 0}, {"weight": "heavy"}, {"priority": 1},
+     {"retentionCompletedMs": 0}, {"retentionFailedMs": 10**12}],
 )  # fmt: skip
 async def test_bad_limits_are_refused_and_change_nothing(
     client: Client, body: dict[str, Any]

@@ -18,6 +18,7 @@ from ferry.db.models import TenantLimit
 from ferry.queue.fair.queue import FairQueue
 
 MAX_WEIGHT = 1000
+RetentionMs = Annotated[int, msgspec.Meta(ge=1, le=10 * 365 * 86_400_000)]  # up to 10 years
 
 
 class TenantLimits(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
@@ -28,6 +29,10 @@ class TenantLimits(msgspec.Struct, rename="camel", forbid_unknown_fields=True, f
     max_running: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
     rate_per_second: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] | None = None
     burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    # How long its finished jobs are kept (null: the deployment's RETENTION_*).
+    retention_completed_ms: RetentionMs | None = None
+    retention_failed_ms: RetentionMs | None = None
+    retention_cancelled_ms: RetentionMs | None = None
 
 
 class TenantLimitsOut(msgspec.Struct, rename="camel"):
@@ -38,13 +43,24 @@ class TenantLimitsOut(msgspec.Struct, rename="camel"):
     burst: int | None
     # False when nothing enforces them: the embedded default or FAIR_SCHEDULING=false.
     enforced: bool
+    retention_completed_ms: int | None = None
+    retention_failed_ms: int | None = None
+    retention_cancelled_ms: int | None = None
 
 
 def limits_of(row: Any) -> TenantLimits:
     """The limits of a `tenant_limits` row (or of its columns); defaults without one."""
     if row is None:
         return TenantLimits()
-    return TenantLimits(row.weight, row.max_running, row.rate_per_second, row.burst)
+    return TenantLimits(
+        row.weight,
+        row.max_running,
+        row.rate_per_second,
+        row.burst,
+        getattr(row, "retention_completed_ms", None),
+        getattr(row, "retention_failed_ms", None),
+        getattr(row, "retention_cancelled_ms", None),
+    )
 
 
 def redis_fields(limits: TenantLimits) -> dict[str, Any]:
