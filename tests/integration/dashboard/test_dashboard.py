@@ -372,6 +372,24 @@ async def test_the_tenants_queue_shows_in_the_counters(page: Page, ferry: Ferry)
                 await client.post(f"/jobs/{job_id}/cancel")
 
 
+async def test_a_paused_tenant_shows_in_the_counters(page: Page, ferry: Ferry) -> None:
+    tenant = new_tenant()
+    async with httpx.AsyncClient(base_url=ferry.base) as client:
+        await open_dashboard(page, ferry, tenant, "WebSocket")
+        stats = page.get_by_test_id("stats")
+        await expect(stats.locator('[data-stat="total"]')).to_have_text("0", timeout=WAIT_MS)
+        await expect(stats.locator('[data-stat="paused"]')).to_have_count(0)
+        assert (await client.post(f"/tenants/{tenant}/pause", params={"type": "email"})).is_success
+        await create_from_form(page, "sleep", '{"delayMs": 0}')  # the counters read again
+        await expect(stats.locator('[data-stat="paused"]')).to_have_text("email", timeout=WAIT_MS)
+        assert (await client.post(f"/tenants/{tenant}/pause")).is_success
+        await create_from_form(page, "sleep", '{"delayMs": 0}')
+        await expect(stats.locator('[data-stat="paused"]')).to_have_text(
+            "all jobs", timeout=WAIT_MS
+        )
+        assert (await client.post(f"/tenants/{tenant}/resume")).is_success  # runs what it held
+
+
 NO_TIME = "\u2013"  # what the schedules panel shows for a time there is not
 
 
