@@ -11,6 +11,7 @@ import msgspec
 from dotenv import load_dotenv
 
 EMBEDDED_DATABASE_URL = "sqlite+aiosqlite:///ferry.db"
+FINISHED = ("completed", "failed", "cancelled")  # the statuses a retention applies to
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
@@ -68,7 +69,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # (At least a second: a due time always fires a few milliseconds late.)
     schedule_grace_ms: Annotated[int, msgspec.Meta(ge=1_000)] = 10_000
     # How long finished jobs are kept before the recovery pass deletes them: a number
-    # with a unit ("7d", "12h", "30m", "90s"), or "0" to keep them for ever. A tenant's
+    # with its unit ("7d", "12h", "30m", "90s"), or "0" to keep them for ever. A tenant's
     # limits may set its own (retentionCompletedMs, ...).
     retention_completed: str = "7d"
     retention_failed: str = "30d"
@@ -106,15 +107,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     webhook_allow_private: bool = False
 
     def __post_init__(self) -> None:
-        for status in ("completed", "failed", "cancelled"):
-            duration_ms(getattr(self, f"retention_{status}"), f"RETENTION_{status.upper()}")
+        self.retention_ms  # noqa: B018  (checked at start, not at the first pass)
 
     @cached_property
     def retention_ms(self) -> dict[str, int | None]:
         """How long finished jobs are kept, by status (None: for ever)."""
         return {
-            status.upper(): duration_ms(getattr(self, f"retention_{status}"))
-            for status in ("completed", "failed", "cancelled")
+            status.upper(): duration_ms(
+                getattr(self, f"retention_{status}"), f"RETENTION_{status.upper()}"
+            )
+            for status in FINISHED
         }
 
     @cached_property
@@ -155,9 +157,13 @@ _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def duration_ms(text: str, name: str = "a duration") -> int | None:
-    """A duration ("7d", "12h", "30m", "90s", "500ms") in ms; "0" is None (never)."""
+    """A duration with its unit ("7d", "12h", "30m", "90s", "500ms") in ms; "0" is None
+    (never). A bare number is refused: "7" would delete everything older than 7 ms or
+    7 s, whichever was meant."""
+    if text.strip() == "0":
+        return None
     number = text.strip().rstrip("smhd")
-    unit = text.strip()[len(number) :] or "s"
+    unit = text.strip()[len(number) :]
     if not number.isdigit() or unit not in _UNITS_MS:
         raise ValueError(f"{name}: {text!r} is not a duration such as 7d, 12h, 30m or 90s")
     return int(number) * _UNITS_MS[unit] or None

@@ -49,11 +49,13 @@ def test_bad_values_stop_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_retention_is_a_duration_with_its_unit_and_0_keeps_for_ever() -> None:
     settings = load_settings(
-        env_file=None, retention_completed="12h", retention_failed="0", retention_cancelled="90"
+        env_file=None, retention_completed="12h", retention_failed="0", retention_cancelled="90s"
     )
     assert settings.retention_ms == {
         "COMPLETED": 12 * 3_600_000, "FAILED": None, "CANCELLED": 90_000,
     }  # fmt: skip
+    with pytest.raises(SystemExit, match="RETENTION_COMPLETED: '7' is not a duration"):
+        load_settings(env_file=None, retention_completed="7")  # 7 what?
     assert Settings().retention_ms == {
         "COMPLETED": 7 * 86_400_000, "FAILED": 30 * 86_400_000, "CANCELLED": 30 * 86_400_000,
     }  # fmt: skip

@@ -62,4 +62,5 @@ DbSession = NamedDependency[AsyncSession]  # the request's session (advanced-alc
 Jobs = NamedDependency[JobService]
 Sends = NamedDependency[Sender]  # as `sender`
 Metrics = NamedDependency[MetricsStore]
+Configured = NamedDependency[Settings]  # as `settings`
 AppRuntime = NamedDependency[Runtime]  # as `runtime`: all of the above

@@ -37,7 +37,8 @@ from ferry.api.dependencies import (
 from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import DEFAULT_PRIORITY, Job, JobStatus
-from ferry.db.pauses import EVERY_TYPE, paused_types
+from ferry.db.pauses import paused_types as held
+from ferry.db.pauses import split
 from ferry.events.channels import subscription
 from ferry.events.event import RECONNECTED, channel_name, progress_after, says_lost, seq_of
 from ferry.fields import TENANT_ID_PATTERN
@@ -225,7 +226,7 @@ class JobController(Controller):
     ) -> JobStats:
         tenant_id = principal.scope(tenant_id)
         counts = await JobStore(db_session).counts(tenant_id)
-        held = [] if tenant_id is None else await paused_types(db_session, tenant_id)
+        paused, paused_types = split([] if tenant_id is None else await held(db_session, tenant_id))
         queues = await sender.waiting(tenant_id)  # None: fair scheduling is off
         waiting = None if queues is None else sum(q.waiting for q in queues)
         oldest_wait_ms = None if queues is None else max((q.wait_ms for q in queues), default=0)
@@ -235,8 +236,8 @@ class JobController(Controller):
             **{status.lower(): counts.get(status, 0) for status in JobStatus},
             waiting=waiting,
             oldest_wait_ms=oldest_wait_ms,
-            paused=EVERY_TYPE in held,
-            paused_types=[job_type for job_type in held if job_type != EVERY_TYPE],
+            paused=paused,
+            paused_types=paused_types,
         )
 
     @get(

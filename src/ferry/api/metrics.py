@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Iterator
 
 import dramatiq
@@ -21,6 +22,7 @@ from ferry.queue.fair.broker import fair_queue
 from ferry.queue.fair.queue import TenantQueue
 from ferry.queue.messages import JOBS_QUEUE
 
+log = logging.getLogger(__name__)
 QUEUES = (JOBS_QUEUE, f"{JOBS_QUEUE}.DQ")  # ready, and delayed (retries, delayMs)
 
 
@@ -88,7 +90,10 @@ async def metrics(metrics: Metrics, sender: Sends, db_session: DbSession) -> Res
     tenants = await sender.waiting()
     if tenants is not None:
         snapshot += tenant_queue_families(tenants)
-    snapshot.append(paused_family(await all_pauses(db_session)))
+    try:
+        snapshot.append(paused_family(await all_pauses(db_session)))
+    except Exception:  # the database is down: the rest still answers, from Redis
+        log.warning("/metrics: the pauses could not be read", exc_info=True)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Snapshot(snapshot))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ferry.api.answers import BODY, TENANT_CHECKED
 from ferry.api.auth import key_cache, key_hash, new_key, not_a_tenant_key, require_admin
-from ferry.api.dependencies import Caller, DbSession, Sends
+from ferry.api.dependencies import Caller, Configured, DbSession, Sends
 from ferry.db.jobs import NotFound
 from ferry.db.models import ApiKey, TenantLimit, utcnow
-from ferry.db.pauses import EVERY_TYPE, paused_types
+from ferry.db.pauses import paused_types, split
 from ferry.fields import TENANT_ID_PATTERN
 from ferry.jobs.registry import REGISTRY
 from ferry.queue.fair.limits import TenantLimits, TenantLimitsOut, limits_of, mirror
@@ -107,12 +107,17 @@ class TenantPauseController(Controller):
         tenant_id: TenantPath,
         db_session: DbSession,
         sender: Sends,
+        settings: Configured,
         job_type: PausedType = None,
     ) -> TenantPauses:
-        resent = await pauses_service.resume(db_session, sender, tenant_id, _registered(job_type))
+        # Sent once every worker has read the pause gone (they read pauses every heartbeat).
+        after_s = settings.heartbeat_ms / 1000 + RESUME_MARGIN_S
+        job_type = _registered(job_type)
+        resent = await pauses_service.resume(db_session, sender, tenant_id, job_type, after_s)
         return msgspec.structs.replace(await _pauses_of(db_session, tenant_id), resent=resent)
 
 
+RESUME_MARGIN_S = 0.5
 PausedType = Annotated[
     str | None,
     QueryParameter(
@@ -134,12 +139,8 @@ def _registered(job_type: str | None) -> str | None:
 
 
 async def _pauses_of(session: AsyncSession, tenant_id: str) -> TenantPauses:
-    held = await paused_types(session, tenant_id)
-    return TenantPauses(
-        tenant_id=tenant_id,
-        paused=EVERY_TYPE in held,
-        paused_types=[job_type for job_type in held if job_type != EVERY_TYPE],
-    )
+    paused, types = split(await paused_types(session, tenant_id))
+    return TenantPauses(tenant_id=tenant_id, paused=paused, paused_types=types)
 
 
 class TenantLimitsController(Controller):

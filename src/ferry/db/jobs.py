@@ -56,6 +56,12 @@ class Enqueued:
     parked: bool = False  # not to be sent: it waits in the database
     priority: int = DEFAULT_PRIORITY
 
+    @classmethod
+    def of(cls, row: Any, tenant_id: str | None = None) -> Enqueued:
+        """A job to send now, from a row of its id, type, priority and (unless given)
+        tenant."""
+        return cls(row.id, row.type, tenant_id or row.tenant_id, 0, priority=row.priority)
+
 
 class Conflict(Exception):
     """The job exists but its status forbids the change."""
@@ -295,7 +301,7 @@ class JobStore:
             .execution_options(synchronize_session=False)
         )
         rows = (await self.session.execute(statement)).all()
-        return [Enqueued(row.id, row.type, tenant_id, 0, priority=row.priority) for row in rows]
+        return [Enqueued.of(row, tenant_id) for row in rows]
 
     async def cancel(self, job_id: uuid.UUID, now: datetime) -> Job:
         # A RUNNING job's worker notices at its next heartbeat and aborts it.

@@ -28,12 +28,18 @@ async def pause(session: AsyncSession, tenant_id: str, job_type: str = EVERY_TYP
     await session.execute(statement.on_conflict_do_nothing())
 
 
-async def resume(session: AsyncSession, tenant_id: str, job_type: str | None = None) -> None:
-    """Lift a pause of one type, or (None) every pause of the tenant."""
+async def resume(session: AsyncSession, tenant_id: str, job_type: str | None = None) -> int:
+    """Lift a pause of one type, or (None) every pause of the tenant; how many it lifted."""
     condition = [Pause.tenant_id == tenant_id]
     if job_type is not None:
         condition.append(Pause.job_type == job_type)
-    await session.execute(delete(Pause).where(*condition))
+    result = await session.execute(delete(Pause).where(*condition))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def split(held: Sequence[str]) -> tuple[bool, list[str]]:
+    """A tenant's pauses (`paused_types`) as (the whole tenant paused, types paused)."""
+    return EVERY_TYPE in held, [job_type for job_type in held if job_type != EVERY_TYPE]
 
 
 async def paused_types(session: AsyncSession, tenant_id: str) -> list[str]:
@@ -75,5 +81,4 @@ async def held_jobs(
         .order_by(Job.next_run_at)
         .limit(RESEND_LIMIT)
     )
-    rows = await session.execute(query)
-    return [Enqueued(row.id, row.type, row.tenant_id, 0, priority=row.priority) for row in rows]
+    return [Enqueued.of(row) for row in await session.execute(query)]

@@ -33,7 +33,7 @@ class Rule:
     tenant_id: str | None = None
 
 
-_OWN = {
+_TENANT_RETENTION = {  # each status's column of a tenant's own retention
     "COMPLETED": TenantLimit.retention_completed_ms,
     "FAILED": TenantLimit.retention_failed_ms,
     "CANCELLED": TenantLimit.retention_cancelled_ms,
@@ -50,7 +50,7 @@ async def rules(
         for status, ms in default_ms.items()
         if ms is not None
     ]
-    for status, column in _OWN.items():
+    for status, column in _TENANT_RETENTION.items():
         query = select(TenantLimit.tenant_id, column).where(column.is_not(None))
         for tenant_id, ms in await conn.execute(query):
             found.append(Rule(status, now - timedelta(milliseconds=ms or 0), tenant_id))
@@ -63,7 +63,7 @@ async def prune(conn: AsyncConnection, rule: Rule, batch: int = BATCH) -> int:
     if rule.tenant_id is not None:
         condition.append(Job.tenant_id == rule.tenant_id)
     else:  # the tenants with a rule of their own for this status follow theirs
-        own = select(TenantLimit.tenant_id).where(_OWN[rule.status].is_not(None))
+        own = select(TenantLimit.tenant_id).where(_TENANT_RETENTION[rule.status].is_not(None))
         condition.append(Job.tenant_id.not_in(own))
     chosen = (
         select(Job.id)

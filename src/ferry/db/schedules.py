@@ -124,7 +124,7 @@ async def insert_fired(
             one.schedule.job_type,
             one.schedule.tenant_id,
             0,
-            priority=one.schedule.priority or DEFAULT_PRIORITY,
+            priority=(DEFAULT_PRIORITY if one.schedule.priority is None else one.schedule.priority),
         )
         for one in fired
     ]

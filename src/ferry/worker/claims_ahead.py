@@ -86,7 +86,8 @@ class ClaimsAhead:
         self.stopping = False  # the worker stops: no more claims ahead
         self._lock = threading.Lock()
         self._sent: dict[str, Claim] = {}  # Redis message id -> its claim, until taken
-        self._queued: dict[str, uuid.UUID] = {}  # fetched, to be claimed in this order
+        # Fetched, to be claimed in this order: message id -> (job id, tenant, job type).
+        self._queued: dict[str, tuple[uuid.UUID, str | None, str]] = {}
         self._waiting: dict[uuid.UUID, Claim] = {}  # claimed jobs no thread took yet
         # Each thread adds and removes only its own entries (no lock); the counts are
         # read under the lock, and a count a moment old only sends a claim late or early.
@@ -99,13 +100,13 @@ class ClaimsAhead:
     def fetched(self, message: Any) -> None:
         """Claim `message`'s job now, or once there is room ahead of the threads."""
         job_id = _claimable_ahead(message)
-        if job_id is None or self.pauses.hold(tenant_of(message), message.actor_name):
+        if job_id is None or self.pauses.holds(tenant_of(message), message.actor_name):
             return
         message_id = message.options["redis_message_id"]
         with self._lock:
             if message_id in self._sent or message_id in self._queued:
                 return  # fetched again (handed back by Dramatiq's maintenance): claimed once
-            self._queued[message_id] = job_id
+            self._queued[message_id] = (job_id, tenant_of(message), message.actor_name)
         self._send()
 
     def _send(self) -> None:
@@ -114,10 +115,12 @@ class ClaimsAhead:
             room = min(len(self._queued), self._ahead() - len(self._sent))
             if room <= 0:
                 return
-            sending = []
-            for _ in range(room):
-                message_id, job_id = next(iter(self._queued.items()))
+            sending: list[tuple[uuid.UUID, Claim]] = []
+            while len(sending) < room and self._queued:
+                message_id, (job_id, tenant, job_type) = next(iter(self._queued.items()))
                 del self._queued[message_id]
+                if self.pauses.holds(tenant, job_type):
+                    continue  # paused since it was fetched: its thread skips it unclaimed
                 claim = self._sent[message_id] = Claim()  # fetched() let no id in twice
                 sending.append((job_id, claim))
         for job_id, claim in sending:

@@ -59,7 +59,7 @@ class JobLifecycle(dramatiq.Middleware):
         if message.queue_name != JOBS_QUEUE:
             return
         claim = self.services.claims.take(message)
-        if claim is None and self.services.pauses.hold(tenant_of(message), message.actor_name):
+        if claim is None and self.services.pauses.holds(tenant_of(message), message.actor_name):
             # Its tenant or type is paused: the job stays PENDING, sent again on resume.
             log.debug("job %s is paused; skipping its message", message.args[0])
             self._per_thread.slot = None

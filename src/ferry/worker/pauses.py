@@ -2,7 +2,8 @@
 
 A message whose tenant or job type is paused is skipped before its job is
 claimed: the job stays PENDING, with no message, until a resume sends it again.
-A job claimed before the pause was read runs to its end."""
+Until a pause is read (up to a heartbeat after it), jobs of its tenant may still
+start; a job claimed before it was read runs to its end."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Pauses:
         # Swapped whole, never changed in place: the threads read it without a lock.
         self._held: frozenset[tuple[str, str]] = frozenset()
 
-    def hold(self, tenant_id: str | None, job_type: str) -> bool:
+    def holds(self, tenant_id: str | None, job_type: str) -> bool:
         """Whether a job of this tenant and type is held now."""
         held = self._held
         return bool(held) and ((tenant_id, EVERY_TYPE) in held or (tenant_id, job_type) in held)

@@ -160,19 +160,22 @@ class Recovery:
 
     async def prune_finished(self) -> None:
         """Delete the finished jobs past their retention, oldest first, in short
-        transactions with a breath between them, until none is left or the budget of
-        the pass is spent (the next pass goes on)."""
+        transactions with a breath between them, a batch of each rule in turn (so that no
+        rule waits for another's backlog), until none is left or the budget of the pass
+        is spent (the next pass goes on)."""
         deadline = time.monotonic() + PRUNE_BUDGET_S
         async with self.engine().connect() as conn:
-            plan = await retention.rules(conn, self.settings.retention_ms, utcnow())
-        for rule in plan:
-            while time.monotonic() < deadline:
+            rules = await retention.rules(conn, self.settings.retention_ms, utcnow())
+        while rules and time.monotonic() < deadline:
+            for rule in list(rules):
                 async with self.engine().begin() as conn:
                     deleted = await retention.prune(conn, rule)
                 self.pruned += deleted
                 if deleted < retention.BATCH:
-                    break
+                    rules.remove(rule)  # done for this pass
                 await asyncio.sleep(PRUNE_BREATH_S)
+                if time.monotonic() >= deadline:
+                    break
 
     async def requeue_dead_workers_messages(self) -> None:
         if isinstance(self.broker, GroupAckRedisBroker):
@@ -241,7 +244,7 @@ class Recovery:
                 await self.events.append([Committed(events, mark)])
             except Exception:
                 log.exception("publishing %d recovery events failed", len(events))
-        await self._send([_enqueued(row) for row in pending_rows])
+        await self._send([Enqueued.of(row) for row in pending_rows])
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
@@ -261,7 +264,7 @@ class Recovery:
         async with self.engine().connect() as conn:
             columns = (Job.id, Job.type, Job.tenant_id, Job.priority)
             rows = await conn.execute(_pending(Job.id.in_(ids), *columns))
-            missing = [_enqueued(row) for row in rows]
+            missing = [Enqueued.of(row) for row in rows]
         if missing:
             log.warning("re-sending %d PENDING job(s) that no queue holds", len(missing))
             await self._send(missing)
@@ -270,11 +273,6 @@ class Recovery:
     async def _send(self, jobs: list[Enqueued]) -> None:
         if jobs:
             await asyncio.to_thread(Sender(self.broker).send_now, jobs)
-
-
-def _enqueued(row: Any) -> Enqueued:
-    """A job to send now, from a row of its id, type, tenant and priority."""
-    return Enqueued(row.id, row.type, row.tenant_id, 0, priority=row.priority)
 
 
 def _pending(condition: Any, *columns: Any) -> Select[Any]:

@@ -3,6 +3,8 @@ PostgreSQL, shown by `/jobs/stats` and `/metrics`; held jobs sent again on resum
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.support.jobs import Client, create, new_tenant, queued_job_ids, sleep_job
@@ -50,7 +52,15 @@ async def test_resume_sends_the_jobs_the_pause_held(client: Client, namespace: s
     assert job_id in queued_job_ids(namespace)
     resumed = await pauses(client, tenant, "resume")
     assert resumed["resent"] == 1
+    # Sent a heartbeat later (HEARTBEAT_MS), once every worker has read the pause gone.
+    assert queued_job_ids(namespace).count(job_id) == 1
+    for _ in range(100):
+        if queued_job_ids(namespace).count(job_id) == 2:
+            break
+        await asyncio.sleep(0.05)
     assert queued_job_ids(namespace).count(job_id) == 2  # sent again
+    # A resume that lifts nothing sends nothing.
+    assert (await pauses(client, tenant, "resume"))["resent"] == 0
 
 
 @pytest.mark.parametrize(

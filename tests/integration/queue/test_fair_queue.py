@@ -200,3 +200,24 @@ def test_priorities_do_not_buy_a_tenant_more_turns(fair: FairQueue) -> None:
     order = drain(fair)
     # Turn by turn (weight 1: one job each), whatever their priorities.
     assert order == filler + [job for pair in zip(urgent, modest, strict=True) for job in pair]
+
+
+def test_tenant_ids_with_colons_and_digits_keep_their_queues_apart(fair: FairQueue) -> None:
+    push(fair, "filler", DEPTH)  # Dramatiq's queue full: the rest wait in the tenants' queues
+    push(fair, "acme", 2, priority=7, tag="p7")
+    push(fair, "acme:7", 3, tag="plain")
+    waiting = {queue.tenant_id: queue.waiting for queue in fair.peek()}
+    assert (waiting["acme"], waiting["acme:7"]) == (2, 3)
+
+
+def test_a_tenant_left_out_of_the_ring_with_jobs_waiting_is_put_back_by_a_push(
+    fair: FairQueue,
+) -> None:
+    push(fair, "filler", DEPTH)
+    high = push(fair, "a", 2, priority=9, tag="high")
+    # What a worker of the release before priorities did: it saw `q:a` empty and let a go.
+    fair.client.lrem(f"{fair.namespace}:fair:ring", 0, "a")
+    more = push(fair, "a", 1, tag="more")
+    order = drain(fair)
+    assert set(high + more) <= set(order)  # none left waiting for ever
+    assert fair.client.lrange(f"{fair.namespace}:fair:ring", 0, -1) == []

@@ -258,3 +258,20 @@ def test_at_shutdown_a_claim_not_committed_in_time_is_left_to_its_lease() -> Non
     assert writer.unclaimed == [[committed_job]]
     then(None)  # a late commit finds no one waiting: nothing breaks
     assert claims.ids() == []
+
+
+def test_a_paused_tenants_messages_are_not_claimed_ahead_even_once_queued() -> None:
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=1)  # type: ignore[arg-type]
+    first, queued, late = fetched(3, tenant="t-paused")
+    other = fetched(1, tenant="t-free")[0]
+    claims.fetched(first)
+    claims.fetched(queued)  # no room ahead yet: queued, to be claimed later
+    assert list(writer.sent) == [job_id(first)]  # claimed before the pause
+    claims.pauses.replace({("t-paused", "")})
+    claims.fetched(late)  # fetched after the pause was read: not even queued
+    claims.fetched(other)
+    writer.commit()
+    on_thread(lambda: (claims.take(first), claims.free()))  # its thread is free again
+    # The queued one is passed over (its thread will skip it unclaimed); the other claimed.
+    assert list(writer.sent) == [job_id(other)]

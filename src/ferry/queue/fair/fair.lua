@@ -1,9 +1,10 @@
 -- Fair scheduling across tenants (docs/fair-scheduling.md), atomic in Redis.
 --
 -- Every tenant with waiting jobs has its own list of message ids per priority
--- (<ns>:fair:q:<tenant> for the default, 5; <ns>:fair:q:<tenant>:<p> for
+-- (<ns>:fair:q:<tenant> for the default, 5; <ns>:fair:q<p>:<tenant> for
 -- another, listed in the sorted set <ns>:fair:prio:<tenant> while it holds
--- any) and a place in the ring (<ns>:fair:ring). Within its turn a tenant's
+-- any; the priority before the tenant, which may hold ":" and digits) and a
+-- place in the ring (<ns>:fair:ring). Within its turn a tenant's
 -- higher priorities go first; its turns are the same whatever its priorities. Messages
 -- wait in <ns>:fair:msgs until `refill` moves them, in deficit round robin
 -- over the ring, into Dramatiq's own queue, which is kept at most `depth`
@@ -34,7 +35,7 @@ local credits = ns .. ":fair:credit"
 local function waiting(t) return ns .. ":fair:q:" .. t end
 local function waiting_at(t, p)
   if p == 5 then return waiting(t) end
-  return ns .. ":fair:q:" .. t .. ":" .. p
+  return ns .. ":fair:q" .. p .. ":" .. t
 end
 local function prios(t) return ns .. ":fair:prio:" .. t end
 local function limits(t) return ns .. ":fair:limits:" .. t end
@@ -128,9 +129,17 @@ local function refill()
 end
 
 if command == "push" then
+  local checked = {}
   for i = 7, #ARGV, 4 do
     local t, id, p = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-    if not highest(t) then redis.call("rpush", ring, t) end
+    if not highest(t) then
+      redis.call("rpush", ring, t)
+    elseif not checked[t] and not redis.call("lpos", ring, t) then
+      -- Jobs waiting, yet out of the ring: left by a worker of the release before
+      -- priorities (it saw only the default list empty). Back into the ring.
+      redis.call("rpush", ring, t)
+    end
+    checked[t] = true
     redis.call("hset", msgs, id, ARGV[i + 3])
     redis.call("rpush", waiting_at(t, p), id)
     if p ~= 5 then redis.call("zadd", prios(t), p, p) end

@@ -57,9 +57,9 @@ def limits_of(row: Any) -> TenantLimits:
         row.max_running,
         row.rate_per_second,
         row.burst,
-        getattr(row, "retention_completed_ms", None),
-        getattr(row, "retention_failed_ms", None),
-        getattr(row, "retention_cancelled_ms", None),
+        row.retention_completed_ms,
+        row.retention_failed_ms,
+        row.retention_cancelled_ms,
     )
 
 
@@ -77,8 +77,7 @@ def redis_fields(limits: TenantLimits) -> dict[str, Any]:
 
 
 async def all_limits(conn: AsyncConnection) -> list[tuple[str, TenantLimits]]:
-    columns = (TenantLimit.weight, TenantLimit.max_running, TenantLimit.rate_per_second)
-    rows = await conn.execute(select(TenantLimit.tenant_id, *columns, TenantLimit.burst))
+    rows = await conn.execute(select(TenantLimit))
     return [(row.tenant_id, limits_of(row)) for row in rows]
 
 
