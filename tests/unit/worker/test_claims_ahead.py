@@ -272,6 +272,11 @@ def test_a_paused_tenants_messages_are_not_claimed_ahead_even_once_queued() -> N
     claims.fetched(late)  # fetched after the pause was read: not even queued
     claims.fetched(other)
     writer.commit()
-    on_thread(lambda: (claims.take(first), claims.free()))  # its thread is free again
+
+    def run_first() -> None:
+        claims.take(first)
+        claims.free()  # its thread is free again
+
+    on_thread(run_first)
     # The queued one is passed over (its thread will skip it unclaimed); the other claimed.
     assert list(writer.sent) == [job_id(other)]
