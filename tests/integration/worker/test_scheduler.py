@@ -72,7 +72,7 @@ async def schedule_row(db: AsyncEngine, schedule_id: uuid.UUID) -> Any:
 async def test_a_due_schedule_fires_its_job_once_and_moves_on(db: AsyncEngine) -> None:
     # An hourly schedule, its due time this hour's start: late, but within the grace.
     due = utcnow().replace(minute=0, second=0, microsecond=0)
-    schedule_id = await add_schedule(db, due, cron="0 * * * *", max_attempts=2)
+    schedule_id = await add_schedule(db, due, cron="0 * * * *", max_attempts=2, priority=0)
     fire, events, sent = scheduler(db, schedule_grace_ms=3_600_000)
     wait_s = await fire.fire_due()
     [job] = await fired_jobs(db, schedule_id)
@@ -83,6 +83,7 @@ async def test_a_due_schedule_fires_its_job_once_and_moves_on(db: AsyncEngine) -
         2,
     )
     assert job.scheduled_for == due
+    assert job.priority == 0  # the lowest, not the default
     row = await schedule_row(db, schedule_id)
     assert (row.last_run_at, row.last_job_id) == (due, job.id)
     assert row.next_run_at == due + timedelta(hours=1)
