@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated
 
@@ -30,6 +31,7 @@ from ferry.queue.fair.limits import TenantLimits, TenantLimitsOut, limits_of, mi
 from ferry.queue.sender import Sender
 from ferry.service import pauses as pauses_service
 from ferry.service.schemas import TenantPauses
+from ferry.settings import Settings
 
 TenantPath = Annotated[
     str, PathParameter(name="tenant_id", min_length=1, max_length=100, pattern=TENANT_ID_PATTERN)
@@ -91,9 +93,16 @@ class TenantPauseController(Controller):
         raises=TENANT_CHECKED,
     )
     async def pause(
-        self, tenant_id: TenantPath, db_session: DbSession, job_type: PausedType = None
+        self,
+        tenant_id: TenantPath,
+        db_session: DbSession,
+        settings: Configured,
+        job_type: PausedType = None,
     ) -> TenantPauses:
         await pauses_service.pause(db_session, tenant_id, _registered(job_type))
+        # Answered once every worker has read it (they read pauses every heartbeat): from
+        # then on none of them starts a held job.
+        await asyncio.sleep(_read_by_workers_s(settings))
         return await _pauses_of(db_session, tenant_id)
 
     @post(
@@ -110,14 +119,21 @@ class TenantPauseController(Controller):
         settings: Configured,
         job_type: PausedType = None,
     ) -> TenantPauses:
-        # Sent once every worker has read the pause gone (they read pauses every heartbeat).
-        after_s = settings.heartbeat_ms / 1000 + RESUME_MARGIN_S
+        # Sent once every worker has read the pause gone: else they would skip them again.
+        after_s = _read_by_workers_s(settings)
         job_type = _registered(job_type)
         resent = await pauses_service.resume(db_session, sender, tenant_id, job_type, after_s)
         return msgspec.structs.replace(await _pauses_of(db_session, tenant_id), resent=resent)
 
 
-RESUME_MARGIN_S = 0.5
+READ_MARGIN_S = 0.5  # a worker's read of the pauses takes a moment too
+
+
+def _read_by_workers_s(settings: Settings) -> float:
+    """How long until every worker has read the pauses as they are now."""
+    return settings.heartbeat_ms / 1000 + READ_MARGIN_S
+
+
 PausedType = Annotated[
     str | None,
     QueryParameter(

@@ -2,8 +2,9 @@
 
 A message whose tenant or job type is paused is skipped before its job is
 claimed: the job stays PENDING, with no message, until a resume sends it again.
-Until a pause is read (up to a heartbeat after it), jobs of its tenant may still
-start; a job claimed before it was read runs to its end."""
+Until a pause is read (up to a heartbeat after it: the API answers a pause only
+then), jobs of its tenant may still start; a job claimed before it was read runs
+to its end."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import redis
 
 from tests.support.audit import sql, wait_until
 from tests.support.jobs import new_tenant, sleep_job
-from tests.support.processes import api_process, ferry_env, worker_process
+from tests.support.processes import api_process, ferry_env, shared_env, worker_process
 from tests.support.services import private_redis_db
 
 
@@ -76,3 +76,24 @@ def test_paused_jobs_wait_through_a_redis_flush_and_run_once_resumed(
                 wait_until(lambda: statuses(own_database, held) == {"COMPLETED"}, 30, "resumed")
     attempts = sql(own_database, "SELECT max(attempts) AS n FROM jobs")[0]["n"]
     assert attempts == 1  # each held job ran once: skipping a message costs no attempt
+
+
+def test_a_job_created_right_after_a_pause_answered_is_held(
+    own_database: str, own_namespace: str, tmp_path: Path
+) -> None:
+    # The default heartbeat (2 s): the workers read pauses that often, and the API answers
+    # a pause once they all have.
+    env = shared_env(own_database, own_namespace)
+    tenant = new_tenant()
+    with (
+        api_process(env, tmp_path, tmp_path / "api.log") as base,
+        worker_process(env, tmp_path / "worker.log", threads=2),
+    ):
+        [warm] = create(base, [sleep_job(tenant)])  # the worker runs, its pauses read
+        wait_until(lambda: statuses(own_database, [warm]) == {"COMPLETED"}, 30, "a first job")
+        post(base, f"/tenants/{tenant}/pause")
+        held = create(base, [sleep_job(tenant)])
+        time.sleep(2.5)
+        assert statuses(own_database, held) == {"PENDING"}
+        post(base, f"/tenants/{tenant}/resume")
+        wait_until(lambda: statuses(own_database, held) == {"COMPLETED"}, 30, "the resumed job")
