@@ -331,6 +331,12 @@ PEERS = {
     ),
     "pgqueuer-10": ("pgqueuer 1.6.0, `pgq run`, default `--batch-size 10`", ("bench.peers", 10)),
     "pgqueuer-50": ("pgqueuer 1.6.0, `pgq run --batch-size 50`", ("bench.peers", 50)),
+    # Single creates, 32 in flight: Ferry's `POST /jobs`, pgqueuer's one-job `enqueue`.
+    "ferry-single": ("Ferry, `POST /jobs` one job each, 32 in flight", ("bench.e2e", "single")),
+    "pgqueuer-single": (
+        "pgqueuer 1.6.0, `enqueue` one job each, 32 in flight (a pool of 32), `pgq run`",
+        ("bench.peers", "10-single"),
+    ),
 }
 
 
@@ -363,6 +369,9 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
           f"{table['ferry']['worker_cpu_ms_per_job']:.3f} ms/job (goal <= 0.1)")  # fmt: skip
     print(f"WORKER_PROCESSES=2: {table['ferry-2']['jobs_per_s'] / ferry:.2f} x one process "
           "(goal >= 1.6)")  # fmt: skip
+    ours, theirs = (table[name]["create_per_s"] for name in ("ferry-single", "pgqueuer-single"))
+    print(f"Single creates, 32 in flight: Ferry {ours:,.0f} created/s, pgqueuer {theirs:,.0f} "
+          f"enqueued/s: {ours / theirs:.2f} x (goal >= 1.5)")  # fmt: skip
 
 
 SCALE_ROWS = 1_000_000

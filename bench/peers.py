@@ -74,10 +74,13 @@ RECORD = (
 )  # pgqueuer's record of the run: jobs logged done, and the clock's two ends
 
 
-async def run(batch_size: int, n: int, database_url: str, env: dict[str, str]) -> dict[str, Any]:
+async def run(
+    batch_size: int, n: int, database_url: str, env: dict[str, str], singly: bool = False
+) -> dict[str, Any]:
     worker_args = [*PGQUEUER, "pgq", "run", "bench.pgqueuer_app:create",
                    "--batch-size", str(batch_size), "--log-level", "WARNING"]  # fmt: skip
     client_args = [*PGQUEUER, "python", "-m", "bench.pgqueuer_app", str(n)]
+    client_args += ["single"] if singly else []
     conn = await asyncpg.connect(plain(database_url))
     try:
         with started(worker_args, env) as worker, started(client_args, env, piped=True) as client:
@@ -93,21 +96,28 @@ async def run(batch_size: int, n: int, database_url: str, env: dict[str, str]) -
                 assert worker.poll() is None, "pgqueuer's worker exited"
                 await asyncio.sleep(0.05)
             worker_cpu = cpu_seconds(worker.pid) - worker_cpu
+            said = await asyncio.to_thread(client.stdout.read)
             assert await asyncio.to_thread(client.wait, 60) == 0
     finally:
         await conn.close()
     assert record["done"] == n, (record, n)
     elapsed = float(record["last"]) - float(record["first"])
-    return {"jobs_per_s": n / elapsed, "worker_cpu_ms_per_job": worker_cpu * 1000 / n}
+    result = {"jobs_per_s": n / elapsed, "worker_cpu_ms_per_job": worker_cpu * 1000 / n}
+    if singly:  # the client's own clock of its enqueues
+        result["create_per_s"] = n / float(said.split()[-1])
+    return result
 
 
 def main() -> None:
-    batch_size, n, _namespace, database_url = sys.argv[1:5]
+    """BATCH_SIZE is the worker's; `10-single`: batch 10, jobs enqueued one by one."""
+    batch, n, _namespace, database_url = sys.argv[1:5]
+    batch_size, _, mode = batch.partition("-")
     env = {**os.environ, "PGDSN": plain(database_url)}
     subprocess.run(
         [*PGQUEUER, "pgq", "install"], cwd=PROJECT_ROOT, env=env, check=True, stdout=sys.stderr
     )
-    print(json.dumps(asyncio.run(run(int(batch_size), int(n), database_url, env))))
+    singly = mode == "single"
+    print(json.dumps(asyncio.run(run(int(batch_size), int(n), database_url, env, singly))))
 
 
 if __name__ == "__main__":
