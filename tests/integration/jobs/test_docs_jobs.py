@@ -125,7 +125,9 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     for name, text in python_files().items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-    saved = dict(registry.REGISTRY)
+    # The built-in types first: restored without them, a registry that had not loaded
+    # them yet would stay empty (their modules, imported here, register only once).
+    saved = dict(registry.load(()))
     sys.path.insert(0, str(root))
     try:
         yield root
