@@ -32,11 +32,11 @@ from ferry.api.draining import Draining
 from ferry.api.errors import EXCEPTION_HANDLERS, internal_error
 from ferry.api.health import health, ready
 from ferry.api.job_types import job_types
-from ferry.api.jobs import job_routes
+from ferry.api.jobs import JobController, with_request_types
 from ferry.api.metrics import metrics as metrics_route
 from ferry.api.openapi import openapi_config
 from ferry.api.request_ids import request_ids
-from ferry.api.schedules import schedule_routes
+from ferry.api.schedules import ScheduleController
 from ferry.api.tenants import TenantKeyController, TenantLimitsController, TenantPauseController
 from ferry.db.engine import create_engine
 from ferry.events.channels import build_channels
@@ -56,6 +56,7 @@ from ferry.queue.brokers import build_broker
 from ferry.queue.sender import Sender
 from ferry.redis_client import connect
 from ferry.service.jobs import JobService
+from ferry.service.schemas import request_types
 from ferry.settings import Settings, load_settings
 from ferry.sockets.live import live_events, live_socket
 from ferry.worker.boot import install
@@ -93,10 +94,14 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         session_config=AsyncSessionConfig(expire_on_commit=False),
         before_send_handler="autocommit",
     )
+    # The request types built from the registered job types, once for every route.
+    namespace = request_types(registered, settings)
     app = Litestar(
         route_handlers=[
-            job_routes(registered, settings),
-            schedule_routes(registered, settings),
+            *(
+                with_request_types(controller, namespace)
+                for controller in (JobController, ScheduleController)
+            ),
             *ROUTES,
         ],
         # The parts start after the channels plugin and stop before it: the

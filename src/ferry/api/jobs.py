@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import msgspec
@@ -42,7 +42,7 @@ from ferry.db.pauses import split
 from ferry.events.channels import subscription
 from ferry.events.event import RECONNECTED, channel_name, progress_after, says_lost, seq_of
 from ferry.fields import TENANT_ID_PATTERN
-from ferry.jobs.registry import REGISTRY, JobType
+from ferry.jobs.registry import REGISTRY
 from ferry.service.jobs import IdempotencyKey, JobService
 from ferry.service.schemas import (
     MAX_LIST_LIMIT,
@@ -57,11 +57,10 @@ from ferry.service.schemas import (
     Requeued,
     due_of,
     job_type_of,
-    request_types,
 )
-from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
+C = TypeVar("C", bound=Controller)
 MAX_WAIT_S = 60  # of a long poll: proxies and clients time out after about that
 ENDED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -380,14 +379,10 @@ def _validated_payload(job_type: str, payload: dict[str, Any]) -> Any:
     return refuse_nul(msgspec.to_builtins(typed))
 
 
-def job_routes(
-    job_types: Mapping[str, JobType], settings: Settings | None = None
-) -> type[JobController]:
-    """The `/jobs` routes for these job types (the registry's): their request types are
-    built from them (`request_types`, with the deployment's backoff of `settings`) and
-    resolve the handlers' annotations."""
-    namespace = request_types(job_types, settings)
-    return type("JobController", (JobController,), {"signature_namespace": namespace})
+def with_request_types(controller: type[C], namespace: Mapping[str, Any]) -> type[C]:
+    """`controller` (`/jobs`, `/schedules`) with the request types built from the job
+    types (`request_types`, once per app) resolving its handlers' annotations."""
+    return type(controller.__name__, (controller,), {"signature_namespace": dict(namespace)})
 
 
 async def _until_ended(

@@ -8,7 +8,6 @@ and a resume, start from now: due times that passed meanwhile are not made up.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,7 +23,6 @@ from ferry.api.jobs import TenantQuery, refuse_nul
 from ferry.cron import Cron
 from ferry.db.models import Schedule, utcnow
 from ferry.db.schedules import ScheduleStore
-from ferry.jobs.registry import JobType
 from ferry.service.schemas import (
     MAX_LIST_LIMIT,
     MAX_LIST_OFFSET,
@@ -33,9 +31,7 @@ from ferry.service.schemas import (
     SchedulePage,
     cron_problem,
     job_type_of,
-    request_types,
 )
-from ferry.settings import Settings
 
 NEXT_RUNS = 5  # due times each schedule shows
 
@@ -89,11 +85,6 @@ def _set_job(schedule: Schedule, job: Any) -> None:
     schedule.priority = job.priority
 
 
-def _answer(schedule: Schedule, status_code: int = 200) -> Response[ScheduleOut]:
-    headers = {"Location": f"/schedules/{schedule.id}"} if status_code == 201 else None
-    return Response(schedule_out(schedule), status_code=status_code, headers=headers)
-
-
 class ScheduleController(Controller):
     path = "/schedules"
     tags = ["schedules"]  # noqa: RUF012
@@ -117,7 +108,9 @@ class ScheduleController(Controller):
             updated_at=now,
         )
         _set_job(schedule, data.job)
-        return _answer(await ScheduleStore(db_session).save(schedule), 201)
+        await ScheduleStore(db_session).save(schedule)
+        location = {"Location": f"/schedules/{schedule.id}"}
+        return Response(schedule_out(schedule), status_code=201, headers=location)
 
     @get("/", summary="List schedules, by name", raises=TENANT_CHECKED)
     async def list_schedules(
@@ -225,11 +218,3 @@ class ScheduleController(Controller):
                 schedule, Cron.parse(schedule.cron, schedule.timezone)
             )
         return schedule_out(await store.save(schedule))
-
-
-def schedule_routes(
-    job_types: Mapping[str, JobType], settings: Settings | None = None
-) -> type[ScheduleController]:
-    """The `/schedules` routes for these job types, as `ferry.api.jobs.job_routes`."""
-    namespace = request_types(job_types, settings)
-    return type("ScheduleController", (ScheduleController,), {"signature_namespace": namespace})

@@ -15,9 +15,10 @@ from playwright.async_api import Browser, Route, expect
 
 from ferry.api.dependencies import DEPENDENCIES
 from ferry.api.health import health
-from ferry.api.jobs import job_routes
+from ferry.api.jobs import JobController, with_request_types
 from ferry.api.openapi import openapi_config
 from ferry.jobs.registry import load
+from ferry.service.schemas import request_types
 from tests.support.processes import free_port
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -27,7 +28,7 @@ def docs_app(database_url: str) -> Litestar:
     """Ferry's job routes under the OpenAPI configuration `ferry.app` uses. The docs read
     nothing from the database: the engine is never connected."""
     return Litestar(
-        route_handlers=[job_routes(load(())), health],
+        route_handlers=[with_request_types(JobController, request_types(load(()))), health],
         plugins=[SQLAlchemyPlugin(config=SQLAlchemyAsyncConfig(connection_string=database_url))],
         dependencies=DEPENDENCIES,  # by name; the docs never run a handler
         openapi_config=openapi_config(),
