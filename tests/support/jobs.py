@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.jobs import Enqueued
 from ferry.db.models import Job
+from ferry.queue.sender import Sender
 from tests.support.services import TEST_REDIS_URL
 
 Client = AsyncTestClient[Litestar]
@@ -27,6 +28,8 @@ LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)  # for a heartbeat or a key far olde
 
 class SentJobs:
     """In place of a Sender: what a service sends (its `send`), kept for the test."""
+
+    announce = Sender.announce  # the real one: the events, then this `send`
 
     def __init__(self) -> None:
         self.jobs: list[Enqueued] = []

@@ -19,6 +19,7 @@ import dramatiq
 import redis.asyncio as aioredis
 
 from ferry.db.jobs import Enqueued
+from ferry.events.log import Committed, EventLog
 from ferry.queue.fair.broker import fair_broker
 from ferry.queue.fair.queue import FairQueue, TenantQueue
 from ferry.queue.messages import job_message
@@ -55,6 +56,19 @@ class Sender:
                 self.broker.enqueue(message)
         if self._fair_broker is not None and now:
             self._fair_broker.enqueue_many(now)
+
+    async def announce(
+        self, events: EventLog | None, committed: Committed, jobs: Sequence[Enqueued] = ()
+    ) -> None:
+        """After a commit: publish its events, then send its jobs (in that order: a
+        worker's RUNNING never overtakes the PENDING). A failed publish is logged; the
+        recovery pass relays the outbox row."""
+        if events is not None and committed.events:
+            try:
+                await events.append([committed])
+            except Exception:
+                log.exception("publishing %d job events failed", len(committed.events))
+        await self.send(jobs)
 
     async def send(self, jobs: Sequence[Enqueued]) -> bool:
         """Enqueue without blocking the event loop; False (and logged) if the broker refused."""

@@ -10,7 +10,6 @@ holds.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from ferry.events.log import Committed, EventLog
 from ferry.observability.metrics import recorder
 from ferry.queue.sender import Sender
 from ferry.service.intake import Intake
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +133,4 @@ class JobService:
         self, events: list[JobEvent], jobs: Sequence[Enqueued] = (), mark: uuid.UUID | None = None
     ) -> None:
         """After a commit: publish the events (of the outbox row `mark`), then send the jobs."""
-        if events:
-            try:
-                await self.events.append([Committed(events, mark)])
-            except Exception:
-                log.exception("publishing %d job events failed", len(events))
-        await self.sender.send(jobs)
+        await self.sender.announce(self.events, Committed(events, mark), jobs)

@@ -100,7 +100,10 @@ class Scheduler:
             self.fired += len(jobs)
             for job in jobs:
                 recorder.inc("ferry_jobs_created", job.tenant_id, job.type)
-            await self._announce(jobs, mark, now)
+            # As for any create; what fails is made up for by the recovery pass.
+            await self.sender.announce(
+                self.events, Committed(pending_events(jobs, now), mark), jobs
+            )
         if len(rows) == schedules.DUE_BATCH:
             return 0  # more are due
         if next_due is None:
@@ -128,13 +131,3 @@ class Scheduler:
             or (job_type.max_attempts if job_type else None)
             or self.settings.default_max_attempts
         )
-
-    async def _announce(self, jobs: list[Any], mark: Any, now: datetime) -> None:
-        """As for any create: the PENDING events, then the messages. What fails here is
-        made up for by the recovery pass (the outbox row, the overdue PENDING jobs)."""
-        if self.events is not None:
-            try:
-                await self.events.append([Committed(pending_events(jobs, now), mark)])
-            except Exception:
-                log.exception("publishing the events of %d scheduled job(s) failed", len(jobs))
-        await self.sender.send(jobs)
