@@ -78,12 +78,13 @@ local function pop(t)
   return id
 end
 
-local function count(t)
-  local n = redis.call("llen", waiting(t))
+-- Every list of tenant `t`: the default priority's, and those of the others waiting.
+local function lists(t)
+  local all = {waiting(t)}
   for _, p in ipairs(redis.call("zrange", prios(t), 0, -1)) do
-    n = n + redis.call("llen", waiting_at(t, tonumber(p)))
+    all[#all + 1] = waiting_at(t, tonumber(p))
   end
-  return n
+  return all
 end
 
 local function refill()
@@ -160,20 +161,14 @@ elseif command == "peek" then
   if #tenants == 0 then tenants = redis.call("lrange", ring, 0, 999) end
   local out = {}
   for _, t in ipairs(tenants) do
-    local n = count(t)
-    local wait = 0
-    if n > 0 then
-      -- The oldest is at the head of one of its lists: the longest wait of the heads.
-      local lists = {waiting(t)}
-      for _, p in ipairs(redis.call("zrange", prios(t), 0, -1)) do
-        lists[#lists + 1] = waiting_at(t, tonumber(p))
-      end
-      for _, list in ipairs(lists) do
-        local head = redis.call("lindex", list, 0)
-        local data = head and redis.call("hget", msgs, head)
-        local sent = data and cjson.decode(data)["message_timestamp"]
-        if sent then wait = math.max(wait, now - sent) end
-      end
+    -- The oldest waiting is at the head of one of its lists: the longest wait of the heads.
+    local n, wait = 0, 0
+    for _, list in ipairs(lists(t)) do
+      n = n + redis.call("llen", list)
+      local head = redis.call("lindex", list, 0)
+      local data = head and redis.call("hget", msgs, head)
+      local sent = data and cjson.decode(data)["message_timestamp"]
+      if sent then wait = math.max(wait, now - sent) end
     end
     out[#out + 1] = t
     out[#out + 1] = n
