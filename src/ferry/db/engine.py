@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -93,3 +94,9 @@ def refused_for_data(exc: BaseException) -> bool:
         sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
         return sqlstate.startswith(_DATA_SQLSTATES) or isinstance(exc, DataError | IntegrityError)
     return True  # raised before the database saw it: encoding the statement's values
+
+
+def skipping_insert(dialect: str) -> Any:
+    """The dialect's `insert`, which takes ON CONFLICT DO NOTHING (PostgreSQL's or
+    SQLite's; SQLAlchemy's generic one does not)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

@@ -15,10 +15,9 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ferry.db.engine import skipping_insert
 from ferry.db.models import IdempotencyKey, utcnow
 
 KEY_TTL = timedelta(hours=24)
@@ -65,8 +64,7 @@ async def claim(session: AsyncSession, tenant_id: str, key: str, digest: str) ->
             IdempotencyKey.created_at < now - KEY_TTL,
         )
     )
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = skipping_insert(session.get_bind().dialect.name)
     inserted = await session.execute(
         insert(IdempotencyKey)
         .values(tenant_id=tenant_id, key=key, request_hash=digest, job_ids=[], created_at=now)

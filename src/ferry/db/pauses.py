@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from ferry.db.engine import skipping_insert
 from ferry.db.jobs import Enqueued
 from ferry.db.models import Job, JobStatus, Pause, utcnow
 
@@ -22,9 +22,8 @@ RESEND_LIMIT = 10_000  # jobs a resume sends at once; the recovery pass sends th
 
 
 async def pause(session: AsyncSession, tenant_id: str, job_type: str = EVERY_TYPE) -> None:
-    dialect = session.get_bind().dialect.name
-    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = upsert(Pause).values(tenant_id=tenant_id, job_type=job_type, paused_at=utcnow())
+    insert = skipping_insert(session.get_bind().dialect.name)
+    statement = insert(Pause).values(tenant_id=tenant_id, job_type=job_type, paused_at=utcnow())
     await session.execute(statement.on_conflict_do_nothing())
 
 

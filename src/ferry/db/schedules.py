@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from ferry.db import outbox
+from ferry.db.engine import skipping_insert
 from ferry.db.jobs import Enqueued, NotFound
 from ferry.db.models import DEFAULT_PRIORITY, Job, JobStatus, Schedule, new_job_id
 
@@ -146,9 +146,8 @@ async def insert_fired(
         }
         for job, one in zip(jobs, fired, strict=True)
     ]
-    upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = (
-        upsert(Job)
+        skipping_insert(conn.dialect.name)(Job)
         .values(values)
         .on_conflict_do_nothing(
             index_elements=[Job.schedule_id, Job.scheduled_for],
