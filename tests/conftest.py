@@ -15,7 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ferry.app import create_app
 from ferry.db.engine import create_engine
 from ferry.settings import Settings
-from tests.support.services import TEST_REDIS_URL, leftovers, migrated_database, redis_namespace
+from tests.support.services import (
+    TEST_REDIS_URL,
+    leftovers,
+    migrated_database,
+    redis_namespace,
+    threads_alive,
+)
 
 HYPOTHESIS_HOME = pytest.StashKey[Path]()
 
@@ -101,6 +107,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 LEFTOVERS = pytest.StashKey[list[str]]()
+THREADS = pytest.StashKey[list[str]]()
 
 
 @pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
@@ -108,6 +115,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """The run fails if its tests left anything behind on the servers they share."""
     left = session.config.stash[LEFTOVERS] = leftovers()
     if left:
+        session.config.stash[THREADS] = threads_alive()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -118,3 +126,6 @@ def pytest_terminal_summary(
         terminalreporter.section("left behind (each test must remove what it makes)", red=True)
         for line in left:
             terminalreporter.line(line, red=True)
+        terminalreporter.section("threads alive at the end")
+        for line in config.stash.get(THREADS, []):
+            terminalreporter.line(line)

@@ -54,7 +54,7 @@ from ferry.observability.metrics import (
 )
 from ferry.queue.brokers import build_broker
 from ferry.queue.sender import Sender
-from ferry.redis_client import connect
+from ferry.redis_client import cancel_until_done, connect
 from ferry.service.jobs import JobService
 from ferry.service.schemas import request_types
 from ferry.settings import Settings, load_settings
@@ -200,7 +200,7 @@ class AppParts:
         finally:
             if worker is not None:
                 worker.stop()
-            flusher.cancel()
+            await cancel_until_done([flusher])
             with suppress(Exception):
                 await flush(recorder, self.metrics)
             if self.redis is not None:

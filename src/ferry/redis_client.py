@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Collection
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,6 +14,10 @@ from redis.exceptions import ConnectionError, TimeoutError
 # once) waits for a free one instead of failing with "Too many connections".
 MAX_CONNECTIONS = 50
 POOL_WAIT_S = 10
+# How long a cancelled task may take to end (its cleanup's own Redis commands) before
+# it is cancelled again, and how often then.
+CANCEL_GRACE_S = 2.5
+CANCEL_AGAIN_S = 0.1
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:
@@ -27,3 +33,17 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
         **options,
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
+
+
+async def cancel_until_done(tasks: Collection[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait until each has ended. redis-py's asyncio client can swallow
+    a cancellation: a command returns normally after its task was cancelled, and a loop
+    of commands then runs on (a worker's keep-alive outlived its worker so). A task still
+    running after `CANCEL_GRACE_S` is cancelled again until it ends."""
+    pending = {task for task in tasks if not task.done()}
+    wait_s = CANCEL_GRACE_S
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait_s)
+        wait_s = CANCEL_AGAIN_S

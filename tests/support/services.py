@@ -13,7 +13,10 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,3 +233,17 @@ def _heartbeats(client: redis.Redis, keys: list[str]) -> str:
         members: list[tuple[bytes, float]] = client.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
         found += [f"{member.decode()} {now_ms - score:,.0f} ms ago" for member, score in members]
     return f" (heartbeats: {', '.join(found)})" if found else ""
+
+
+def threads_alive() -> list[str]:
+    """The threads of this test process still running at the end, each with where it
+    is: a worker loop that outlived its test shows here with what it is stuck in."""
+    frames = sys._current_frames()
+    lines = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.ident not in frames:
+            continue
+        where = traceback.format_stack(frames[thread.ident], limit=8)
+        lines.append(f"thread {thread.name} (daemon={thread.daemon}):")
+        lines += ["  " + line.rstrip().replace("\n", "\n  ") for line in where]
+    return lines

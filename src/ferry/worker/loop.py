@@ -14,6 +14,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ferry.redis_client import cancel_until_done
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Service = Callable[[], Awaitable[None]]
@@ -65,9 +67,7 @@ class BackgroundLoop:
         self._ready.set()
         await self._stopping.wait()
         # Services first, then what they use (engines, clients).
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_until_done(tasks)
         for callback in self._on_stop:
             try:
                 await callback()
