@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from ferry.settings import load_settings
 
@@ -23,6 +25,26 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+@cache
+def revisions() -> tuple[str, ...]:
+    """The migrations this code knows, the latest (the one it needs) first."""
+    scripts = ScriptDirectory.from_config(alembic_config(""))
+    return tuple(script.revision for script in scripts.walk_revisions())
+
+
+def schema_problem(at: str | None) -> str | None:
+    """What is wrong with a database whose latest applied migration is `at` (None: it has
+    none), for this code; None if nothing. A migration this code does not know is newer
+    (the database was migrated for the next version first, as a rolling upgrade does)
+    and is no problem."""
+    known = revisions()
+    if at is None:
+        return "not migrated (run `just migrate`)"
+    if at in known and at != known[0]:
+        return f"behind: at migration {at}, this Ferry needs {known[0]} (run `just migrate`)"
+    return None
 
 
 def main() -> None:

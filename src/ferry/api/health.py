@@ -18,11 +18,13 @@ from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ferry.api.dependencies import AppRuntime
 from ferry.jobs import agreement
 from ferry.jobs.registry import REGISTRY, digests
+from ferry.migrate import schema_problem
 from ferry.observability.metrics import INSTANCE
 from ferry.service.schemas import Health
 
@@ -62,10 +64,22 @@ async def _check_database(engine: AsyncEngine) -> tuple[str, str]:
     name = "postgres" if engine.dialect.name == "postgresql" else engine.dialect.name
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+            problem = schema_problem(await _migration(conn))
     except Exception as exc:
         return name, f"down: {type(exc).__name__}: {exc}"[:300]
-    return name, "ok"
+    # Every query of an API on a database without its tables fails: not ready.
+    return name, problem or "ok"
+
+
+async def _migration(conn: AsyncConnection) -> str | None:
+    """The latest migration applied to the database; None if it has none."""
+    try:
+        version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+    except DBAPIError as exc:
+        if "alembic_version" not in str(exc):  # no such table: never migrated
+            raise
+        return None
+    return str(version) if version is not None else None
 
 
 async def _check_redis(client: aioredis.Redis | None) -> tuple[str, str]:

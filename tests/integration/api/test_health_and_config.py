@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from contextlib import ExitStack
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.app import create_app
 from ferry.jobs.agreement import NO_WORKER
+from ferry.migrate import revisions, upgrade
 from ferry.settings import Settings
 from tests.support.jobs import Client, new_tenant, sleep_job
+from tests.support.services import postgres_database
 
 # Nothing listens on port 1 of this machine: a dependency that is down.
 DOWN_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/ferry"
@@ -60,6 +65,41 @@ async def test_ready_is_503_naming_redis_when_it_is_down(settings: Settings) -> 
         checks = response.json()["checks"]
         assert checks["redis"].startswith("down")
         assert checks["postgres"] == "ok"
+
+
+async def test_ready_is_503_while_the_database_lacks_this_codes_migrations(
+    settings: Settings,
+) -> None:
+    """Every create of an API whose tables are missing fails: a load balancer must not
+    send it traffic, and the operator must read why."""
+
+    async def postgres_check(url: str) -> tuple[int, str]:
+        app = create_app(msgspec.structs.replace(settings, database_url=url), run_worker=False)
+        async with AsyncTestClient(app=app) as client:
+            response = await client.get("/health/ready")
+            return response.status_code, response.json()["checks"]["postgres"]
+
+    stack = ExitStack()
+    try:
+        url = await asyncio.to_thread(stack.enter_context, postgres_database())
+        assert await postgres_check(url) == (503, "not migrated (run `just migrate`)")
+        latest, before = revisions()[:2]
+        await asyncio.to_thread(upgrade, url, before)
+        assert await postgres_check(url) == (
+            503,
+            f"behind: at migration {before}, this Ferry needs {latest} (run `just migrate`)",
+        )
+        await asyncio.to_thread(upgrade, url)
+        assert await postgres_check(url) == (200, "ok")
+        # Migrated for the next version first (a rolling upgrade): this one stays ready.
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            await conn.execute("UPDATE alembic_version SET version_num = '9999_next'")
+        finally:
+            await conn.close()
+        assert await postgres_check(url) == (200, "ok")
+    finally:
+        await asyncio.to_thread(stack.close)
 
 
 async def test_a_failed_enqueue_still_answers_201_and_keeps_the_job(settings: Settings) -> None:
