@@ -20,6 +20,8 @@ from advanced_alchemy.types import GUID, DateTimeUTC
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from ferry.migrate import create_index_online
+
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
@@ -53,14 +55,15 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("parked", sa.Boolean(), nullable=False, server_default=sa.false())
         )
-    op.create_index(
+    # Indexes of `jobs`, which may be large: built without holding its writes.
+    create_index_online(
         "ix_jobs_parked_next_run",
         "jobs",
         ["next_run_at"],
         postgresql_where=sa.text("parked"),
         sqlite_where=sa.text("parked"),
     )
-    op.create_index(
+    create_index_online(
         "ux_jobs_schedule_due",
         "jobs",
         ["schedule_id", "scheduled_for"],

@@ -1,9 +1,8 @@
 """Add retention: each tenant's own retention of finished jobs (by status), and the
 index that finds the jobs finished longest ago.
 
-The index is built with CREATE INDEX, which holds writes to `jobs` while it is
-built: on a large table, create it by hand first with CREATE INDEX CONCURRENTLY
-(the same name), and this migration finds it there.
+On PostgreSQL the index is built CONCURRENTLY: writes to `jobs` go on while it is
+built.
 
 Revision ID: 0012
 Revises: 0011
@@ -17,6 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from ferry.migrate import create_index_online
+
 revision: str = "0012"
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
@@ -29,9 +30,7 @@ def upgrade() -> None:
     with op.batch_alter_table("tenant_limits") as batch:
         for status in STATUSES:
             batch.add_column(sa.Column(f"retention_{status}_ms", sa.BigInteger(), nullable=True))
-    op.create_index(
-        "ix_jobs_status_finished", "jobs", ["status", "finished_at"], if_not_exists=True
-    )
+    create_index_online("ix_jobs_status_finished", "jobs", ["status", "finished_at"])
 
 
 def downgrade() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from ferry.settings import load_settings
 
@@ -45,6 +47,29 @@ def schema_problem(at: str | None) -> str | None:
     if at in known and at != known[0]:
         return f"behind: at migration {at}, this Ferry needs {known[0]} (run `just migrate`)"
     return None
+
+
+def create_index_online(name: str, table: str, columns: list[str], **options: Any) -> None:
+    """In a migration: create an index without holding the table's writes while it is
+    built. On PostgreSQL it is built CONCURRENTLY, outside the migration's transaction; an
+    invalid index of that name (a concurrent build that failed half-way) is dropped and
+    built again, and a valid one is kept (an operator may have built it first)."""
+    context = op.get_context()
+    if context.dialect.name != "postgresql":
+        op.create_index(name, table, columns, if_not_exists=True, **options)
+        return
+    with context.autocommit_block():
+        if not context.as_sql and op.get_bind().scalar(_INVALID_INDEX, {"name": name}):
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
+        op.create_index(
+            name, table, columns, postgresql_concurrently=True, if_not_exists=True, **options
+        )
+
+
+_INVALID_INDEX = text(
+    "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+    " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+)
 
 
 def main() -> None:

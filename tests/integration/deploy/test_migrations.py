@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
@@ -58,3 +59,35 @@ def test_migrations_on_postgres() -> None:
 
 def test_migrations_on_sqlite(tmp_path: Path) -> None:
     _round_trip(f"sqlite+aiosqlite:///{tmp_path / 'ferry.db'}")
+
+
+def test_an_index_a_failed_concurrent_build_left_invalid_is_built_again() -> None:
+    """PostgreSQL builds the indexes of `jobs` CONCURRENTLY (writes go on meanwhile); a
+    build that failed half-way leaves an invalid index of the name, which a migration
+    that merely found the name there would keep: unused by the planner for ever."""
+
+    async def validity(url: str, sql: str | None = None) -> bool:
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            if sql:
+                await conn.execute(sql)
+            valid: bool = await conn.fetchval(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = $1::regclass", INDEX
+            )
+            return valid
+        finally:
+            await conn.close()
+
+    with postgres_database("ferry_migrations") as url:
+        upgrade(url, "0011")
+        # What an interrupted CREATE INDEX CONCURRENTLY leaves behind.
+        invalidate = (
+            f"CREATE INDEX {INDEX} ON jobs (status, finished_at);"
+            f" UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{INDEX}'::regclass"
+        )
+        assert asyncio.run(validity(url, invalidate)) is False
+        upgrade(url)
+        assert asyncio.run(validity(url)) is True
+
+
+INDEX = "ix_jobs_status_finished"  # migration 0012's
