@@ -31,6 +31,9 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Each migration commits with its version: an index built CONCURRENTLY
+        # (`ferry.migrate.create_index_online`) commits what came before it.
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -47,7 +50,12 @@ async def _run_async() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=_database_url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(
+        url=_database_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        transaction_per_migration=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:

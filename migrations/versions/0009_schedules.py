@@ -4,7 +4,9 @@ jobs (due too far ahead to wait in Redis).
 The unique index on (schedule_id, scheduled_for) is what makes a schedule fire
 once per due time; it covers only the jobs a schedule fired, so it stays small.
 The new job columns are nullable or have a constant default: adding them rewrites
-no row.
+no row. The indexes of `jobs` are built last, CONCURRENTLY on PostgreSQL, which
+commits what came before them: every step before them may run again (IF NOT
+EXISTS), so a build that failed is taken up by running the migration again.
 
 Revision ID: 0009
 Revises: 0008
@@ -46,16 +48,29 @@ def upgrade() -> None:
         sa.Column("last_job_id", GUID(), nullable=True),
         sa.Column("created_at", DateTimeUTC(timezone=True), nullable=False),
         sa.Column("updated_at", DateTimeUTC(timezone=True), nullable=False),
+        if_not_exists=True,
     )
-    op.create_index("ux_schedules_tenant_name", "schedules", ["tenant_id", "name"], unique=True)
-    op.create_index("ix_schedules_paused_next_run", "schedules", ["paused", "next_run_at"])
+    op.create_index(
+        "ux_schedules_tenant_name",
+        "schedules",
+        ["tenant_id", "name"],
+        unique=True,
+        if_not_exists=True,
+    )
+    op.create_index(
+        "ix_schedules_paused_next_run", "schedules", ["paused", "next_run_at"], if_not_exists=True
+    )
     with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("schedule_id", GUID(), nullable=True))
-        batch.add_column(sa.Column("scheduled_for", DateTimeUTC(timezone=True), nullable=True))
+        batch.add_column(sa.Column("schedule_id", GUID(), nullable=True), if_not_exists=True)
         batch.add_column(
-            sa.Column("parked", sa.Boolean(), nullable=False, server_default=sa.false())
+            sa.Column("scheduled_for", DateTimeUTC(timezone=True), nullable=True),
+            if_not_exists=True,
         )
-    # Indexes of `jobs`, which may be large: built without holding its writes.
+        batch.add_column(
+            sa.Column("parked", sa.Boolean(), nullable=False, server_default=sa.false()),
+            if_not_exists=True,
+        )
+    # Last: the indexes of `jobs`, which may be large, built without holding its writes.
     create_index_online(
         "ix_jobs_parked_next_run",
         "jobs",

@@ -27,10 +27,12 @@ STATUSES = ("completed", "failed", "cancelled")
 
 
 def upgrade() -> None:
+    # First: a build that failed leaves nothing else committed, and running the
+    # migration again takes it up.
+    create_index_online("ix_jobs_status_finished", "jobs", ["status", "finished_at"])
     with op.batch_alter_table("tenant_limits") as batch:
         for status in STATUSES:
             batch.add_column(sa.Column(f"retention_{status}_ms", sa.BigInteger(), nullable=True))
-    create_index_online("ix_jobs_status_finished", "jobs", ["status", "finished_at"])
 
 
 def downgrade() -> None:

@@ -29,6 +29,9 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+MIGRATE = "run `python -m ferry.migrate`, or `just migrate`"
+
+
 @cache
 def revisions() -> tuple[str, ...]:
     """The migrations this code knows, the latest (the one it needs) first."""
@@ -43,32 +46,35 @@ def schema_problem(at: str | None) -> str | None:
     and is no problem."""
     known = revisions()
     if at is None:
-        return "not migrated (run `just migrate`)"
+        return f"not migrated ({MIGRATE})"
     if at in known and at != known[0]:
-        return f"behind: at migration {at}, this Ferry needs {known[0]} (run `just migrate`)"
+        return f"behind: at migration {at}, this Ferry needs {known[0]} ({MIGRATE})"
     return None
 
 
 def create_index_online(name: str, table: str, columns: list[str], **options: Any) -> None:
     """In a migration: create an index without holding the table's writes while it is
-    built. On PostgreSQL it is built CONCURRENTLY, outside the migration's transaction; an
-    invalid index of that name (a concurrent build that failed half-way) is dropped and
-    built again, and a valid one is kept (an operator may have built it first)."""
+    built. On PostgreSQL it is built CONCURRENTLY, outside a transaction, which commits
+    what the migration did before it: that must be safe to run again. An invalid index
+    of that name (a concurrent build that failed half-way) is dropped and built again,
+    and a valid one is kept (an operator may have built it first); offline (`--sql`)
+    there is no database to look at, and the script keeps what it finds."""
     context = op.get_context()
     if context.dialect.name != "postgresql":
         op.create_index(name, table, columns, if_not_exists=True, **options)
         return
     with context.autocommit_block():
-        if not context.as_sql and op.get_bind().scalar(_INVALID_INDEX, {"name": name}):
+        if not context.as_sql and op.get_bind().scalar(_INVALID, {"name": name, "table": table}):
             op.drop_index(name, table_name=table, postgresql_concurrently=True)
         op.create_index(
             name, table, columns, postgresql_concurrently=True, if_not_exists=True, **options
         )
 
 
-_INVALID_INDEX = text(
+# Whether the index `name` of `table` (as the search path finds it) is invalid.
+_INVALID = text(
     "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-    " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+    " WHERE i.indrelid = to_regclass(:table) AND c.relname = :name"
 )
 
 

@@ -6,13 +6,15 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+import pytest
 from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from ferry.db.engine import create_engine
 from ferry.db.models import Job
-from ferry.migrate import alembic_config, upgrade
+from ferry.migrate import alembic_config, revisions, upgrade
 from ferry.settings import Settings
 from tests.support.services import postgres_database
 
@@ -61,33 +63,63 @@ def test_migrations_on_sqlite(tmp_path: Path) -> None:
     _round_trip(f"sqlite+aiosqlite:///{tmp_path / 'ferry.db'}")
 
 
-def test_an_index_a_failed_concurrent_build_left_invalid_is_built_again() -> None:
-    """PostgreSQL builds the indexes of `jobs` CONCURRENTLY (writes go on meanwhile); a
-    build that failed half-way leaves an invalid index of the name, which a migration
-    that merely found the name there would keep: unused by the planner for ever."""
-
-    async def validity(url: str, sql: str | None = None) -> bool:
-        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
-        try:
-            if sql:
-                await conn.execute(sql)
-            valid: bool = await conn.fetchval(
-                "SELECT indisvalid FROM pg_index WHERE indexrelid = $1::regclass", INDEX
-            )
-            return valid
-        finally:
-            await conn.close()
-
+@pytest.mark.parametrize(
+    ("before", "target", "index"),
+    [("0011", "0012", "ix_jobs_status_finished"), ("0008", "0009", "ix_jobs_parked_next_run")],
+)
+def test_a_concurrent_index_build_that_failed_is_taken_up_by_running_the_migration_again(
+    before: str, target: str, index: str
+) -> None:
+    """PostgreSQL builds the indexes of `jobs` CONCURRENTLY (its writes go on meanwhile),
+    outside the migration's transaction. A build that fails half-way leaves an invalid
+    index, and what the migration committed before it: running the migration again must
+    rebuild the index (a migration that merely found the name would keep it unused for
+    ever) and take every step before it again without error."""
     with postgres_database("ferry_migrations") as url:
-        upgrade(url, "0011")
-        # What an interrupted CREATE INDEX CONCURRENTLY leaves behind.
-        invalidate = (
-            f"CREATE INDEX {INDEX} ON jobs (status, finished_at);"
-            f" UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{INDEX}'::regclass"
-        )
-        assert asyncio.run(validity(url, invalidate)) is False
+        upgrade(url, before)
+        asyncio.run(_cancel_the_build(url, target, index))
+        assert asyncio.run(_state(url, index)) == (before, False)  # invalid, not migrated
         upgrade(url)
-        assert asyncio.run(validity(url)) is True
+        assert asyncio.run(_state(url, index)) == (revisions()[0], True)
 
 
-INDEX = "ix_jobs_status_finished"  # migration 0012's
+async def _cancel_the_build(url: str, target: str, index: str) -> None:
+    """Run the migration to `target` and cancel its build of `index` while the build waits
+    for a transaction that began before it (as an operator's Ctrl-C, or a lost session)."""
+    dsn = url.replace("+asyncpg", "")
+    older, admin = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        older_tx = older.transaction(isolation="repeatable_read")
+        await older_tx.start()
+        await older.fetchval("SELECT 1")  # a snapshot the build must wait for
+        migrating = asyncio.create_task(asyncio.to_thread(upgrade, url, target))
+        for _ in range(400):
+            builder = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE $1 AND wait_event_type = 'Lock'",
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} %",
+            )
+            if builder is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert builder is not None, f"the build of {index} never waited"
+        await admin.execute("SELECT pg_cancel_backend($1)", builder)
+        with pytest.raises(DBAPIError, match="canceling statement"):
+            await migrating
+        await older_tx.rollback()
+    finally:
+        await older.close()
+        await admin.close()
+
+
+async def _state(url: str, index: str) -> tuple[str, bool]:
+    """The database's migration, and whether `index` is valid."""
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        version = await conn.fetchval("SELECT version_num FROM alembic_version")
+        valid = await conn.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = $1::regclass", index
+        )
+        return version, valid
+    finally:
+        await conn.close()
