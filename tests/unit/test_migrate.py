@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferry.migrate import PROJECT_ROOT, revisions, schema_problem
+from ferry.migrate import MIGRATE, PROJECT_ROOT, revisions, schema_problem
 
 
 def test_the_revisions_are_every_migration_latest_first() -> None:
@@ -20,6 +20,6 @@ def test_a_database_at_the_latest_migration_or_a_newer_one_is_fine() -> None:
 def test_a_database_behind_or_never_migrated_is_named_so() -> None:
     latest, oldest = revisions()[0], revisions()[-1]
     assert schema_problem(oldest) == (
-        f"behind: at migration {oldest}, this Ferry needs {latest} (run `just migrate`)"
+        f"behind: at migration {oldest}, this Ferry needs {latest} ({MIGRATE})"
     )
-    assert schema_problem(None) == "not migrated (run `just migrate`)"
+    assert schema_problem(None) == f"not migrated ({MIGRATE})"

@@ -17,8 +17,7 @@ import redis.asyncio as aioredis
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ferry.api.dependencies import AppRuntime
@@ -64,22 +63,19 @@ async def _check_database(engine: AsyncEngine) -> tuple[str, str]:
     name = "postgres" if engine.dialect.name == "postgresql" else engine.dialect.name
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), engine.connect() as conn:
-            problem = schema_problem(await _migration(conn))
+            at = await _migration(conn)
     except Exception as exc:
         return name, f"down: {type(exc).__name__}: {exc}"[:300]
     # Every query of an API on a database without its tables fails: not ready.
-    return name, problem or "ok"
+    return name, schema_problem(at) or "ok"
 
 
 async def _migration(conn: AsyncConnection) -> str | None:
     """The latest migration applied to the database; None if it has none."""
-    try:
-        version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
-    except DBAPIError as exc:
-        if "alembic_version" not in str(exc):  # no such table: never migrated
-            raise
+    if not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
         return None
-    return str(version) if version is not None else None
+    version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+    return None if version is None else str(version)
 
 
 async def _check_redis(client: aioredis.Redis | None) -> tuple[str, str]:

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.app import create_app
 from ferry.jobs.agreement import NO_WORKER
-from ferry.migrate import revisions, upgrade
+from ferry.migrate import MIGRATE, revisions, upgrade
 from ferry.settings import Settings
 from tests.support.jobs import Client, new_tenant, sleep_job
-from tests.support.services import postgres_database
+from tests.support.services import migrated_database, postgres_database
 
 # Nothing listens on port 1 of this machine: a dependency that is down.
 DOWN_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/ferry"
@@ -82,12 +82,12 @@ async def test_ready_is_503_while_the_database_lacks_this_codes_migrations(
     stack = ExitStack()
     try:
         url = await asyncio.to_thread(stack.enter_context, postgres_database())
-        assert await postgres_check(url) == (503, "not migrated (run `just migrate`)")
+        assert await postgres_check(url) == (503, f"not migrated ({MIGRATE})")
         latest, before = revisions()[:2]
         await asyncio.to_thread(upgrade, url, before)
         assert await postgres_check(url) == (
             503,
-            f"behind: at migration {before}, this Ferry needs {latest} (run `just migrate`)",
+            f"behind: at migration {before}, this Ferry needs {latest} ({MIGRATE})",
         )
         await asyncio.to_thread(upgrade, url)
         assert await postgres_check(url) == (200, "ok")
@@ -98,6 +98,30 @@ async def test_ready_is_503_while_the_database_lacks_this_codes_migrations(
         finally:
             await conn.close()
         assert await postgres_check(url) == (200, "ok")
+    finally:
+        await asyncio.to_thread(stack.close)
+
+
+async def test_ready_names_a_failing_version_read_down_not_unmigrated(settings: Settings) -> None:
+    """Only a database without alembic's table is "not migrated": another error while
+    reading it (rights, a broken connection) is the database being down."""
+    stack = ExitStack()
+    try:
+        url = await asyncio.to_thread(stack.enter_context, migrated_database())
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            await conn.execute(
+                "ALTER TABLE alembic_version RENAME TO alembic_version_kept;"
+                " CREATE VIEW alembic_version AS SELECT (1 / 0)::text AS version_num"
+            )
+        finally:
+            await conn.close()
+        app = create_app(msgspec.structs.replace(settings, database_url=url), run_worker=False)
+        async with AsyncTestClient(app=app) as client:
+            response = await client.get("/health/ready")
+            assert response.status_code == 503
+            assert "division by zero" in response.json()["checks"]["postgres"]
+            assert response.json()["checks"]["postgres"].startswith("down: ")
     finally:
         await asyncio.to_thread(stack.close)
 
