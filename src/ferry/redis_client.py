@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -10,14 +12,16 @@ import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+log = logging.getLogger(__name__)
+
 # Connections per client. A burst of commands (hundreds of subscribers arriving at
 # once) waits for a free one instead of failing with "Too many connections".
 MAX_CONNECTIONS = 50
 POOL_WAIT_S = 10
 # How long a cancelled task may take to end (its cleanup's own Redis commands) before
-# it is cancelled again, and how often then.
+# it is cancelled again, and how long before it is given up on.
 CANCEL_GRACE_S = 2.5
-CANCEL_AGAIN_S = 0.1
+CANCEL_GIVE_UP_S = 10.0
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:
@@ -39,11 +43,16 @@ async def cancel_until_done(tasks: Collection[asyncio.Task[Any]]) -> None:
     """Cancel `tasks` and wait until each has ended. redis-py's asyncio client can swallow
     a cancellation: a command returns normally after its task was cancelled, and a loop
     of commands then runs on (a worker's keep-alive outlived its worker so). A task still
-    running after `CANCEL_GRACE_S` is cancelled again until it ends."""
+    running after `CANCEL_GRACE_S` is cancelled again, each `CANCEL_GRACE_S` (its cleanup
+    has that long), and given up on, logged with where it is, after `CANCEL_GIVE_UP_S`."""
     pending = {task for task in tasks if not task.done()}
-    wait_s = CANCEL_GRACE_S
-    while pending:
+    deadline = time.monotonic() + CANCEL_GIVE_UP_S
+    while pending and time.monotonic() < deadline:
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=wait_s)
-        wait_s = CANCEL_AGAIN_S
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+    for task in pending:
+        log.error("%s did not end when cancelled; left running at %s", task, task.get_stack())
+    for task in tasks:
+        if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s ended with an error", task, exc_info=exc)

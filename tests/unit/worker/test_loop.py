@@ -45,6 +45,40 @@ def test_a_service_that_swallows_its_cancellation_still_stops() -> None:
     assert len(beats) == count
 
 
+def test_a_service_that_never_ends_is_given_up_on_and_the_loop_stops(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(redis_client, "CANCEL_GIVE_UP_S", 0.5)
+    closed, released = threading.Event(), threading.Event()
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if released.is_set():
+                    raise
+
+    async def close() -> None:
+        closed.set()
+
+    loop = BackgroundLoop("loop-test")
+    loop.add_service(stubborn)
+    loop.on_stop(close)
+    loop.start()
+    thread = loop._thread
+    assert thread is not None
+    loop.stop(timeout=1)
+    assert closed.is_set()  # what the services use is closed all the same
+    assert "did not end when cancelled" in caplog.text
+    # The test's own end: no thread left behind.
+    released.set()
+    running = loop.loop
+    running.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(running)])
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
 def test_stop_callbacks_run_after_the_services_end() -> None:
     order: list[str] = []
 
