@@ -18,6 +18,7 @@ from typing import Any
 from bench.chart import write_chart
 from bench.services import bench_database, redis_namespace
 from ferry.migrate import upgrade
+from ferry.worker.recovery import SCAN_LIMIT, WINDOWS_PER_PASS
 
 
 def measure(module: str, *args: object) -> dict[str, Any]:
@@ -424,13 +425,44 @@ def retention(jobs: int, progress: Callable[[str], None]) -> None:
           f"({row['pruning_list_p99_ms']:.1f} ms)")  # fmt: skip
 
 
+HELD_ROWS, LOST_ROWS = 1_000_000, 100
+
+
+def recovery(progress: Callable[[str], None]) -> None:
+    progress(f"recovery: lost jobs behind {HELD_ROWS:,} held jobs of a paused tenant (one run)")
+    row = measure("bench.recovery", HELD_ROWS, LOST_ROWS)
+    print()
+    print(f"Recovery: {LOST_ROWS} lost jobs (PENDING, overdue, no message) behind "
+          f"{HELD_ROWS:,} held jobs of a paused tenant, on one database")  # fmt: skip
+    print()
+    print("| search | ms per pass | passes until all are sent again |")
+    print("| --- | ---: | ---: |")
+    print(f"| (a) one query skipping the held jobs in SQL (the search before windows) | "
+          f"{row['baseline_pass_ms']:,.1f} | 1 |")  # fmt: skip
+    print(f"| (b) Ferry: windows of {SCAN_LIMIT:,} jobs, at most {WINDOWS_PER_PASS} a pass | "
+          f"{row['pass_ms']:,.1f} (at most {row['pass_max_ms']:,.1f}) | {row['passes']} |")  # fmt: skip
+    print()
+    print(f"(b) / (a): {row['pass_ms'] / row['baseline_pass_ms']:.2f} x the time of a pass; "
+          f"sent again: {row['resent']} of {LOST_ROWS}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per drain (default 5000)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians are shown")
     parser.add_argument(
         "--only",
-        choices=["workers", "async", "fairness", "realtime", "e2e", "peers", "scale", "retention"],
+        choices=[
+            "workers",
+            "async",
+            "fairness",
+            "realtime",
+            "e2e",
+            "peers",
+            "scale",
+            "retention",
+            "recovery",
+        ],
         help="run one suite (default: all)",
     )
     parser.add_argument(
@@ -457,6 +489,8 @@ def main() -> None:
         scale(progress)
     if args.only in (None, "retention"):
         retention(args.jobs, progress)
+    if args.only in (None, "recovery"):
+        recovery(progress)
 
 
 if __name__ == "__main__":

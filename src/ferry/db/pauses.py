@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from ferry.db.engine import skipping_insert
 from ferry.db.jobs import Enqueued
@@ -52,12 +53,21 @@ async def all_pauses(conn: AsyncConnection | AsyncSession) -> set[tuple[str, str
     return {(row.tenant_id, row.job_type) for row in rows}
 
 
+def held(
+    tenant_id: ColumnElement[str] | InstrumentedAttribute[str] = Job.tenant_id,
+    job_type: ColumnElement[str] | InstrumentedAttribute[str] = Job.type,
+) -> ColumnElement[bool]:
+    """The condition that a pause holds the jobs of this tenant and type (by default a
+    `jobs` row's own)."""
+    return exists().where(
+        Pause.tenant_id == tenant_id,
+        or_(Pause.job_type == EVERY_TYPE, Pause.job_type == job_type),
+    )
+
+
 def not_held() -> ColumnElement[bool]:
     """The condition on `jobs` rows that their tenant and their type are not paused."""
-    return ~exists().where(
-        Pause.tenant_id == Job.tenant_id,
-        or_(Pause.job_type == EVERY_TYPE, Pause.job_type == Job.type),
-    )
+    return ~held()
 
 
 async def held_jobs(

@@ -23,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
 import msgspec
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import Select, and_, delete, select, update
+from sqlalchemy import Select, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db import outbox, retention
@@ -39,7 +40,7 @@ from ferry.db.idempotency import KEY_TTL
 from ferry.db.jobs import Enqueued
 from ferry.db.models import IdempotencyKey, Job, JobStatus, utcnow
 from ferry.db.outbox import Relay
-from ferry.db.pauses import not_held
+from ferry.db.pauses import held
 from ferry.events.event import JobEvent
 from ferry.events.log import Committed, EventLog
 from ferry.observability.metrics import recorder
@@ -57,7 +58,9 @@ LOST_WORKER = "worker lost: its lease expired while the job was RUNNING"
 # (the other transactions' turn).
 PRUNE_BUDGET_S = 2.0
 PRUNE_BREATH_S = 0.01
+# The overdue jobs read at once, and the most read per pass.
 SCAN_LIMIT = 10_000
+WINDOWS_PER_PASS = 10
 
 
 class _Message(msgspec.Struct):
@@ -123,6 +126,7 @@ class Recovery:
         self.orphans = 0
         self.relayed = 0
         self.pruned = 0
+        self._scan_from: tuple[datetime, uuid.UUID] | None = None  # resend_lost's window
 
     async def run(self) -> None:
         while True:
@@ -248,11 +252,18 @@ class Recovery:
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
+        overdue: list[uuid.UUID] = []
         async with self.engine().connect() as conn:
-            # Ids only: under a long backlog every pass reads SCAN_LIMIT of them.
-            # Held jobs (their tenant or type is paused) wait with no message on purpose.
-            due = and_(Job.next_run_at < cutoff, not_held())
-            overdue = (await conn.scalars(_pending(due, Job.id))).all()
+            for _ in range(WINDOWS_PER_PASS):
+                rows = (await conn.execute(_overdue(cutoff, self._scan_from))).all()
+                # Held jobs (their tenant or type is paused) wait with no message on purpose.
+                overdue += [row.id for row in rows if not row.held]
+                # The next window reads on from its last job; one that reads to the end
+                # starts over.
+                last = rows[-1] if rows and rows[-1].n == SCAN_LIMIT else None
+                self._scan_from = None if last is None else (last.next_run_at, last.id)
+                if len(overdue) >= SCAN_LIMIT or last is None:
+                    break
         if not overdue:
             return
         lost = await asyncio.to_thread(unqueued, self.broker, map(str, overdue))
@@ -273,6 +284,37 @@ class Recovery:
     async def _send(self, jobs: list[Enqueued]) -> None:
         if jobs:
             await asyncio.to_thread(Sender(self.broker).send_now, jobs)
+
+
+def _overdue(cutoff: datetime, after: tuple[datetime, uuid.UUID] | None) -> Select[Any]:
+    """A window: the next SCAN_LIMIT PENDING jobs due before `cutoff`, longest due first,
+    from after `after` (a due time and id) on; of them, those no pause holds, and the
+    last (its place `n` is SCAN_LIMIT when the window is full). A pass reads a few
+    windows, not the jobs up to SCAN_LIMIT it wants: a paused tenant's backlog of a
+    million held jobs at the front would otherwise be read past on every pass."""
+    condition = [Job.status == JobStatus.PENDING, Job.next_run_at < cutoff]
+    if after is not None:
+        # The due time alone bounds the index scan; the id breaks ties.
+        condition += [Job.next_run_at >= after[0], tuple_(Job.next_run_at, Job.id) > after]
+    window = (
+        select(Job.id, Job.next_run_at, Job.tenant_id, Job.type)
+        .where(*condition)
+        .order_by(Job.next_run_at, Job.id)
+        .limit(SCAN_LIMIT)
+        .subquery()
+    )
+    place = func.row_number().over(order_by=(window.c.next_run_at, window.c.id))
+    numbered = select(
+        window.c.id,
+        window.c.next_run_at,
+        held(window.c.tenant_id, window.c.type).label("held"),
+        place.label("n"),
+    ).subquery()
+    return (
+        select(numbered)
+        .where(or_(~numbered.c.held, numbered.c.n == SCAN_LIMIT))
+        .order_by(numbered.c.n)
+    )
 
 
 def _pending(condition: Any, *columns: Any) -> Select[Any]:

@@ -1,0 +1,101 @@
+"""The recovery pass's search for lost jobs behind a paused tenant's backlog, in a fresh
+process: `python -m bench.recovery HELD LOST namespace database_url`.
+
+HELD overdue PENDING jobs of a paused tenant (held: no message, on purpose), then
+LOST overdue jobs of another tenant whose messages are gone. Measured, on the same
+database, one after the other:
+- baseline: the search before windows, one query that skips the held jobs in SQL
+  (an anti-join on the pauses) and reads up to SCAN_LIMIT others, every pass;
+- Ferry: `Recovery.resend_lost`, pass after pass, until every lost job is sent
+  again; each pass reads at most WINDOWS_PER_PASS windows of SCAN_LIMIT jobs.
+Prints one JSON line: the milliseconds of each pass (medians), and how many passes
+found every lost job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import asyncpg
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import and_, select
+
+from bench.services import plain
+from ferry.db.engine import create_engine
+from ferry.db.models import Job, JobStatus, utcnow
+from ferry.db.pauses import not_held
+from ferry.queue.messages import JOBS_QUEUE
+from ferry.settings import Settings
+from ferry.worker.recovery import SCAN_LIMIT, Recovery
+
+FILL = """
+INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
+                  created_at, updated_at, next_run_at)
+SELECT gen_random_uuid(), $2, 'sleep', '{"delayMs": 0}', 'PENDING', 0, 5,
+       now() - $3 * interval '1 hour', now() - $3 * interval '1 hour',
+       now() - $3 * interval '1 hour' + make_interval(secs => n / 1000.0)
+FROM generate_series(1, $1) AS n
+"""
+BASELINE_PASSES = 5
+
+
+async def fill(database_url: str, held: int, lost: int) -> None:
+    conn = await asyncpg.connect(plain(database_url))
+    try:
+        await conn.execute(FILL, held, "paused", 3)
+        await conn.execute(FILL, lost, "other", 2)
+        await conn.execute(
+            "INSERT INTO pauses (tenant_id, job_type, paused_at) VALUES ($1, '', now())", "paused"
+        )
+        await conn.execute("VACUUM ANALYZE jobs")
+    finally:
+        await conn.close()
+
+
+async def run(database_url: str, held: int, lost: int) -> dict[str, Any]:
+    await fill(database_url, held, lost)
+    settings = Settings(database_url=database_url)
+    engine = create_engine(settings, pool_size=2)
+    try:
+        baseline = []
+        for _ in range(BASELINE_PASSES):
+            started = time.perf_counter()
+            async with engine.connect() as conn:
+                due = and_(Job.next_run_at < utcnow(), not_held())
+                query = select(Job.id).where(Job.status == JobStatus.PENDING, due)
+                found = (
+                    await conn.scalars(query.order_by(Job.next_run_at).limit(SCAN_LIMIT))
+                ).all()
+            baseline.append((time.perf_counter() - started) * 1000)
+        broker = StubBroker()
+        broker.declare_queue(JOBS_QUEUE)
+        recovery = Recovery(lambda: engine, broker, settings)
+        passes = []
+        while recovery.resent < lost:
+            started = time.perf_counter()
+            await recovery.resend_lost()
+            passes.append((time.perf_counter() - started) * 1000)
+        return {
+            "baseline_pass_ms": statistics.median(baseline),
+            "baseline_found": len(found),
+            "pass_ms": statistics.median(passes),
+            "pass_max_ms": max(passes),
+            "passes": len(passes),
+            "resent": recovery.resent,
+        }
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    held, lost, _namespace, database_url = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5]
+    print(json.dumps(asyncio.run(run(database_url, held, lost))))
+
+
+if __name__ == "__main__":
+    main()
