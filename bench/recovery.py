@@ -1,8 +1,9 @@
 """The recovery pass's search for lost jobs behind a paused tenant's backlog, in a fresh
 process: `python -m bench.recovery HELD LOST namespace database_url`.
 
-HELD overdue PENDING jobs of a paused tenant (held: no message, on purpose), then
-LOST overdue jobs of another tenant whose messages are gone. Measured, on the same
+HELD overdue PENDING jobs of a paused tenant (held: no message, on purpose), due in
+groups of 1,000 at one time (as batch creates make them), then LOST overdue jobs of
+another tenant whose messages are gone. Measured, on the same
 database, one after the other:
 - baseline: the search before windows, one query that skips the held jobs in SQL
   (an anti-join on the pauses) and reads up to SCAN_LIMIT others, every pass;
@@ -38,7 +39,7 @@ INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
                   created_at, updated_at, next_run_at)
 SELECT gen_random_uuid(), $2, 'sleep', '{"delayMs": 0}', 'PENDING', 0, 5,
        now() - $3 * interval '1 hour', now() - $3 * interval '1 hour',
-       now() - $3 * interval '1 hour' + make_interval(secs => n / 1000.0)
+       now() - $3 * interval '1 hour' + make_interval(secs => n / 1000)
 FROM generate_series(1, $1) AS n
 """
 BASELINE_PASSES = 5

@@ -71,6 +71,17 @@ def create_index_online(name: str, table: str, columns: list[str], **options: An
         )
 
 
+def drop_index_online(name: str, table: str) -> None:
+    """In a migration: drop an index, if it is there, without holding the table's writes
+    (CONCURRENTLY on PostgreSQL, outside a transaction)."""
+    context = op.get_context()
+    if context.dialect.name != "postgresql":
+        op.drop_index(name, table_name=table, if_exists=True)
+        return
+    with context.autocommit_block():
+        op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
+
+
 # Whether the index `name` of `table` (as the search path finds it) is invalid.
 _INVALID = text(
     "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"

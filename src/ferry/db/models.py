@@ -110,7 +110,8 @@ class Job(Base):
         Index("ix_jobs_tenant_type_created", "tenant_id", "type", text("created_at DESC")),
         # Listing across tenants, and the recovery pass over due PENDING jobs.
         Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
-        Index("ix_jobs_status_next_run", "status", "next_run_at"),
+        # The id: the recovery pass reads on from a (due time, id) among jobs due together.
+        Index("ix_jobs_status_due", "status", "next_run_at", "id"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
         # What the recovery pass prunes: finished jobs, the longest finished first.
         Index("ix_jobs_status_finished", "status", "finished_at"),

@@ -255,12 +255,14 @@ class Recovery:
         overdue: list[uuid.UUID] = []
         async with self.engine().connect() as conn:
             for _ in range(WINDOWS_PER_PASS):
-                rows = (await conn.execute(_overdue(cutoff, self._scan_from))).all()
+                # No more than SCAN_LIMIT in all: the next pass reads on after the last.
+                size = SCAN_LIMIT - len(overdue)
+                rows = (await conn.execute(_overdue(cutoff, self._scan_from, size))).all()
                 # Held jobs (their tenant or type is paused) wait with no message on purpose.
                 overdue += [row.id for row in rows if not row.held]
                 # The next window reads on from its last job; one that reads to the end
                 # starts over.
-                last = rows[-1] if rows and rows[-1].n == SCAN_LIMIT else None
+                last = rows[-1] if rows and rows[-1].n == size else None
                 self._scan_from = None if last is None else (last.next_run_at, last.id)
                 if len(overdue) >= SCAN_LIMIT or last is None:
                     break
@@ -286,21 +288,20 @@ class Recovery:
             await asyncio.to_thread(Sender(self.broker).send_now, jobs)
 
 
-def _overdue(cutoff: datetime, after: tuple[datetime, uuid.UUID] | None) -> Select[Any]:
-    """A window: the next SCAN_LIMIT PENDING jobs due before `cutoff`, longest due first,
+def _overdue(cutoff: datetime, after: tuple[datetime, uuid.UUID] | None, size: int) -> Select[Any]:
+    """A window: the next `size` PENDING jobs due before `cutoff`, longest due first,
     from after `after` (a due time and id) on; of them, those no pause holds, and the
-    last (its place `n` is SCAN_LIMIT when the window is full). A pass reads a few
-    windows, not the jobs up to SCAN_LIMIT it wants: a paused tenant's backlog of a
-    million held jobs at the front would otherwise be read past on every pass."""
+    last (its place `n` is `size` when the window is full). A pass reads a few windows,
+    not the jobs up to SCAN_LIMIT it wants: a paused tenant's backlog of a million held
+    jobs at the front would otherwise be read past on every pass."""
     condition = [Job.status == JobStatus.PENDING, Job.next_run_at < cutoff]
-    if after is not None:
-        # The due time alone bounds the index scan; the id breaks ties.
+    if after is not None:  # ix_jobs_status_due: (status, next_run_at, id)
         condition += [Job.next_run_at >= after[0], tuple_(Job.next_run_at, Job.id) > after]
     window = (
         select(Job.id, Job.next_run_at, Job.tenant_id, Job.type)
         .where(*condition)
         .order_by(Job.next_run_at, Job.id)
-        .limit(SCAN_LIMIT)
+        .limit(size)
         .subquery()
     )
     place = func.row_number().over(order_by=(window.c.next_run_at, window.c.id))
@@ -311,9 +312,7 @@ def _overdue(cutoff: datetime, after: tuple[datetime, uuid.UUID] | None) -> Sele
         place.label("n"),
     ).subquery()
     return (
-        select(numbered)
-        .where(or_(~numbered.c.held, numbered.c.n == SCAN_LIMIT))
-        .order_by(numbered.c.n)
+        select(numbered).where(or_(~numbered.c.held, numbered.c.n == size)).order_by(numbered.c.n)
     )
 
 

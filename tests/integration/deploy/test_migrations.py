@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import asyncpg
@@ -46,7 +47,7 @@ def _round_trip(url: str) -> None:
     assert indexes >= {
         "ix_jobs_tenant_created",
         "ix_jobs_tenant_status_created",
-        "ix_jobs_status_next_run",
+        "ix_jobs_status_due",
     }
     command.downgrade(alembic_config(url), "base")
     assert _schema(url) == (set(), set())
@@ -88,26 +89,28 @@ async def _cancel_the_build(url: str, target: str, index: str) -> None:
     for a transaction that began before it (as an operator's Ctrl-C, or a lost session)."""
     dsn = url.replace("+asyncpg", "")
     older, admin = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    older_tx = older.transaction(isolation="repeatable_read")
     try:
-        older_tx = older.transaction(isolation="repeatable_read")
         await older_tx.start()
         await older.fetchval("SELECT 1")  # a snapshot the build must wait for
         migrating = asyncio.create_task(asyncio.to_thread(upgrade, url, target))
-        for _ in range(400):
+        builder = None
+        deadline = time.monotonic() + 60
+        while builder is None and not migrating.done() and time.monotonic() < deadline:
             builder = await admin.fetchval(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
                 " AND query LIKE $1 AND wait_event_type = 'Lock'",
                 f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} %",
             )
-            if builder is not None:
-                break
             await asyncio.sleep(0.05)
-        assert builder is not None, f"the build of {index} never waited"
+        if migrating.done():
+            await migrating  # it failed before the build: its own error
+        assert builder is not None, f"the build of {index} did not wait within 60 s"
         await admin.execute("SELECT pg_cancel_backend($1)", builder)
         with pytest.raises(DBAPIError, match="canceling statement"):
-            await migrating
-        await older_tx.rollback()
+            await asyncio.wait_for(migrating, 60)
     finally:
+        await older_tx.rollback()
         await older.close()
         await admin.close()
 

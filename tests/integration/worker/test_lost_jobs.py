@@ -45,8 +45,10 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[As
         await asyncio.to_thread(stack.close)
 
 
-async def add_overdue(db: AsyncEngine, tenant: str, n: int, since_s: int) -> list[uuid.UUID]:
-    """`n` PENDING jobs of `tenant`, due a second apart from `since_s` seconds ago."""
+async def add_overdue(
+    db: AsyncEngine, tenant: str, n: int, since_s: int, apart_s: int = 1
+) -> list[uuid.UUID]:
+    """`n` PENDING jobs of `tenant`, due `apart_s` apart from `since_s` seconds ago."""
     ids = [uuid.uuid4() for _ in range(n)]
     start = utcnow() - timedelta(seconds=since_s)
     rows = [
@@ -57,7 +59,7 @@ async def add_overdue(db: AsyncEngine, tenant: str, n: int, since_s: int) -> lis
             "payload": {"delayMs": 0},
             "max_attempts": 1,
             "status": "PENDING",
-            "next_run_at": start + timedelta(seconds=i),
+            "next_run_at": start + timedelta(seconds=i * apart_s),
         }
         for i, job_id in enumerate(ids)
     ]
@@ -116,3 +118,42 @@ async def test_a_pass_reads_on_past_held_jobs_for_a_few_windows(
         )
     await Recovery(lambda: db, broker, settings).resend_lost()
     assert sent(broker) == [str(lost)]  # in the pass's last window
+
+
+async def test_windows_within_jobs_due_at_the_same_time_miss_none(
+    db: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch shares one due time: the windows go on by id among them."""
+    monkeypatch.setattr(recovery, "SCAN_LIMIT", 4)
+    monkeypatch.setattr(recovery, "WINDOWS_PER_PASS", 1)
+    broker = StubBroker()
+    broker.declare_queue(JOBS_QUEUE)
+    batch = await add_overdue(db, "batch", 11, since_s=600, apart_s=0)
+    lost = set(map(str, batch[1::3]))  # whatever their order by id
+    for job_id in map(str, batch):
+        if job_id not in lost:
+            broker.enqueue(job_message(job_id, "sleep", "batch"))
+    scan = Recovery(lambda: db, broker, settings)
+    for _ in range(3):  # windows of 4, 4 and 3: the whole batch once
+        await scan.resend_lost()
+    resent = sent(broker)[len(batch) - len(lost) :]
+    assert sorted(resent) == sorted(lost)  # each lost job once, none missed
+
+
+async def test_a_pass_takes_no_more_than_it_sends_and_the_next_goes_on_from_there(
+    db: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recovery, "SCAN_LIMIT", 4)
+    broker = StubBroker()
+    broker.declare_queue(JOBS_QUEUE)
+    await add_overdue(db, "paused", 1, since_s=600)
+    lost = await add_overdue(db, "other", 8, since_s=500)
+    async with db.begin() as conn:
+        await conn.execute(
+            insert(Pause).values(tenant_id="paused", job_type="", paused_at=utcnow())
+        )
+    scan = Recovery(lambda: db, broker, settings)
+    await scan.resend_lost()  # 4 of the lost: a window of 4 (one held), then one of 1
+    assert sent(broker) == list(map(str, lost[:4]))
+    await scan.resend_lost()  # on from there: the other 4
+    assert sent(broker) == list(map(str, lost))
