@@ -47,12 +47,22 @@ async def cancel_until_done(tasks: Collection[asyncio.Task[Any]]) -> None:
     has that long), and given up on, logged with where it is, after `CANCEL_GIVE_UP_S`."""
     pending = {task for task in tasks if not task.done()}
     deadline = time.monotonic() + CANCEL_GIVE_UP_S
-    while pending and time.monotonic() < deadline:
+    while pending and (left := deadline - time.monotonic()) > 0:
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+        _, pending = await asyncio.wait(pending, timeout=min(CANCEL_GRACE_S, left))
     for task in pending:
-        log.error("%s did not end when cancelled; left running at %s", task, task.get_stack())
+        log.error("%s did not end when cancelled; it waits at %s", task.get_name(), _where(task))
     for task in tasks:
         if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("%s ended with an error", task, exc_info=exc)
+            log.error("%s ended with an error", task.get_name(), exc_info=exc)
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """The coroutines a task waits in, the innermost last."""
+    chain: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and (frame := getattr(awaited, "cr_frame", None)) is not None:
+        chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_name})")
+        awaited = getattr(awaited, "cr_await", None)
+    return " > ".join(chain[-4:]) or "?"
