@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.chart import write_chart
+from bench.recovery import PRUNED
 from bench.services import bench_database, redis_namespace
+from ferry.db.retention import BATCH
 from ferry.migrate import upgrade
 from ferry.worker.recovery import SCAN_LIMIT, WINDOWS_PER_PASS
 
@@ -444,6 +446,18 @@ def recovery(progress: Callable[[str], None]) -> None:
     print()
     print(f"(b) / (a): {row['pass_ms'] / row['baseline_pass_ms']:.2f} x the time of a pass; "
           f"sent again: {row['resent']} of {LOST_ROWS}")  # fmt: skip
+    print()
+    print(f"Retention: {PRUNED:,} jobs of other tenants past 7 days pruned, a batch of "
+          f"{BATCH:,} at a time, beside {HELD_ROWS:,} older jobs of a tenant that keeps its "
+          f"own 90 days")  # fmt: skip
+    print()
+    print("| pruning | seconds |")
+    print("| --- | ---: |")
+    print(f"| (a) each batch from the oldest finished job (before places) | "
+          f"{row['prune_baseline_s']:.2f} |")  # fmt: skip
+    print(f"| (b) Ferry: each batch on from where the last ended | {row['prune_s']:.2f} |")
+    print()
+    print(f"(b) / (a): {row['prune_s'] / row['prune_baseline_s']:.2f} x")
 
 
 def main() -> None:

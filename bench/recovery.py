@@ -1,6 +1,7 @@
-"""The recovery pass's search for lost jobs behind a paused tenant's backlog, in a fresh
-process: `python -m bench.recovery HELD LOST namespace database_url`.
+"""Two steps of the recovery pass beside rows they must leave, in a fresh process:
+`python -m bench.recovery HELD LOST namespace database_url`.
 
+The search for lost jobs behind a paused tenant's backlog.
 HELD overdue PENDING jobs of a paused tenant (held: no message, on purpose), due in
 groups of 1,000 at one time (as batch creates make them), then LOST overdue jobs of
 another tenant whose messages are gone. Measured, on the same
@@ -9,8 +10,16 @@ database, one after the other:
   (an anti-join on the pauses) and reads up to SCAN_LIMIT others, every pass;
 - Ferry: `Recovery.resend_lost`, pass after pass, until every lost job is sent
   again; each pass reads at most WINDOWS_PER_PASS windows of SCAN_LIMIT jobs.
-Prints one JSON line: the milliseconds of each pass (medians), and how many passes
-found every lost job.
+
+Retention's pruning beside a tenant that keeps its jobs longer: HELD COMPLETED jobs
+of that tenant (its own retention: 90 days) finished 30 days ago, then PRUNED jobs
+of other tenants past the deployment's 7 days, deleted a batch at a time:
+- baseline: every batch reads from the oldest finished job (the pruning before
+  places), so each reads past the other tenant's rows;
+- Ferry: each batch goes on where the last ended (`retention.prune`'s `after`).
+
+Prints one JSON line: the milliseconds of each pass (medians), how many passes
+found every lost job, and the seconds each pruning took.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import json
 import statistics
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -27,6 +37,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import and_, select
 
 from bench.services import plain
+from ferry.db import retention
 from ferry.db.engine import create_engine
 from ferry.db.models import Job, JobStatus, utcnow
 from ferry.db.pauses import not_held
@@ -43,6 +54,15 @@ SELECT gen_random_uuid(), $2, 'sleep', '{"delayMs": 0}', 'PENDING', 0, 5,
 FROM generate_series(1, $1) AS n
 """
 BASELINE_PASSES = 5
+PRUNED = 20_000
+KEPT = """
+INSERT INTO jobs (id, tenant_id, type, payload, status, attempts, max_attempts,
+                  created_at, updated_at, finished_at)
+SELECT gen_random_uuid(), $2, 'sleep', '{"delayMs": 0}', 'COMPLETED', 1, 5,
+       now() - $3 * interval '1 day', now() - $3 * interval '1 day',
+       now() - $3 * interval '1 day' + make_interval(secs => n / 1000.0)
+FROM generate_series(1, $1) AS n
+"""
 
 
 async def fill(database_url: str, held: int, lost: int) -> None:
@@ -93,9 +113,43 @@ async def run(database_url: str, held: int, lost: int) -> dict[str, Any]:
         await engine.dispose()
 
 
+async def pruning(database_url: str, kept: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(plain(database_url))
+    engine = create_engine(Settings(database_url=database_url), pool_size=2)
+    try:
+        await conn.execute("DELETE FROM jobs")
+        await conn.execute(
+            "INSERT INTO tenant_limits (tenant_id, weight, retention_completed_ms, updated_at)"
+            " VALUES ('keeper', 1, $1, now())",
+            90 * 86_400_000,
+        )
+        await conn.execute(KEPT, kept, "keeper", 30)
+        seconds = {}
+        for name, places in (("prune_baseline_s", False), ("prune_s", True)):
+            await conn.execute(KEPT, PRUNED, "other", 8)
+            await conn.execute("VACUUM ANALYZE jobs")
+            rule = retention.Rule("COMPLETED", utcnow() - timedelta(days=7))
+            started, after, deleted = time.perf_counter(), None, 0
+            while True:
+                async with engine.begin() as tx:
+                    n, last = await retention.prune(tx, rule, after=after)
+                deleted += n
+                after = last if places and last is not None else after
+                if n < retention.BATCH:
+                    break
+            seconds[name] = time.perf_counter() - started
+            assert deleted == PRUNED, deleted
+        return seconds
+    finally:
+        await engine.dispose()
+        await conn.close()
+
+
 def main() -> None:
     held, lost, _namespace, database_url = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5]
-    print(json.dumps(asyncio.run(run(database_url, held, lost))))
+    result = asyncio.run(run(database_url, held, lost))
+    result |= asyncio.run(pruning(database_url, held))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ deployment's) retention, a small batch per statement.
 
 Each batch is one short `DELETE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP
 LOCKED)`, the jobs finished longest ago first (`ix_jobs_status_finished`): no
-lock is held for long, and rows another transaction holds are left for the next
-pass. On PostgreSQL the `job_counts` triggers count the deleted rows out in the
+lock is held for long, and rows another transaction holds are left for later.
+A batch may start where the rule's last one ended (`after`): the rows before it
+that are left (another tenant's, kept longer by a rule of its own) are not read
+again. On PostgreSQL the `job_counts` triggers count the deleted rows out in the
 same statement, so `/jobs/stats` stays exact.
 """
 
@@ -57,9 +59,14 @@ async def rules(
     return found
 
 
-async def prune(conn: AsyncConnection, rule: Rule, batch: int = BATCH) -> int:
-    """Delete up to `batch` jobs by `rule`; how many were deleted."""
+async def prune(
+    conn: AsyncConnection, rule: Rule, batch: int = BATCH, after: datetime | None = None
+) -> tuple[int, datetime | None]:
+    """Delete up to `batch` jobs by `rule`, of those finished at `after` or later if
+    given; how many were deleted, and when the last of them had finished (None: none)."""
     condition: list[Any] = [Job.status == rule.status, Job.finished_at < rule.cutoff]
+    if after is not None:
+        condition.append(Job.finished_at >= after)
     if rule.tenant_id is not None:
         condition.append(Job.tenant_id == rule.tenant_id)
     else:  # the tenants with a rule of their own for this status follow theirs
@@ -72,5 +79,7 @@ async def prune(conn: AsyncConnection, rule: Rule, batch: int = BATCH) -> int:
         .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    result = await conn.execute(delete(Job).where(Job.id.in_(chosen.scalar_subquery())))
-    return int(result.rowcount)
+    deleting = delete(Job).where(Job.id.in_(chosen.scalar_subquery()))
+    rows = (await conn.scalars(deleting.returning(Job.finished_at))).all()
+    finished = [at for at in rows if at is not None]  # all: the rule asks for finished_at
+    return len(rows), max(finished, default=None)

@@ -58,6 +58,7 @@ LOST_WORKER = "worker lost: its lease expired while the job was RUNNING"
 # (the other transactions' turn).
 PRUNE_BUDGET_S = 2.0
 PRUNE_BREATH_S = 0.01
+PRUNE_PLACES_KEPT_S = 3600.0
 # The overdue jobs read at once, and the most read per pass.
 SCAN_LIMIT = 10_000
 WINDOWS_PER_PASS = 10
@@ -127,6 +128,9 @@ class Recovery:
         self.relayed = 0
         self.pruned = 0
         self._scan_from: tuple[datetime, uuid.UUID] | None = None  # resend_lost's window
+        # prune_finished: where each rule's last batch ended, (status, tenant) -> finished at.
+        self._prune_places: dict[tuple[str, str | None], datetime] = {}
+        self._prune_places_since = time.monotonic()
 
     async def run(self) -> None:
         while True:
@@ -168,12 +172,23 @@ class Recovery:
         rule waits for another's backlog), until none is left or the budget of the pass
         is spent (the next pass goes on)."""
         deadline = time.monotonic() + PRUNE_BUDGET_S
+        if time.monotonic() - self._prune_places_since > PRUNE_PLACES_KEPT_S:
+            # From the start again, now and then: what was skipped (rows locked at the
+            # time, a tenant whose own retention was lifted) is taken then.
+            self._prune_places.clear()
+            self._prune_places_since = time.monotonic()
         async with self.engine().connect() as conn:
             rules = await retention.rules(conn, self.settings.retention_ms, utcnow())
         while rules and time.monotonic() < deadline:
             for rule in list(rules):
+                # Each rule goes on where its last batch ended (the cutoffs only move on):
+                # rows left before it are not read again, batch after batch.
+                place = (rule.status, rule.tenant_id)
                 async with self.engine().begin() as conn:
-                    deleted = await retention.prune(conn, rule)
+                    after = self._prune_places.get(place)
+                    deleted, last = await retention.prune(conn, rule, after=after)
+                if last is not None:
+                    self._prune_places[place] = last
                 self.pruned += deleted
                 if deleted < retention.BATCH:
                     rules.remove(rule)  # done for this pass

@@ -8,13 +8,15 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ferry.db.models import Job, JobCount, TenantLimit, utcnow
-from ferry.db.retention import BATCH
+from ferry.db.retention import BATCH, Rule, prune
 from ferry.settings import Settings
+from ferry.worker import recovery as recovery_module
 from ferry.worker.recovery import Recovery
 from tests.support.jobs import new_tenant
 
@@ -95,3 +97,45 @@ async def test_finished_jobs_past_their_retention_are_deleted_and_no_others(
     before = recovery.pruned
     await recovery.prune_finished()
     assert recovery.pruned == before
+
+
+async def test_a_batch_after_a_place_leaves_the_rows_before_it(db: AsyncEngine) -> None:
+    """A rule's batches go on where its last ended (`after`): the rows left before it (a
+    tenant's own longer retention) are not read again, batch after batch."""
+    tenant = new_tenant()
+    await add_jobs(db, tenant, "COMPLETED", 10 * DAY, 3)
+    await add_jobs(db, tenant, "COMPLETED", 9 * DAY, 2)
+    rule = Rule("COMPLETED", utcnow() - 7 * DAY, tenant)
+    place = utcnow() - 9 * DAY - timedelta(minutes=1)
+    async with db.begin() as conn:
+        deleted, last = await prune(conn, rule, after=place)
+    assert deleted == 2 and last is not None and last > place
+    assert await counted(db, tenant) == {"COMPLETED": 3}  # those before the place
+    async with db.begin() as conn:
+        deleted, last = await prune(conn, rule)  # from the oldest
+    assert deleted == 3 and last is not None and last < place
+
+
+async def test_a_row_a_pass_went_past_is_pruned_once_the_places_start_over(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row another transaction held while its batch ran is skipped (SKIP LOCKED), and the
+    rule's place moves past it: it is taken when the places start over."""
+    tenant = new_tenant()
+    await add_jobs(engine, tenant, "COMPLETED", 10 * DAY, 1)
+    await add_jobs(engine, tenant, "COMPLETED", 9 * DAY, 2)
+    async with engine.connect() as conn:
+        [oldest] = (
+            await conn.scalars(
+                select(Job.id).where(Job.tenant_id == tenant).order_by(Job.finished_at).limit(1)
+            )
+        ).all()
+    settings = Settings(database_url="unused", retention_completed="7d")
+    recovery = Recovery(lambda: engine, StubBroker(), settings)
+    async with engine.begin() as holder:
+        await holder.execute(select(Job.id).where(Job.id == oldest).with_for_update())
+        await recovery.prune_finished()
+    assert await counted(engine, tenant) == {"COMPLETED": 1}  # held: left
+    monkeypatch.setattr(recovery_module, "PRUNE_PLACES_KEPT_S", 0.0)
+    await recovery.prune_finished()
+    assert await counted(engine, tenant) == {}
