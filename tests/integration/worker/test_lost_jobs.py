@@ -68,27 +68,38 @@ async def add_overdue(
     return ids
 
 
+@pytest.fixture(autouse=True)
+def small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recovery, "SCAN_LIMIT", 4)
+
+
+@pytest.fixture
+def broker() -> StubBroker:
+    stub = StubBroker()
+    stub.declare_queue(JOBS_QUEUE)
+    return stub
+
+
+async def pause(db: AsyncEngine, tenant: str) -> None:
+    async with db.begin() as conn:
+        await conn.execute(insert(Pause).values(tenant_id=tenant, job_type="", paused_at=utcnow()))
+
+
 def sent(broker: StubBroker) -> list[str]:
     """The job ids of the messages in the queue, in order."""
     return [Message.decode(data).args[0] for data in list(broker.queues[JOBS_QUEUE].queue)]
 
 
 async def test_a_lost_job_behind_a_backlog_longer_than_a_window_is_found(
-    db: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    db: AsyncEngine, broker: StubBroker, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(recovery, "SCAN_LIMIT", 4)
     monkeypatch.setattr(recovery, "WINDOWS_PER_PASS", 1)
-    broker = StubBroker()
-    broker.declare_queue(JOBS_QUEUE)
     # Oldest first: a paused tenant's held jobs, jobs whose messages wait in the
     # queue, then the lost one; two windows of four hold them all.
     held = await add_overdue(db, "paused", 3, since_s=600)
     queued = await add_overdue(db, "busy", 4, since_s=500)
     [lost] = await add_overdue(db, "busy", 1, since_s=400)
-    async with db.begin() as conn:
-        await conn.execute(
-            insert(Pause).values(tenant_id="paused", job_type="", paused_at=utcnow())
-        )
+    await pause(db, "paused")
     for job_id in queued:
         broker.enqueue(job_message(str(job_id), "sleep", "busy"))
     waiting = sent(broker)
@@ -105,29 +116,20 @@ async def test_a_lost_job_behind_a_backlog_longer_than_a_window_is_found(
 
 
 async def test_a_pass_reads_on_past_held_jobs_for_a_few_windows(
-    db: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    db: AsyncEngine, broker: StubBroker, settings: Settings
 ) -> None:
-    monkeypatch.setattr(recovery, "SCAN_LIMIT", 4)
-    broker = StubBroker()
-    broker.declare_queue(JOBS_QUEUE)
     await add_overdue(db, "paused", 4 * (recovery.WINDOWS_PER_PASS - 1) + 3, since_s=600)
     [lost] = await add_overdue(db, "other", 1, since_s=300)
-    async with db.begin() as conn:
-        await conn.execute(
-            insert(Pause).values(tenant_id="paused", job_type="", paused_at=utcnow())
-        )
+    await pause(db, "paused")
     await Recovery(lambda: db, broker, settings).resend_lost()
     assert sent(broker) == [str(lost)]  # in the pass's last window
 
 
 async def test_windows_within_jobs_due_at_the_same_time_miss_none(
-    db: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    db: AsyncEngine, broker: StubBroker, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch shares one due time: the windows go on by id among them."""
-    monkeypatch.setattr(recovery, "SCAN_LIMIT", 4)
     monkeypatch.setattr(recovery, "WINDOWS_PER_PASS", 1)
-    broker = StubBroker()
-    broker.declare_queue(JOBS_QUEUE)
     batch = await add_overdue(db, "batch", 11, since_s=600, apart_s=0)
     lost = set(map(str, batch[1::3]))  # whatever their order by id
     for job_id in map(str, batch):
@@ -141,17 +143,11 @@ async def test_windows_within_jobs_due_at_the_same_time_miss_none(
 
 
 async def test_a_pass_takes_no_more_than_it_sends_and_the_next_goes_on_from_there(
-    db: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    db: AsyncEngine, broker: StubBroker, settings: Settings
 ) -> None:
-    monkeypatch.setattr(recovery, "SCAN_LIMIT", 4)
-    broker = StubBroker()
-    broker.declare_queue(JOBS_QUEUE)
     await add_overdue(db, "paused", 1, since_s=600)
     lost = await add_overdue(db, "other", 8, since_s=500)
-    async with db.begin() as conn:
-        await conn.execute(
-            insert(Pause).values(tenant_id="paused", job_type="", paused_at=utcnow())
-        )
+    await pause(db, "paused")
     scan = Recovery(lambda: db, broker, settings)
     await scan.resend_lost()  # 4 of the lost: a window of 4 (one held), then one of 1
     assert sent(broker) == list(map(str, lost[:4]))
