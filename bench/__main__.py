@@ -457,7 +457,9 @@ def recovery(progress: Callable[[str], None]) -> None:
           f"{row['prune_baseline_s']:.2f} |")  # fmt: skip
     print(f"| (b) Ferry: each batch on from where the last ended | {row['prune_s']:.2f} |")
     print()
-    print(f"(b) / (a): {row['prune_s'] / row['prune_baseline_s']:.2f} x")
+    print(f"(b) / (a): {row['prune_s'] / row['prune_baseline_s']:.2f} x. With nothing left to "
+          f"delete, a pass of the recovery's pruning: {row['idle_pass_baseline_ms']:,.1f} ms from "
+          f"the oldest (before places), {row['idle_pass_ms']:,.1f} ms from the places")  # fmt: skip
 
 
 def main() -> None:

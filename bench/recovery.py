@@ -18,8 +18,12 @@ of other tenants past the deployment's 7 days, deleted a batch at a time:
   places), so each reads past the other tenant's rows;
 - Ferry: each batch goes on where the last ended (`retention.prune`'s `after`).
 
+Then, with nothing left to delete, one pass of the recovery's pruning: from the
+oldest finished job (places cleared every pass, as before them), and from the
+places the pass before left.
+
 Prints one JSON line: the milliseconds of each pass (medians), how many passes
-found every lost job, and the seconds each pruning took.
+found every lost job, the seconds each pruning took, and the idle passes' ms.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ferry.db.models import Job, JobStatus, utcnow
 from ferry.db.pauses import not_held
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.settings import Settings
+from ferry.worker import recovery as passes
 from ferry.worker.recovery import SCAN_LIMIT, Recovery
 
 FILL = """
@@ -139,6 +144,15 @@ async def pruning(database_url: str, kept: int) -> dict[str, Any]:
                     break
             seconds[name] = time.perf_counter() - started
             assert deleted == PRUNED, deleted
+        # Nothing left to delete: a pass of the recovery's pruning, starting from the
+        # oldest (places cleared, as before them) and going on from its last place.
+        recovery = Recovery(lambda: engine, StubBroker(), Settings(database_url=database_url))
+        for name, kept_s in (("idle_pass_baseline_ms", 0.0), ("idle_pass_ms", 3600.0)):
+            passes.PRUNE_PLACES_KEPT_S = kept_s
+            await recovery.prune_finished()  # the places, where they are kept
+            started = time.perf_counter()
+            await recovery.prune_finished()
+            seconds[name] = (time.perf_counter() - started) * 1000
         return seconds
     finally:
         await engine.dispose()

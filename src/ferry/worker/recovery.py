@@ -58,7 +58,10 @@ LOST_WORKER = "worker lost: its lease expired while the job was RUNNING"
 # (the other transactions' turn).
 PRUNE_BUDGET_S = 2.0
 PRUNE_BREATH_S = 0.01
+# Where each retention rule's batches go on from is kept this long (then they start from
+# the oldest again), and read from this much before.
 PRUNE_PLACES_KEPT_S = 3600.0
+PRUNE_PLACE_MARGIN = timedelta(minutes=5)
 # The overdue jobs read at once, and the most read per pass.
 SCAN_LIMIT = 10_000
 WINDOWS_PER_PASS = 10
@@ -179,19 +182,23 @@ class Recovery:
             self._prune_places_since = time.monotonic()
         async with self.engine().connect() as conn:
             rules = await retention.rules(conn, self.settings.retention_ms, utcnow())
+        places = self._prune_places
         while rules and time.monotonic() < deadline:
             for rule in list(rules):
-                # Each rule goes on where its last batch ended (the cutoffs only move on):
-                # rows left before it are not read again, batch after batch.
-                place = (rule.status, rule.tenant_id)
+                # Each rule goes on where its last batch ended (the cutoffs only move on),
+                # or a little before: a job may be written finished a while after its
+                # finish time (a writer waiting out a lost connection, another clock).
+                # The rows left before it are not read again, batch after batch.
+                key = (rule.status, rule.tenant_id)
+                after = places[key] - PRUNE_PLACE_MARGIN if key in places else None
                 async with self.engine().begin() as conn:
-                    after = self._prune_places.get(place)
                     deleted, last = await retention.prune(conn, rule, after=after)
-                if last is not None:
-                    self._prune_places[place] = last
                 self.pruned += deleted
                 if deleted < retention.BATCH:
+                    places[key] = rule.cutoff  # all before it read: the next pass goes on
                     rules.remove(rule)  # done for this pass
+                elif last is not None:
+                    places[key] = last
                 await asyncio.sleep(PRUNE_BREATH_S)
                 if time.monotonic() >= deadline:
                     break
