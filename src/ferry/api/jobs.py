@@ -37,8 +37,7 @@ from ferry.api.dependencies import (
 from ferry.db.idempotency import request_hash
 from ferry.db.jobs import JobStore, NewRow, NotFound
 from ferry.db.models import DEFAULT_PRIORITY, Job, JobStatus
-from ferry.db.pauses import paused_types as held
-from ferry.db.pauses import split
+from ferry.db.pauses import tenant_pauses
 from ferry.events.channels import subscription
 from ferry.events.event import RECONNECTED, channel_name, progress_after, says_lost, seq_of
 from ferry.fields import TENANT_ID_PATTERN
@@ -225,7 +224,9 @@ class JobController(Controller):
     ) -> JobStats:
         tenant_id = principal.scope(tenant_id)
         counts = await JobStore(db_session).counts(tenant_id)
-        paused, paused_types = split([] if tenant_id is None else await held(db_session, tenant_id))
+        paused, paused_types = False, list[str]()
+        if tenant_id is not None:
+            paused, paused_types = await tenant_pauses(db_session, tenant_id)
         queues = await sender.waiting(tenant_id)  # None: fair scheduling is off
         waiting = None if queues is None else sum(q.waiting for q in queues)
         oldest_wait_ms = None if queues is None else max((q.wait_ms for q in queues), default=0)

@@ -24,7 +24,7 @@ from ferry.api.auth import key_cache, key_hash, new_key, not_a_tenant_key, requi
 from ferry.api.dependencies import Caller, Configured, DbSession, Sends
 from ferry.db.jobs import NotFound
 from ferry.db.models import ApiKey, TenantLimit, utcnow
-from ferry.db.pauses import paused_types, split
+from ferry.db.pauses import tenant_pauses
 from ferry.fields import TENANT_ID_PATTERN
 from ferry.jobs.registry import REGISTRY
 from ferry.queue.fair.limits import TenantLimits, TenantLimitsOut, limits_of, mirror
@@ -155,7 +155,7 @@ def _registered(job_type: str | None) -> str | None:
 
 
 async def _pauses_of(session: AsyncSession, tenant_id: str) -> TenantPauses:
-    paused, types = split(await paused_types(session, tenant_id))
+    paused, types = await tenant_pauses(session, tenant_id)
     return TenantPauses(tenant_id=tenant_id, paused=paused, paused_types=types)
 
 

@@ -37,15 +37,11 @@ async def resume(session: AsyncSession, tenant_id: str, job_type: str | None = N
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def split(held: Sequence[str]) -> tuple[bool, list[str]]:
-    """A tenant's pauses (`paused_types`) as (the whole tenant paused, types paused)."""
-    return EVERY_TYPE in held, [job_type for job_type in held if job_type != EVERY_TYPE]
-
-
-async def paused_types(session: AsyncSession, tenant_id: str) -> list[str]:
-    """The tenant's pauses: EVERY_TYPE first if the whole tenant is paused."""
+async def tenant_pauses(session: AsyncSession, tenant_id: str) -> tuple[bool, list[str]]:
+    """A tenant's pauses: (the whole tenant paused, the job types paused on their own)."""
     query = select(Pause.job_type).where(Pause.tenant_id == tenant_id).order_by(Pause.job_type)
-    return list((await session.scalars(query)).all())
+    held = (await session.scalars(query)).all()
+    return EVERY_TYPE in held, [job_type for job_type in held if job_type != EVERY_TYPE]
 
 
 async def all_pauses(conn: AsyncConnection | AsyncSession) -> set[tuple[str, str]]:
