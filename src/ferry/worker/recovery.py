@@ -123,6 +123,7 @@ class Recovery:
     ) -> None:
         self.engine = engine
         self.broker = broker
+        self.sender = Sender(broker)
         self.settings = settings
         self.events = events
         self.interval = settings.recovery_interval_ms / 1000
@@ -256,21 +257,14 @@ class Recovery:
         log.warning(
             "recovered %d orphaned job(s) from dead workers", len(failed_rows) + len(pending_rows)
         )
+        events = [
+            JobEvent(row.tenant_id, row.id, status, row.attempts, LOST_WORKER, now)
+            for status, rows in ((JobStatus.FAILED, failed_rows), (JobStatus.PENDING, pending_rows))
+            for row in rows
+        ]
         # Events first: the re-sent job's RUNNING must not overtake its PENDING.
-        if self.events is not None:
-            events = [
-                JobEvent(row.tenant_id, row.id, status, row.attempts, LOST_WORKER, now)
-                for status, rows in (
-                    (JobStatus.FAILED, failed_rows),
-                    (JobStatus.PENDING, pending_rows),
-                )
-                for row in rows
-            ]
-            try:
-                await self.events.append([Committed(events, mark)])
-            except Exception:
-                log.exception("publishing %d recovery events failed", len(events))
-        await self._send([Enqueued.of(row) for row in pending_rows])
+        jobs = [Enqueued.of(row) for row in pending_rows]
+        await self.sender.announce(self.events, Committed(events, mark), jobs)
 
     async def resend_lost(self) -> None:
         cutoff = utcnow() - timedelta(milliseconds=self.settings.recovery_grace_ms)
@@ -307,7 +301,7 @@ class Recovery:
 
     async def _send(self, jobs: list[Enqueued]) -> None:
         if jobs:
-            await asyncio.to_thread(Sender(self.broker).send_now, jobs)
+            await asyncio.to_thread(self.sender.send_now, jobs)
 
 
 def _overdue(cutoff: datetime, after: tuple[datetime, uuid.UUID] | None, size: int) -> Select[Any]:
