@@ -100,13 +100,14 @@ class ClaimsAhead:
     def fetched(self, message: Any) -> None:
         """Claim `message`'s job now, or once there is room ahead of the threads."""
         job_id = _claimable_ahead(message)
-        if job_id is None or self.pauses.holds(tenant_of(message), message.actor_name):
+        tenant = tenant_of(message)
+        if job_id is None or self.pauses.holds(tenant, message.actor_name):
             return
         message_id = message.options["redis_message_id"]
         with self._lock:
             if message_id in self._sent or message_id in self._queued:
                 return  # fetched again (handed back by Dramatiq's maintenance): claimed once
-            self._queued[message_id] = (job_id, tenant_of(message), message.actor_name)
+            self._queued[message_id] = (job_id, tenant, message.actor_name)
         self._send()
 
     def _send(self) -> None:
