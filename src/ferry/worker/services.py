@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from functools import partial
 
 import dramatiq
@@ -44,7 +43,6 @@ from ferry.worker.running import RUNNING
 from ferry.worker.scheduler import Scheduler
 from ferry.worker.writer import StatusWriter
 
-GIL_SWITCH_INTERVAL_S = 0.001
 SETTLE_TIMEOUT_S = 10
 ASYNC_DRAIN_TIMEOUT_S = 600  # as long as Dramatiq waits for its threads' jobs
 PAUSES_READ_TIMEOUT_S = 10
@@ -88,10 +86,6 @@ class WorkerServices(dramatiq.Middleware):
             await self.events.append(committed)
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        # Each job hands off twice between its thread and the I/O loop (claim,
-        # outcome); at the default 5 ms GIL switch interval a handoff can wait
-        # that long behind a busy thread (docs/performance.md).
-        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         limit_arenas()
         if self.settings.redis_url:
             # On this process's event loop: the event log, metrics and the feeder.
