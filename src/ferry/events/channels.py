@@ -5,6 +5,12 @@ the handlers and feeds are the same either way. Subscriber backlogs are capped
 and drop their oldest events when full (`ferry.events.feed` reads them back),
 so a slow client can neither stall the others nor grow memory without bound; one
 that stops reading is cut (`ferry.sockets.live`), which drops its backlog at once.
+
+The events are handed on a burst at a time (`breathing`): the plugin's reader
+never waits while events are buffered already (a batch of creates publishes its
+PENDING events at once, and one socket read brings hundreds), so without a
+pause it would fill every backlog before a subscriber's socket sent anything,
+and a subscriber that keeps up would lose the oldest to a read-back.
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from typing import Any, cast
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, TypeVar, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -28,6 +34,26 @@ from ferry.events.event import RECONNECTED
 from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Events handed to the subscribers' backlogs between two turns of their sockets.
+BURST = 64
+
+
+def burst_for(backlog: int) -> int:
+    """At most half a backlog: a subscriber that keeps up never drops an event."""
+    return max(1, min(BURST, backlog // 2))
+
+
+async def breathing(events: AsyncGenerator[T, None], burst: int) -> AsyncGenerator[T, None]:
+    """`events`, with a turn of the event loop after every `burst` of them."""
+    handed = 0
+    async with aclosing(events):
+        async for event in events:
+            yield event
+            handed += 1
+            if handed % burst == 0:
+                await asyncio.sleep(0)
 
 
 class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
@@ -40,8 +66,9 @@ class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
     its retries succeed; a connect callback notices, and every subscriber gets
     `RECONNECTED`, so that its feed reads back what was published meanwhile."""
 
-    def __init__(self, *, redis: aioredis.Redis) -> None:
+    def __init__(self, *, redis: aioredis.Redis, burst: int = BURST) -> None:
         super().__init__(redis=redis)
+        self.burst = burst
         self._subscribing = asyncio.Lock()
         self._watched: Any = None  # the connection whose reconnects are watched
         self._reconnected = False
@@ -60,7 +87,10 @@ class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
     async def _on_reconnect(self, connection: Any) -> None:
         self._reconnected = True
 
-    async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+    def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        return breathing(self._events(), self.burst)
+
+    async def _events(self) -> AsyncGenerator[tuple[str, Any], None]:
         # The parent's loop, with the errors caught and the reconnects announced.
         pubsub = self._pub_sub
         while True:
@@ -84,6 +114,17 @@ class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
                 yield channel.decode(), message["data"]
 
 
+class MemoryBackend(MemoryChannelsBackend):
+    """The in-process channels of the embedded default, handed on a burst at a time."""
+
+    def __init__(self, burst: int = BURST) -> None:
+        super().__init__()
+        self.burst = burst
+
+    def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        return breathing(super().stream_events(), self.burst)
+
+
 class LiveSubscriber(Subscriber):
     """A subscriber whose backlog can be dropped at once."""
 
@@ -98,8 +139,11 @@ class LiveSubscriber(Subscriber):
 
 
 def build_channels(settings: Settings, client: aioredis.Redis | None) -> ChannelsPlugin:
+    burst = burst_for(settings.event_backlog)
     backend: ChannelsBackend = (
-        MemoryChannelsBackend() if client is None else ReconnectingPubSubBackend(redis=client)
+        MemoryBackend(burst)
+        if client is None
+        else ReconnectingPubSubBackend(redis=client, burst=burst)
     )
     return ChannelsPlugin(
         backend=backend,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import msgspec
+import pytest
 import redis.asyncio as aioredis
 
 from ferry.events.channels import build_channels
@@ -31,4 +34,45 @@ async def test_concurrent_first_subscriptions_all_receive(settings: Settings) ->
                 await channels.unsubscribe(subscriber)
     finally:
         await subscriber_client.aclose()
+        await publisher.aclose()
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_a_burst_reaches_a_subscriber_that_keeps_up(settings: Settings, backend: str) -> None:
+    """A batch's events are published at once, and a socket read brings hundreds:
+    a subscriber that reads all the while gets every one, though the burst is 25
+    times its backlog (handed on all at once, all but the last few tens were dropped)."""
+    settings = msgspec.structs.replace(settings, event_backlog=40)
+    subscriber_client = aioredis.Redis.from_url(TEST_REDIS_URL) if backend == "redis" else None
+    publisher = aioredis.Redis.from_url(TEST_REDIS_URL)
+    channels = build_channels(settings, subscriber_client)
+    channel = f"{settings.redis_namespace}:channels-test:burst"
+    sent = [f"event {i}".encode() for i in range(1000)]
+    received: list[bytes] = []
+    try:
+        async with channels:
+            subscriber = await channels.subscribe(channel)
+
+            async def read() -> None:
+                async for event in subscriber.iter_events():
+                    received.append(event)
+                    if len(received) == len(sent):
+                        return
+
+            reader = asyncio.create_task(read())
+            if backend == "redis":
+                async with publisher.pipeline(transaction=False) as pipe:
+                    for event in sent:
+                        pipe.publish(channel, event)
+                    await pipe.execute()
+            else:
+                for event in sent:
+                    channels.publish(event, channel)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader, 5)
+            assert received == sent, f"{len(received)} of {len(sent)} received"
+            await channels.unsubscribe(subscriber)
+    finally:
+        if subscriber_client is not None:
+            await subscriber_client.aclose()
         await publisher.aclose()
