@@ -22,7 +22,7 @@ from ferry.db.jobs import Enqueued
 from ferry.events.log import Committed, EventLog
 from ferry.queue.fair.broker import fair_broker
 from ferry.queue.fair.queue import FairQueue, TenantQueue
-from ferry.queue.messages import job_message
+from ferry.queue.messages import job_message, outgoing
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,12 @@ class Sender:
         try:
             if self._fair_broker is not None and self.redis is not None:
                 now = [
-                    job_message(str(job.id), job.type, job.tenant_id, job.priority)
+                    outgoing(str(job.id), job.type, job.tenant_id, job.priority)
                     for job in jobs
                     if not job.delay_ms
                 ]
                 if now:
-                    await self._fair_broker.enqueue_many_on(self.redis, now)
+                    await self._fair_broker.push_on(self.redis, now)
                 rest = [job for job in jobs if job.delay_ms]
             if rest:
                 await anyio.to_thread.run_sync(self.send_now, rest)

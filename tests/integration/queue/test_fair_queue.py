@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from ferry.queue.fair.limits import TenantLimits, redis_fields
 from ferry.queue.fair.queue import FairQueue
-from ferry.queue.messages import JOBS_QUEUE, job_message
+from ferry.queue.messages import JOBS_QUEUE, job_message, outgoing_of
 from tests.support.services import TEST_REDIS_URL, redis_namespace
 
 DEPTH = 4
@@ -35,7 +35,7 @@ def push(fair: FairQueue, tenant: str, count: int, priority: int = 5, tag: str =
         )
         for i in range(count)
     ]
-    fair.push(messages)
+    fair.push([outgoing_of(message) for message in messages])
     return [m.options["redis_message_id"] for m in messages]
 
 

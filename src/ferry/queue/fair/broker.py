@@ -1,7 +1,8 @@
 """Dramatiq's Redis broker, with jobs sent to their tenant's queue instead of the shared one.
 
 Whatever sends a job for now lands here: the Sender's `enqueue_many` (or
-`enqueue_many_on`, through the API's asyncio client), and `enqueue` for a retry
+`push_on`, through the API's asyncio client, of messages encoded without
+Dramatiq's Message: `ferry.queue.messages.outgoing`), and `enqueue` for a retry
 whose delay is over (Dramatiq's delay queue re-enqueues it). A message for now
 with a `tenant` option joins that tenant's queue; the rest
 (delayed messages, other queues) take Dramatiq's own path. Workers fetch from
@@ -20,7 +21,7 @@ import uuid_utils
 
 from ferry.queue.fair.queue import FairQueue
 from ferry.queue.group_ack import GroupAckRedisBroker
-from ferry.queue.messages import JOBS_QUEUE, tenant_of
+from ferry.queue.messages import JOBS_QUEUE, Outgoing, outgoing_of, tenant_of
 
 PUSH_CHUNK = 500  # messages per script call: keeps Redis responsive to others
 
@@ -39,18 +40,16 @@ class FairRedisBroker(GroupAckRedisBroker):
         """Send messages for now to their tenants' queues, a chunk per Redis round trip."""
         sent = []
         for chunk in self._chunks(messages):
-            self.fair.push(chunk)
+            self.fair.push([outgoing_of(message) for message in chunk])
             sent += chunk
         return sent
 
-    async def enqueue_many_on(
-        self,
-        client: aioredis.Redis,
-        messages: Sequence[dramatiq.Message],  # type: ignore[type-arg]
-    ) -> None:
-        """`enqueue_many` through an asyncio client: no thread hop on the API's loop."""
-        for chunk in self._chunks(messages):
-            await self.fair.push_on(client, chunk)
+    async def push_on(self, client: aioredis.Redis, messages: Sequence[Outgoing]) -> None:
+        """Send encoded messages for now through an asyncio client, a chunk per round
+        trip: no thread hop on the API's loop. Dramatiq's enqueue hooks do not run
+        (Ferry's middleware has none)."""
+        for start in range(0, len(messages), PUSH_CHUNK):
+            await self.fair.push_on(client, messages[start : start + PUSH_CHUNK])
 
     def _chunks(self, messages: Sequence[dramatiq.Message]) -> Iterator[list[dramatiq.Message]]:  # type: ignore[type-arg]
         """The messages with their Redis ids, a chunk at a time, inside Dramatiq's

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import redis
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from ferry.queue.messages import priority_of
+from ferry.queue.messages import Outgoing
 
 SCRIPT = (Path(__file__).parent / "fair.lua").read_text()
 # How long a message moved for a capped tenant holds its slot before its job
@@ -68,16 +67,12 @@ class FairQueue:
         result: list[Any] = await script(args=self._args(command, *args))
         return result
 
-    def push(self, messages: Sequence[dramatiq.Message]) -> Refilled:  # type: ignore[type-arg]
-        """Append each message to its tenant's queue (option `tenant`), then refill."""
+    def push(self, messages: Sequence[Outgoing]) -> Refilled:
+        """Append each message to its tenant's queue, then refill."""
         moved, waiting = self._run("push", *_push_args(messages))
         return Refilled(int(moved), int(waiting))
 
-    async def push_on(
-        self,
-        client: aioredis.Redis,
-        messages: Sequence[dramatiq.Message],  # type: ignore[type-arg]
-    ) -> Refilled:
+    async def push_on(self, client: aioredis.Redis, messages: Sequence[Outgoing]) -> Refilled:
         """`push` through an asyncio client: no thread hop on the API's event loop."""
         moved, waiting = await self._run_on(client, "push", *_push_args(messages))
         return Refilled(int(moved), int(waiting))
@@ -125,15 +120,10 @@ class FairQueue:
         pipe.execute()
 
 
-def _push_args(messages: Sequence[dramatiq.Message]) -> list[Any]:  # type: ignore[type-arg]
+def _push_args(messages: Sequence[Outgoing]) -> list[Any]:
     args: list[Any] = []
     for message in messages:
-        args += (
-            message.options["tenant"],
-            message.options["redis_message_id"],
-            priority_of(message),
-            message.encode(),
-        )
+        args += message
     return args
 
 
