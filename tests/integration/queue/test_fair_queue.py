@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from ferry.queue.fair.limits import TenantLimits, redis_fields
 from ferry.queue.fair.queue import FairQueue
-from ferry.queue.messages import JOBS_QUEUE, job_message, outgoing_of
+from ferry.queue.messages import JOBS_QUEUE, Outgoing, job_message, outgoing_of
 from tests.support.services import TEST_REDIS_URL, redis_namespace
 
 DEPTH = 4
@@ -221,3 +221,31 @@ def test_a_tenant_left_out_of_the_ring_with_jobs_waiting_is_put_back_by_a_push(
     order = drain(fair)
     assert set(high + more) <= set(order)  # none left waiting for ever
     assert fair.client.lrange(f"{fair.namespace}:fair:ring", 0, -1) == []
+
+
+def test_runs_longer_than_one_command_takes_keep_their_order(fair: FairQueue) -> None:
+    """A push of interleaved tenants and priorities, runs longer than the script puts in
+    one command, and a refill deeper than one command moves: every job, in order."""
+    deep = FairQueue(fair.client, fair.namespace, JOBS_QUEUE, 1200)
+    deep.clock = fair.clock
+
+    def messages(tenant: str, count: int, priority: int, tag: str) -> list[Outgoing]:
+        return [
+            outgoing_of(
+                job_message(f"{tenant}-{tag}{i}", "sleep", tenant, priority).copy(
+                    options={"redis_message_id": f"{tenant}-{tag}{i}"}
+                )
+            )
+            for i in range(count)
+        ]
+
+    default, quiet = messages("a", 700, 5, "d"), messages("b", 10, 5, "q")
+    urgent = messages("a", 600, 9, "u")
+    deep.push([*default, *quiet, *urgent])
+    order = drain(deep)
+    ids = [[m.redis_message_id for m in run] for run in (default, quiet, urgent)]
+    # a and b take turns while both wait; then a, alone, fills the room: its urgent
+    # jobs first, each priority in the order it came.
+    taking_turns = [job for pair in zip(ids[2][:10], ids[1], strict=True) for job in pair]
+    assert order == taking_turns + ids[2][10:] + ids[0]
+    assert deep.peek() == []

@@ -29,6 +29,9 @@ local now = tonumber(ARGV[4])
 local depth = tonumber(ARGV[5])
 local hold = tonumber(ARGV[6])
 
+-- Messages per command that takes many (Lua's unpack has a limit).
+local CHUNK = 500
+
 local msgs = ns .. ":fair:msgs"
 local ring = ns .. ":fair:ring"
 local credits = ns .. ":fair:credit"
@@ -70,12 +73,52 @@ local function highest(t)
   return nil, nil
 end
 
-local function pop(t)
-  local list, p = highest(t)
-  if not list then return nil end
-  local id = redis.call("lpop", list)
-  if p ~= 5 and redis.call("llen", list) == 0 then redis.call("zrem", prios(t), p) end
-  return id
+-- Up to `n` of tenant `t`'s message ids, highest priority first (fewer if it has fewer).
+local function pop(t, n)
+  local ids = {}
+  while #ids < n do
+    local list, p = highest(t)
+    if not list then break end
+    local got = redis.call("lpop", list, n - #ids)
+    if got then
+      for _, id in ipairs(got) do ids[#ids + 1] = id end
+    end
+    if p ~= 5 and redis.call("llen", list) == 0 then
+      redis.call("zrem", prios(t), p)
+    elseif not got then
+      break
+    end
+  end
+  return ids
+end
+
+-- Move up to `n` of tenant `t`'s messages into Dramatiq's queue, a few commands for
+-- all of them; a message whose data is gone is dropped and not counted.
+local function move(t, n, cap)
+  local moved = 0
+  while moved < n do
+    local ids = pop(t, math.min(n - moved, CHUNK))
+    if #ids == 0 then break end
+    local data = redis.call("hmget", msgs, unpack(ids))
+    redis.call("hdel", msgs, unpack(ids))
+    local found, fields, held = {}, {}, {}
+    for i, id in ipairs(ids) do
+      if data[i] then
+        found[#found + 1] = id
+        fields[#fields + 1] = id
+        fields[#fields + 1] = data[i]
+        held[#held + 1] = now + hold
+        held[#held + 1] = id
+      end
+    end
+    if #found > 0 then
+      redis.call("hset", queue_msgs, unpack(fields))
+      redis.call("rpush", queue, unpack(found))
+      if cap then redis.call("zadd", slots(t), unpack(held)) end
+      moved = moved + #found
+    end
+  end
+  return moved
 end
 
 -- Every list of tenant `t`: the default priority's, and those of the others waiting.
@@ -95,20 +138,11 @@ local function refill()
     local t = redis.call("lindex", ring, 0)
     local credit = tonumber(redis.call("hget", credits, t))
       or tonumber(redis.call("hget", limits(t), "weight")) or 1
+    -- Alone in the ring, a tenant's turn is the room: no one else waits for a turn.
+    local alone = active == 1
+    if alone then credit = math.max(credit, room) end
     local allowed, cap, tokens = allowance(t, credit)
-    local take, moved = math.min(allowed, room), 0
-    while moved < take do
-      local id = pop(t)
-      if not id then break end
-      local data = redis.call("hget", msgs, id)
-      if data then
-        redis.call("hdel", msgs, id)
-        redis.call("hset", queue_msgs, id, data)
-        redis.call("rpush", queue, id)
-        if cap then redis.call("zadd", slots(t), now + hold, id) end
-        moved = moved + 1
-      end
-    end
+    local moved = move(t, math.min(allowed, room), cap)
     if tokens then redis.call("hset", bucket(t), "tokens", tokens - moved, "at", now) end
     room, credit, total = room - moved, credit - moved, total + moved
     if not highest(t) then
@@ -116,7 +150,7 @@ local function refill()
       redis.call("lpop", ring)
       redis.call("hdel", credits, t)
       active, idle = active - 1, 0
-    elseif credit > 0 and room <= 0 then
+    elseif credit > 0 and room <= 0 and not alone then
       -- Out of room mid-turn: the tenant keeps the head and the rest of its turn.
       redis.call("hset", credits, t, credit)
     else
@@ -131,8 +165,9 @@ end
 
 if command == "push" then
   local checked = {}
-  for i = 7, #ARGV, 4 do
-    local t, id, p = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local i = 7
+  while i <= #ARGV do
+    local t, p = ARGV[i], ARGV[i + 2]
     if not highest(t) then
       redis.call("rpush", ring, t)
     elseif not checked[t] and not redis.call("lpos", ring, t) then
@@ -141,9 +176,17 @@ if command == "push" then
       redis.call("rpush", ring, t)
     end
     checked[t] = true
-    redis.call("hset", msgs, id, ARGV[i + 3])
-    redis.call("rpush", waiting_at(t, p), id)
-    if p ~= 5 then redis.call("zadd", prios(t), p, p) end
+    -- The run of messages of this tenant and priority: one HSET and one RPUSH.
+    local fields, ids = {}, {}
+    while i <= #ARGV and ARGV[i] == t and ARGV[i + 2] == p and #ids < CHUNK do
+      fields[#fields + 1] = ARGV[i + 1]
+      fields[#fields + 1] = ARGV[i + 3]
+      ids[#ids + 1] = ARGV[i + 1]
+      i = i + 4
+    end
+    redis.call("hset", msgs, unpack(fields))
+    redis.call("rpush", waiting_at(t, tonumber(p)), unpack(ids))
+    if tonumber(p) ~= 5 then redis.call("zadd", prios(t), p, p) end
   end
   return refill()
 elseif command == "refill" then
