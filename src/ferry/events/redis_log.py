@@ -1,8 +1,9 @@
 """The event log on Redis: a counter, a stream and a channel per tenant.
 
-One Lua script appends a whole batch: per event it INCRs the tenant's seq,
-XADDs the event to the tenant's stream under the id `<seq>-0` (so `read` is an
-XRANGE from the subscriber's last seq), and PUBLISHes it on the tenant's channel.
+One Lua script appends a whole batch: it takes each tenant's seqs in one
+INCRBY, XADDs each event to its tenant's stream under the id `<seq>-0` (so
+`read` is an XRANGE from the subscriber's last seq), and PUBLISHes it on the
+tenant's channel.
 A script runs atomically, so the seq order is the publish order everywhere,
 and a worker's whole tick costs one round trip. The events of each committed
 change come with its mark (its outbox row's id, `ferry.db.outbox`): the script
@@ -27,7 +28,8 @@ from ferry.events.log import MARK_TTL_MS, Committed
 # ARGV: key prefix, stream MAXLEN, stream TTL (s, 0: none), mark TTL (ms), then
 # groups: a mark ('' for none), the number of events N, N tenant/event pairs.
 # A group whose mark is set already was appended before (by its committer or by
-# the recovery pass): it is skipped. The seq goes first in the event
+# the recovery pass): it is skipped. Each tenant's seqs of the whole call are
+# taken in one INCRBY, and each stream's TTL set once. The seq goes first in the event
 # (`ferry.events.event.with_seq` does the same). The channel is
 # `ferry.events.event.channel_name`. If the stream outlived its counter
 # (someone deleted the key), XADD refuses the smaller id: drop the stale history,
@@ -37,37 +39,56 @@ from ferry.events.log import MARK_TTL_MS, Committed
 _APPEND = """
 local prefix, maxlen, ttl, mark_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local progress = '{"type":"PROGRESS",'
-local appended = 0
+local function is_progress(event) return string.sub(event, 1, #progress) == progress end
+-- First the groups to append, and how many seqs each tenant takes: one INCRBY each.
+local groups, counts = {}, {}
 local i = 5
 while i <= #ARGV do
   local mark, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
   if mark == '' or redis.call('SET', prefix .. ':sent:' .. mark, '1', 'NX', 'PX', mark_ttl) then
-    for j = i, i + 2 * n - 1, 2 do
-      local tenant, event = ARGV[j], ARGV[j + 1]
-      if string.sub(event, 1, #progress) == progress then
-        local seq = redis.call('INCR', prefix .. ':progress-seq:' .. tenant)
-        local after = redis.call('GET', prefix .. ':seq:' .. tenant) or '0'
-        local data = '{"seq":' .. seq .. ',"type":"PROGRESS","after":' .. after .. ','
-          .. string.sub(event, #progress + 1)
-        redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
-      else
-        local seq = redis.call('INCR', prefix .. ':seq:' .. tenant)
-        local data = '{"seq":' .. seq .. ',' .. string.sub(event, 2)
-        local stream = prefix .. ':stream:' .. tenant
-        local id = seq .. '-0'
-        local added = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
-        if type(added) == 'table' and added.err then
-          redis.call('DEL', stream)
-          redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
-        end
-        if ttl > 0 then redis.call('EXPIRE', stream, ttl) end
-        redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
-      end
+    groups[#groups + 1] = i + 2
+    groups[#groups + 1] = n
+    for j = i + 2, i + 2 * n, 2 do
+      if not is_progress(ARGV[j + 1]) then counts[ARGV[j]] = (counts[ARGV[j]] or 0) + 1 end
     end
-    appended = appended + n
   end
-  i = i + 2 * n
+  i = i + 2 + 2 * n
+end
+local nxt = {}  -- tenant -> its next seq
+for tenant, n in pairs(counts) do
+  nxt[tenant] = redis.call('INCRBY', prefix .. ':seq:' .. tenant, n) - n + 1
+end
+local appended, expiring = 0, {}
+for g = 1, #groups, 2 do
+  local first, n = groups[g], groups[g + 1]
+  for j = first, first + 2 * n - 1, 2 do
+    local tenant, event = ARGV[j], ARGV[j + 1]
+    if is_progress(event) then
+      local seq = redis.call('INCR', prefix .. ':progress-seq:' .. tenant)
+      local after = nxt[tenant] and (nxt[tenant] - 1)
+        or redis.call('GET', prefix .. ':seq:' .. tenant) or '0'
+      local data = '{"seq":' .. seq .. ',"type":"PROGRESS","after":' .. after .. ','
+        .. string.sub(event, #progress + 1)
+      redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
+    else
+      local seq = nxt[tenant]
+      nxt[tenant] = seq + 1
+      local data = '{"seq":' .. seq .. ',' .. string.sub(event, 2)
+      local stream = prefix .. ':stream:' .. tenant
+      local id = seq .. '-0'
+      local added = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
+      if type(added) == 'table' and added.err then
+        redis.call('DEL', stream)
+        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
+      end
+      expiring[stream] = true
+      redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
+    end
+  end
+  appended = appended + n
+end
+if ttl > 0 then
+  for stream in pairs(expiring) do redis.call('EXPIRE', stream, ttl) end
 end
 return appended
 """
