@@ -105,3 +105,20 @@ async def test_redis_log_recovers_a_stream_that_outlived_its_counter(namespace: 
     finally:
         await client.delete(*[key async for key in client.scan_iter(match=f"{prefix}*")])
         await client.aclose()
+
+
+async def test_a_change_appended_before_takes_no_seq_beside_new_ones(make_log: MakeLog) -> None:
+    """A relayed change (its mark set) is skipped within a call that appends others:
+    the others are numbered on, in order, with no hole."""
+    log = make_log()
+    first, again, fresh, last = events(2), events(1), events(2) + events(1, "other"), events(1)
+    marked = uuid.uuid4()
+    await log.append([Committed(first, marked)])
+    await log.append([Committed(again, marked), Committed(fresh), Committed(last, uuid.uuid4())])
+    read = await log.read(TENANT, 0, 100)
+    assert read is not None
+    assert [seq_of(data) for data in read] == [1, 2, 3, 4, 5]
+    job_ids = [msgspec.json.decode(data)["jobId"] for data in read]
+    expected = [*first, *fresh[:2], *last]
+    assert job_ids == [str(event.job_id) for event in expected]
+    assert await log.current("other") == 1
