@@ -36,13 +36,14 @@ from ferry.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Events handed to the subscribers' backlogs between two turns of their sockets.
+# Events handed to the subscribers' backlogs between two turns of the event loop.
 BURST = 64
 
 
 def burst_for(backlog: int) -> int:
-    """At most half a backlog: a subscriber that keeps up never drops an event."""
-    return max(1, min(BURST, backlog // 2))
+    """At most half a backlog (of none: no cap), so that each subscriber's socket gets
+    a turn before its backlog could fill."""
+    return BURST if backlog <= 0 else max(1, min(BURST, backlog // 2))
 
 
 async def breathing(events: AsyncGenerator[T, None], burst: int) -> AsyncGenerator[T, None]:

@@ -23,18 +23,22 @@ JOBS_QUEUE = "jobs"
 def job_message(
     job_id: str, job_type: str, tenant_id: str, priority: int = DEFAULT_PRIORITY
 ) -> dramatiq.Message:  # type: ignore[type-arg]
-    options: dict[str, object] = {"tenant": tenant_id}
-    if priority != DEFAULT_PRIORITY:
-        options["priority"] = priority
     return dramatiq.Message(
         queue_name=JOBS_QUEUE,
         actor_name=job_type,
         args=(job_id,),
         kwargs={},
-        options=options,
+        options=_options(tenant_id, priority),
         # uuid_utils: Dramatiq's default (uuid.uuid4) reads os.urandom on every call.
         message_id=str(uuid_utils.uuid4()),
     )
+
+
+def _options(tenant_id: str, priority: int) -> dict[str, Any]:
+    options: dict[str, Any] = {"tenant": tenant_id}
+    if priority != DEFAULT_PRIORITY:
+        options["priority"] = priority
+    return options
 
 
 class Outgoing(NamedTuple):
@@ -66,10 +70,7 @@ def outgoing(
 ) -> Outgoing:
     """`job_message` with its Redis id, encoded: what the fair broker would push for it."""
     redis_message_id = str(uuid_utils.uuid4())
-    options: dict[str, Any] = {"tenant": tenant_id}
-    if priority != DEFAULT_PRIORITY:
-        options["priority"] = priority
-    options["redis_message_id"] = redis_message_id
+    options = _options(tenant_id, priority) | {"redis_message_id": redis_message_id}
     wire = _Wire(
         JOBS_QUEUE,
         job_type,

@@ -135,3 +135,13 @@ async def test_progress_in_a_change_appended_before_is_not_published_again(
     await log.append([change])  # the recovery pass relays it again: skipped
     assert [seq_of(data) for data in await logged.published(2)] == [1, 1]
     assert await log.current(TENANT) == 1
+
+
+async def test_progress_follows_the_updates_of_its_own_append(logged: Logged) -> None:
+    """In one append, each progress event comes after the updates before it there."""
+    log = logged.log
+    await log.append([Committed([update(), progress(0.3), update(), progress(0.6)])])
+    published = await logged.published(4)
+    assert [(seq_of(data), progress_after(data)) for data in published] == [
+        (1, None), (1, 1), (2, None), (2, 2),
+    ]  # fmt: skip

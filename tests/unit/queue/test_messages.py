@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import dramatiq
 
 from ferry.queue.messages import JOBS_QUEUE, job_message, outgoing, outgoing_of
@@ -17,9 +19,12 @@ def test_an_outgoing_message_decodes_as_the_message_it_stands_for() -> None:
             message_timestamp=decoded.message_timestamp,
         )
         assert decoded == expected
+        assert sent.data == expected.encode()  # the very bytes Dramatiq would send
         assert decoded.queue_name == JOBS_QUEUE
+        assert isinstance(decoded.message_timestamp, int)  # ms since the epoch
+        assert abs(decoded.message_timestamp - time.time() * 1000) < 5_000
         assert (sent.tenant_id, sent.priority) == ("acme", priority)
-        assert outgoing_of(decoded) == sent._replace(data=decoded.encode())
+        assert outgoing_of(expected) == sent
 
 
 def test_each_outgoing_message_has_ids_of_its_own() -> None:
