@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -35,7 +32,7 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
 from bench.realtime import wait_for_consumer
-from bench.services import REDIS_URL, plain
+from bench.services import REDIS_URL, log_directory, plain
 from ferry.db.jobs import Enqueued
 from ferry.db.models import JobStatus, new_job_id
 from ferry.events.redis_log import RedisEventLog
@@ -214,10 +211,12 @@ def processes(n: int, namespace: str, database_url: str, count: int) -> dict[str
         REDIS_NAMESPACE=namespace,
         LOG_LEVEL="WARNING",
     )
-    logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     broker = build_broker(Settings(redis_url=REDIS_URL, redis_namespace=namespace))
     try:
-        with worker_process(env, logs / "worker.log", threads=32, processes=count):
+        with (
+            log_directory() as logs,
+            worker_process(env, logs / "worker.log", threads=32, processes=count),
+        ):
             wait_for_consumer(namespace, count)
             start = time.perf_counter()
             Sender(broker).send_now([Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
@@ -225,7 +224,6 @@ def processes(n: int, namespace: str, database_url: str, count: int) -> dict[str
             elapsed = time.perf_counter() - start
     finally:
         broker.close()
-        shutil.rmtree(logs, ignore_errors=True)
     return {"jobs_per_s": n / elapsed}
 
 

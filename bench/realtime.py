@@ -30,7 +30,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -47,7 +46,7 @@ import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.services import REDIS_URL
+from bench.services import REDIS_URL, log_directory
 from bench.stats import percentile
 from tests.support.live import StalledSocket, Stream, stream
 from tests.support.processes import PROJECT_ROOT, api_process, ferry_env, worker_process
@@ -100,7 +99,6 @@ def ferry_stack(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """One API process and `dramatiq` with `workers` worker processes; yields the API's base
     URL and the `dramatiq` process."""
-    logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     env = ferry_env(
         DATABASE_URL=database_url,
         REDIS_URL=REDIS_URL,
@@ -109,6 +107,7 @@ def ferry_stack(
         **settings,
     )
     with ExitStack() as stack:
+        logs = stack.enter_context(log_directory())
         base = stack.enter_context(api_process(env, PROJECT_ROOT, logs / "api.log"))
         worker = stack.enter_context(
             worker_process(env, logs / "worker.log", threads=32, processes=workers)

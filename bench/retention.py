@@ -20,14 +20,11 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -35,7 +32,7 @@ import httpx
 
 from bench.drain import insert_pending
 from bench.realtime import wait_for_consumer
-from bench.services import REDIS_URL, plain
+from bench.services import REDIS_URL, log_directory, plain
 from bench.stats import percentile
 from ferry.db.engine import create_engine
 from ferry.db.jobs import Enqueued
@@ -152,33 +149,30 @@ def main() -> None:
         DATABASE_URL=database_url, REDIS_URL=REDIS_URL, REDIS_NAMESPACE=namespace,
         LOG_LEVEL="WARNING", RETENTION_COMPLETED="0",  # the worker does not prune: the pruner does
     )  # fmt: skip
-    logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     drains: dict[str, list[float]] = {"quiet": [], "pruning": []}
     latencies: dict[str, list[float]] = {"quiet": [], "pruning": []}
     pruning_s, pruned_during = 0.0, 0
-    try:
-        with (
-            api_process(env, PROJECT_ROOT, logs / "api.log") as base,
-            worker_process(env, logs / "worker.log", threads=32),
-        ):
-            wait_for_consumer(namespace, 1)
-            round_no = 0
-            for _ in range(ROUNDS):
-                for mode in ("quiet", "pruning"):
-                    round_no += 1
-                    say(f"round {round_no}: drain and reads ({mode})")
-                    with pruner(database_url, mode == "pruning") as (pruned, started):
-                        drains[mode].append(drain_round(namespace, database_url, jobs, round_no))
-                        latencies[mode] += reads(base)
-                        if mode == "pruning":
-                            pruning_s += time.perf_counter() - started
-                            pruned_during += pruned()
-            say("the pruner finishes the table")
-            finish_started = time.perf_counter()
-            prune_forever_until_done(database_url)
-            finish_s = time.perf_counter() - finish_started
-    finally:
-        shutil.rmtree(logs, ignore_errors=True)
+    with (
+        log_directory() as logs,
+        api_process(env, PROJECT_ROOT, logs / "api.log") as base,
+        worker_process(env, logs / "worker.log", threads=32),
+    ):
+        wait_for_consumer(namespace, 1)
+        round_no = 0
+        for _ in range(ROUNDS):
+            for mode in ("quiet", "pruning"):
+                round_no += 1
+                say(f"round {round_no}: drain and reads ({mode})")
+                with pruner(database_url, mode == "pruning") as (pruned, started):
+                    drains[mode].append(drain_round(namespace, database_url, jobs, round_no))
+                    latencies[mode] += reads(base)
+                    if mode == "pruning":
+                        pruning_s += time.perf_counter() - started
+                        pruned_during += pruned()
+        say("the pruner finishes the table")
+        finish_started = time.perf_counter()
+        prune_forever_until_done(database_url)
+        finish_s = time.perf_counter() - finish_started
     result: dict[str, Any] = asyncio.run(check(database_url))
     for mode in drains:
         result[f"{mode}_jobs_per_s"] = statistics.median(drains[mode])

@@ -18,16 +18,14 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
 from bench.drain import ferry as drain
-from bench.services import REDIS_URL, plain
+from bench.services import REDIS_URL, log_directory, plain
 from bench.stats import percentile
 from tests.support.processes import PROJECT_ROOT, api_process, ferry_env
 
@@ -103,9 +101,8 @@ def main() -> None:
         DATABASE_URL=database_url, REDIS_URL=REDIS_URL, REDIS_NAMESPACE=namespace,
         LOG_LEVEL="WARNING",
     )  # fmt: skip
-    logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     print("... scale: list and stats, one request at a time", file=sys.stderr, flush=True)
-    with api_process(env, PROJECT_ROOT, logs / "api.log") as base:
+    with log_directory() as logs, api_process(env, PROJECT_ROOT, logs / "api.log") as base:
         ferry = requests(base)
     print("... scale: draining 5,000 jobs beside them", file=sys.stderr, flush=True)
     drained = drain(5000, namespace, database_url, 32, fair=True)

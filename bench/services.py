@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 import redis
@@ -59,3 +63,16 @@ def redis_namespace() -> Iterator[str]:
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
         client.close()
+
+
+@contextmanager
+def log_directory() -> Iterator[Path]:
+    """A directory for the logs of a run's processes: removed after the run, kept (and
+    named on stderr) if it failed."""
+    logs = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+    try:
+        yield logs
+    except BaseException:
+        print(f"bench: the processes' logs are kept in {logs}", file=sys.stderr, flush=True)
+        raise
+    shutil.rmtree(logs, ignore_errors=True)
