@@ -47,15 +47,13 @@ class Sender:
         for job in jobs:
             if job.parked:
                 continue
+            if self._fair_broker is not None and not job.delay_ms:
+                now.append(outgoing(str(job.id), job.type, job.tenant_id, job.priority))
+                continue
             message = job_message(str(job.id), job.type, job.tenant_id, job.priority)
-            if job.delay_ms:
-                self.broker.enqueue(message, delay=job.delay_ms)
-            elif self._fair_broker is not None:
-                now.append(message)
-            else:
-                self.broker.enqueue(message)
+            self.broker.enqueue(message, delay=job.delay_ms or None)
         if self._fair_broker is not None and now:
-            self._fair_broker.enqueue_many(now)
+            self._fair_broker.push(now)
 
     async def announce(
         self, events: EventLog | None, committed: Committed, jobs: Sequence[Enqueued] = ()

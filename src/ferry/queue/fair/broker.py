@@ -1,9 +1,9 @@
 """Dramatiq's Redis broker, with jobs sent to their tenant's queue instead of the shared one.
 
-Whatever sends a job for now lands here: the Sender's `enqueue_many` (or
-`push_on`, through the API's asyncio client, of messages encoded without
-Dramatiq's Message: `ferry.queue.messages.outgoing`), and `enqueue` for a retry
-whose delay is over (Dramatiq's delay queue re-enqueues it). A message for now
+Whatever sends a job for now lands here: the Sender's `push` (or `push_on`,
+through the API's asyncio client) of messages it encoded without Dramatiq's
+Message (`ferry.queue.messages.outgoing`), and `enqueue` for a retry whose
+delay is over (Dramatiq's delay queue re-enqueues it). A message for now
 with a `tenant` option joins that tenant's queue; the rest
 (delayed messages, other queues) take Dramatiq's own path. Workers fetch from
 Dramatiq's queue as ever: the CLI, acks and requeues of dead workers are
@@ -44,10 +44,14 @@ class FairRedisBroker(GroupAckRedisBroker):
             sent += chunk
         return sent
 
+    def push(self, messages: Sequence[Outgoing]) -> None:
+        """Send encoded messages for now to their tenants' queues, a chunk per Redis
+        round trip. Dramatiq's enqueue hooks do not run (Ferry's middleware has none)."""
+        for start in range(0, len(messages), PUSH_CHUNK):
+            self.fair.push(messages[start : start + PUSH_CHUNK])
+
     async def push_on(self, client: aioredis.Redis, messages: Sequence[Outgoing]) -> None:
-        """Send encoded messages for now through an asyncio client, a chunk per round
-        trip: no thread hop on the API's loop. Dramatiq's enqueue hooks do not run
-        (Ferry's middleware has none)."""
+        """`push` through an asyncio client: no thread hop on the API's loop."""
         for start in range(0, len(messages), PUSH_CHUNK):
             await self.fair.push_on(client, messages[start : start + PUSH_CHUNK])
 
