@@ -110,8 +110,9 @@ class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
             if message is None or message["type"] != "message":
                 continue
             channel = message["channel"]
-            # Unsubscribing takes a round trip: drop what a channel left behind.
-            if channel in pubsub.channels.keys() - pubsub.pending_unsubscribe_channels:
+            # Unsubscribing takes a round trip: drop what a channel left behind. Two
+            # lookups, not a set difference: an API process holds a channel per tenant.
+            if channel in pubsub.channels and channel not in pubsub.pending_unsubscribe_channels:
                 yield channel.decode(), message["data"]
 
 
