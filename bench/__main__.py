@@ -332,6 +332,11 @@ PEERS = {
         "Ferry, the same with `WORKER_PROCESSES=2` (2 x 32 threads)",
         ("bench.e2e", "batch-2-workers"),
     ),
+    # What the API, PostgreSQL and Redis do before any worker takes a job.
+    "ferry-front": (
+        "Ferry's front half alone: the same creates with no worker, until every PENDING event",
+        ("bench.e2e", "front"),
+    ),
     "pgqueuer-10": ("pgqueuer 1.6.0, `pgq run`, default `--batch-size 10`", ("bench.peers", 10)),
     "pgqueuer-50": ("pgqueuer 1.6.0, `pgq run --batch-size 50`", ("bench.peers", 50)),
     # Single creates, 32 in flight: Ferry's `POST /jobs`, pgqueuer's one-job `enqueue`.
@@ -356,14 +361,15 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
           f"1 worker process started by its own CLI, until its own durable record shows all "
           f"done; rounds interleaved, median of {runs} runs")  # fmt: skip
     print()
-    print("| system | jobs/s | x Ferry | worker CPU ms/job |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| system | jobs/s | x Ferry | worker CPU ms/job | whole machine CPU ms/job |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, (label, _) in PEERS.items():
         row = table[name]
-        cpu = f"{row['worker_cpu_ms_per_job']:.3f}"
+        cpu = f"{row['worker_cpu_ms_per_job']:.3f}" if "worker_cpu_ms_per_job" in row else "-"
         if "api_cpu_ms_per_job" in row:
             cpu += f" (+ API {row['api_cpu_ms_per_job']:.3f})"
-        print(f"| {label} | {row['jobs_per_s']:,.0f} | {row['jobs_per_s'] / ferry:.2f} | {cpu} |")
+        print(f"| {label} | {row['jobs_per_s']:,.0f} | {row['jobs_per_s'] / ferry:.2f} | {cpu} "
+              f"| {row['machine_cpu_ms_per_job']:.3f} |")  # fmt: skip
     print()
     rounds = ", ".join(f"{ours['jobs_per_s'] / theirs['jobs_per_s']:.2f}"
                        for ours, theirs in zip(results["ferry"], results["pgqueuer-50"], strict=True))  # fmt: skip
@@ -372,6 +378,12 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
           f"{table['ferry']['worker_cpu_ms_per_job']:.3f} ms/job (goal <= 0.1)")  # fmt: skip
     print(f"WORKER_PROCESSES=2: {table['ferry-2']['jobs_per_s'] / ferry:.2f} x one process "
           "(goal >= 1.6)")  # fmt: skip
+    front, fastest = table["ferry-front"], table["pgqueuer-50"]
+    print(f"Ferry's front half alone (no worker): {front['jobs_per_s'] / fastest['jobs_per_s']:.2f} "
+          f"x pgqueuer's whole run at batch 50; the machine's CPU per job: Ferry's front half "
+          f"{front['machine_cpu_ms_per_job']:.3f} ms, Ferry end to end "
+          f"{table['ferry']['machine_cpu_ms_per_job']:.3f}, pgqueuer at batch 50 "
+          f"{fastest['machine_cpu_ms_per_job']:.3f}")  # fmt: skip
     ours, theirs = (table[name]["create_per_s"] for name in ("ferry-single", "pgqueuer-single"))
     print(f"Single creates, 32 in flight: Ferry {ours:,.0f} created/s, pgqueuer {theirs:,.0f} "
           f"enqueued/s: {ours / theirs:.2f} x (goal >= 1.5)")  # fmt: skip

@@ -7,13 +7,16 @@ has received the COMPLETED event of every job.
 - single: N jobs, one `POST /jobs` each, 32 requests in flight;
 - batch:  N jobs in `POST /jobs/batch` requests of 1,000, 2 in flight;
 - batch-2-workers: the same, with 2 worker processes (`WORKER_PROCESSES=2`);
+- front:  the front half alone: the batch creates with no worker, the clock
+          stopped once the subscriber has every job's PENDING event (what the API,
+          PostgreSQL and Redis do before any worker takes a job);
 - naive:  the seeds' design without HTTP: per job an INSERT and a message
           (32 in flight), and a worker (1 process x 8 threads, as in
           bench/drain.py) that runs UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
           PUBLISH, each its own round trip.
 Prints one JSON line (jobs/s, latencies in ms, peak RSS in MiB, the worker's and
-the API's CPU time per job while the clock ran, in ms) and, on
-stderr, the completions per second as the run goes.
+the API's CPU time per job while the clock ran, and the whole machine's, in ms)
+and, on stderr, the completions per second as the run goes.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ from websockets.asyncio.client import connect
 
 from bench import http
 from bench.drain import THREADS, naive_actor
-from bench.realtime import ferry_stack, wait_until
-from bench.services import REDIS_URL, plain
+from bench.realtime import ferry_stack, stack_env, wait_until
+from bench.services import REDIS_URL, log_directory, plain
 from bench.stats import percentile
+from tests.support.processes import PROJECT_ROOT, api_process
 
 TENANT = "e2e"
 IN_FLIGHT = 32
@@ -49,9 +53,11 @@ JOB = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
 
 
 class Completions:
-    """What the subscriber saw: when each job's COMPLETED arrived, and every event's lag."""
+    """What the subscriber saw: when each job's `status` event (COMPLETED) arrived, and
+    every event's lag."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: str = "COMPLETED") -> None:
+        self.status = status
         self.done: dict[str, float] = {}
         self.lags_ms: list[float] = []
         self.resyncs = 0  # events the feed could no longer read back: the run is void
@@ -63,7 +69,7 @@ class Completions:
             return
         now = time.time()
         self.lags_ms.append((now - datetime.fromisoformat(event["at"]).timestamp()) * 1000)
-        if event["status"] == "COMPLETED":
+        if event["status"] == self.status:
             self.done[event["jobId"]] = now
 
 
@@ -89,6 +95,15 @@ def process_tree(pid: int) -> list[int]:
         for child in children.read_text().split():
             pids += process_tree(int(child))
     return pids
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every core of this machine spent busy (not idle or waiting on I/O) since
+    boot (/proc/stat), whoever spent it: the system's processes and the bench's own."""
+    # user nice system idle iowait irq softirq steal (guest time is counted in user)
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split(maxsplit=9)[1:9]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -170,13 +185,13 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
     workers = 2 if mode == "batch-2-workers" else 1
     history = str(3 * n + 1000)
     with ferry_stack(namespace, database_url, workers, EVENT_HISTORY=history) as (base, worker):
-        health = await asyncio.to_thread(httpx.get, f"{base}/health")
-        api_pid = int(health.json()["instance"].rsplit(":", 1)[1])
+        api_pid = await pid_of(base)
         seen = Completions()
         receiver = await subscribe(base, seen)
         created: dict[str, float] = {}
         create_ms: list[float] = []
         worker_cpu, api_cpu = cpu_seconds(worker.pid), cpu_seconds(api_pid)
+        machine_cpu = machine_cpu_seconds()
         start = time.time()
         samples: list[list[float]] = []
         reporter = asyncio.create_task(progress(seen, n, start, worker.pid, samples))
@@ -189,6 +204,7 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         cpu = {  # while the clock ran: the boot of either process is not the jobs' cost
             "worker_cpu_ms_per_job": (cpu_seconds(worker.pid) - worker_cpu) * 1000 / n,
             "api_cpu_ms_per_job": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
+            "machine_cpu_ms_per_job": (machine_cpu_seconds() - machine_cpu) * 1000 / n,
         }
         reporter.cancel()
         receiver.cancel()
@@ -220,6 +236,33 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         **cpu,
         "timeline": samples,  # for the chart
     }
+
+
+async def front_run(n: int, namespace: str, database_url: str) -> dict[str, Any]:
+    """The batch creates with no worker, until the subscriber has every PENDING event."""
+    env = stack_env(namespace, database_url, EVENT_HISTORY=str(n + 1000))
+    with log_directory() as logs, api_process(env, PROJECT_ROOT, logs / "api.log") as base:
+        api_pid = await pid_of(base)
+        seen = Completions("PENDING")
+        receiver = await subscribe(base, seen)
+        api_cpu, machine_cpu = cpu_seconds(api_pid), machine_cpu_seconds()
+        start = time.time()
+        await create_batch(base, n, {}, [])
+        await wait_until(lambda: len(seen.done) >= n or seen.resyncs, 600)
+        assert not seen.resyncs, f"the subscriber was told to resync {seen.resyncs} time(s)"
+        result = {
+            "jobs_per_s": n / (max(seen.done.values()) - start),
+            "api_cpu_ms_per_job": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
+            "machine_cpu_ms_per_job": (machine_cpu_seconds() - machine_cpu) * 1000 / n,
+        }
+        receiver.cancel()
+    return result
+
+
+async def pid_of(base: str) -> int:
+    """The API process's pid, from the instance name its health check reports."""
+    health = await asyncio.to_thread(httpx.get, f"{base}/health")
+    return int(health.json()["instance"].rsplit(":", 1)[1])
 
 
 async def count_completed(database_url: str) -> int:
@@ -286,6 +329,8 @@ def main() -> None:
     mode, n, namespace, database_url = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     if mode == "naive":
         result = asyncio.run(naive_run(n, namespace, database_url))
+    elif mode == "front":
+        result = asyncio.run(front_run(n, namespace, database_url))
     else:
         result = asyncio.run(ferry_run(mode, n, namespace, database_url))
     print(json.dumps(result))

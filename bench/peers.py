@@ -10,8 +10,8 @@ its CLI (`pgq run bench.pgqueuer_app:create --batch-size B`), and its client
 first enqueue's transaction to the last `successful` row of `pgqueuer_log`,
 pgqueuer's own durable record (both timestamps PostgreSQL's `now()`), as
 Ferry's batch run is timed from its first create to its last COMPLETED.
-Prints one JSON line: jobs/s and the worker's CPU time per job (ms) while the
-clock ran.
+Prints one JSON line: jobs/s, and the CPU time per job (ms) of the worker and of
+the whole machine (its client, PostgreSQL, this bench's polls) while the clock ran.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.e2e import cpu_seconds
+from bench.e2e import cpu_seconds, machine_cpu_seconds
 from bench.services import plain
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ async def run(
             assert client.stdin is not None and client.stdout is not None
             ready = await asyncio.to_thread(client.stdout.readline)
             assert ready.strip() == "ready", f"pgqueuer's client: {ready!r}"
-            worker_cpu = cpu_seconds(worker.pid)
+            worker_cpu, machine_cpu = cpu_seconds(worker.pid), machine_cpu_seconds()
             client.stdin.write("go\n")
             client.stdin.flush()
             deadline = time.monotonic() + 600
@@ -96,13 +96,18 @@ async def run(
                 assert worker.poll() is None, "pgqueuer's worker exited"
                 await asyncio.sleep(0.05)
             worker_cpu = cpu_seconds(worker.pid) - worker_cpu
+            machine_cpu = machine_cpu_seconds() - machine_cpu
             said = await asyncio.to_thread(client.stdout.read)
             assert await asyncio.to_thread(client.wait, 60) == 0
     finally:
         await conn.close()
     assert record["done"] == n, (record, n)
     elapsed = float(record["last"]) - float(record["first"])
-    result = {"jobs_per_s": n / elapsed, "worker_cpu_ms_per_job": worker_cpu * 1000 / n}
+    result = {
+        "jobs_per_s": n / elapsed,
+        "worker_cpu_ms_per_job": worker_cpu * 1000 / n,
+        "machine_cpu_ms_per_job": machine_cpu * 1000 / n,
+    }
     if singly:  # the client's own clock of its enqueues
         result["create_per_s"] = n / float(said.split()[-1])
     return result

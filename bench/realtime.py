@@ -99,13 +99,7 @@ def ferry_stack(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """One API process and `dramatiq` with `workers` worker processes; yields the API's base
     URL and the `dramatiq` process."""
-    env = ferry_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=REDIS_URL,
-        REDIS_NAMESPACE=namespace,
-        LOG_LEVEL="WARNING",
-        **settings,
-    )
+    env = stack_env(namespace, database_url, **settings)
     with ExitStack() as stack:
         logs = stack.enter_context(log_directory())
         base = stack.enter_context(api_process(env, PROJECT_ROOT, logs / "api.log"))
@@ -114,6 +108,17 @@ def ferry_stack(
         )
         wait_for_consumer(namespace, workers)
         yield base, worker
+
+
+def stack_env(namespace: str, database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a bench's Ferry processes, on its database and Redis namespace."""
+    return ferry_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=REDIS_URL,
+        REDIS_NAMESPACE=namespace,
+        LOG_LEVEL="WARNING",
+        **settings,
+    )
 
 
 def wait_for_consumer(namespace: str, workers: int = 1, within_s: float = 60) -> None:
