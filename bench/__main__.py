@@ -337,6 +337,12 @@ PEERS = {
         "Ferry's front half alone: the same creates with no worker, until every PENDING event",
         ("bench.e2e", "front"),
     ),
+    # One Dramatiq message per job: Dramatiq's own rate for messages that do nothing.
+    "dramatiq": (
+        "Dramatiq alone: a no-op actor, 1 process x 32 threads, the N messages queued first "
+        "(no database, events or fairness)",
+        ("bench.drain", "bare-32"),
+    ),
     "pgqueuer-10": ("pgqueuer 1.6.0, `pgq run`, default `--batch-size 10`", ("bench.peers", 10)),
     "pgqueuer-50": ("pgqueuer 1.6.0, `pgq run --batch-size 50`", ("bench.peers", 50)),
     # Single creates, 32 in flight: Ferry's `POST /jobs`, pgqueuer's one-job `enqueue`.
@@ -344,6 +350,11 @@ PEERS = {
     "pgqueuer-single": (
         "pgqueuer 1.6.0, `enqueue` one job each, 32 in flight (a pool of 32), `pgq run`",
         ("bench.peers", "10-single"),
+    ),
+    # The web stack alone: a create route that does nothing, one uvicorn process.
+    "litestar": (
+        "Litestar alone: a create route that does nothing",
+        ("bench.http_floor", "single"),
     ),
 }
 
@@ -365,6 +376,8 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, (label, _) in PEERS.items():
         row = table[name]
+        if "jobs_per_s" not in row:  # no jobs run: a floor, in the lines below
+            continue
         cpu = f"{row['worker_cpu_ms_per_job']:.3f}" if "worker_cpu_ms_per_job" in row else "-"
         if "api_cpu_ms_per_job" in row:
             cpu += f" (+ API {row['api_cpu_ms_per_job']:.3f})"
@@ -379,6 +392,8 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     print(f"WORKER_PROCESSES=2: {table['ferry-2']['jobs_per_s'] / ferry:.2f} x one process "
           "(goal >= 1.6)")  # fmt: skip
     front, fastest = table["ferry-front"], table["pgqueuer-50"]
+    print(f"Dramatiq alone, one message per job: {table['dramatiq']['jobs_per_s'] / fastest['jobs_per_s']:.2f} "
+          "x pgqueuer at batch 50")  # fmt: skip
     print(f"Ferry's front half alone (no worker): {front['jobs_per_s'] / fastest['jobs_per_s']:.2f} "
           f"x pgqueuer's whole run at batch 50; the machine's CPU per job: Ferry's front half "
           f"{front['machine_cpu_ms_per_job']:.3f} ms, Ferry end to end "
@@ -387,6 +402,11 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     ours, theirs = (table[name]["create_per_s"] for name in ("ferry-single", "pgqueuer-single"))
     print(f"Single creates, 32 in flight: Ferry {ours:,.0f} created/s, pgqueuer {theirs:,.0f} "
           f"enqueued/s: {ours / theirs:.2f} x (goal >= 1.5)")  # fmt: skip
+    floor = table["litestar"]
+    print(f"Litestar alone (a create route that does nothing, one uvicorn process, the same "
+          f"client): {floor['create_per_s']:,.0f} created/s, {floor['create_per_s'] / theirs:.2f} x "
+          f"pgqueuer's; server CPU {floor['server_cpu_ms_per_job']:.3f} ms per request, "
+          f"Ferry's API {table['ferry-single']['api_cpu_ms_per_job']:.3f} ms per create")  # fmt: skip
 
 
 SCALE_ROWS = 1_000_000

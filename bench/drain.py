@@ -3,6 +3,7 @@
 N messages wait in the queue before the clock starts; the clock stops when a
 Dramatiq worker of 1 process (8 threads unless said) has processed all of them.
 - bare:  a no-op actor on plain Dramatiq (Redis broker, default middleware);
+         bare-T with T threads;
 - naive: the seeds' per-job design: UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
          PUBLISH, each its own round trip (asyncpg pool of 8, one per thread);
 - ferry-T: Ferry's worker with T threads: `sleep` jobs of 0 ms from PENDING to
@@ -31,6 +32,7 @@ import dramatiq
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
+from bench.cpu import machine_cpu_seconds
 from bench.realtime import wait_for_consumer
 from bench.services import REDIS_URL, log_directory, plain
 from ferry.db.jobs import Enqueued
@@ -86,7 +88,7 @@ def drain(broker: dramatiq.Broker, done: Any, threads: int = THREADS) -> float:
     return elapsed
 
 
-def bare(n: int, namespace: str) -> dict[str, Any]:
+def bare(n: int, namespace: str, threads: int = THREADS) -> dict[str, Any]:
     broker = RedisBroker(url=REDIS_URL, namespace=namespace)  # type: ignore[no-untyped-call]
     processed = [0]
     lock = threading.Lock()
@@ -100,8 +102,16 @@ def bare(n: int, namespace: str) -> dict[str, Any]:
     )
     for _ in range(n):
         actor.send(str(uuid.uuid4()))
-    elapsed = drain(broker, lambda: processed[0] >= n)
-    return {"jobs_per_s": n / elapsed, "statements_per_job": 0.0, "event_round_trips_per_job": 0.0}
+    # This process is the worker while the clock runs: the sends are done.
+    cpu, machine_cpu = time.process_time(), machine_cpu_seconds()
+    elapsed = drain(broker, lambda: processed[0] >= n, threads)
+    return {
+        "jobs_per_s": n / elapsed,
+        "statements_per_job": 0.0,
+        "event_round_trips_per_job": 0.0,
+        "worker_cpu_ms_per_job": (time.process_time() - cpu) * 1000 / n,
+        "machine_cpu_ms_per_job": (machine_cpu_seconds() - machine_cpu) * 1000 / n,
+    }
 
 
 def naive(n: int, namespace: str, database_url: str) -> dict[str, Any]:
@@ -244,8 +254,9 @@ async def _until_completed(database_url: str, ids: list[uuid.UUID]) -> None:
 def main() -> None:
     scenario, n, namespace = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     database_url = sys.argv[4] if len(sys.argv) > 4 else ""
-    if scenario == "bare":
-        result = bare(n, namespace)
+    if scenario.startswith("bare"):
+        _, _, threads = scenario.partition("-")
+        result = bare(n, namespace, int(threads or THREADS))
     elif scenario == "naive":
         result = naive(n, namespace, database_url)
     elif scenario.startswith("processes-"):

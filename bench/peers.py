@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.e2e import cpu_seconds, machine_cpu_seconds
+from bench.cpu import cpu_seconds, machine_cpu_seconds
 from bench.services import plain
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,36 @@
+"""CPU time from /proc: of a process and its descendants, and of the whole machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants: `dramatiq` forks its worker, `uv run` spawns Python."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}").glob("task/*/children"):
+        for child in children.read_text().split():
+            pids += process_tree(int(child))
+    return pids
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every core of this machine spent busy (not idle or waiting on I/O) since
+    boot (/proc/stat), whoever spent it: the system's processes and the bench's own."""
+    # user nice system idle iowait irq softirq steal (guest time is counted in user)
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split(maxsplit=9)[1:9]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (/proc/<pid>/stat)."""
+    ticks = 0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended since it was listed
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
