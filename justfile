@@ -1,9 +1,10 @@
 # Ferry: `just dev` runs it, `just test` tests it. Recipes read the environment and `.env`.
 set dotenv-load
 
-# uv compiles the installed packages' bytecode once: a process then imports them in about
-# 2 s instead of compiling them again at each start (PYTHONDONTWRITEBYTECODE, set on some
-# machines, stops Python from keeping what it compiled)
+# uv compiles the installed packages' bytecode (and each uv command checks it is up to
+# date, about half a second): a process imports them in about 2 s instead of compiling
+# them from source at each start (PYTHONDONTWRITEBYTECODE, set on some machines, stops
+# Python from keeping what it compiled)
 export UV_COMPILE_BYTECODE := "1"
 
 # list the recipes

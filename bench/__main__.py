@@ -337,11 +337,11 @@ PEERS = {
         "Ferry's front half alone: the same creates with no worker, until every PENDING event",
         ("bench.e2e", "front"),
     ),
-    # One Dramatiq message per job: Dramatiq's own rate for messages that do nothing.
-    "dramatiq": (
-        "Dramatiq alone: a no-op actor, 1 process x 32 threads, the N messages queued first "
-        "(no database, events or fairness)",
-        ("bench.drain", "bare-32"),
+    # One Dramatiq message per job, as Ferry's worker fetches and acks them, doing nothing.
+    "path": (
+        "Ferry's message path alone: a no-op actor on Ferry's broker (acks in groups), "
+        "1 process x 32 threads, the N messages queued first (no database, events or fairness)",
+        ("bench.drain", "path-32"),
     ),
     "pgqueuer-10": ("pgqueuer 1.6.0, `pgq run`, default `--batch-size 10`", ("bench.peers", 10)),
     "pgqueuer-50": ("pgqueuer 1.6.0, `pgq run --batch-size 50`", ("bench.peers", 50)),
@@ -370,13 +370,14 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     print()
     print(f"Peers: {n:,} no-op jobs of one tenant bulk-created through each system's client, "
           f"1 worker process started by its own CLI, until its own durable record shows all "
-          f"done; rounds interleaved, median of {runs} runs")  # fmt: skip
+          f"done (the floors, Ferry's front half and message path and Litestar, as their "
+          f"labels say); rounds interleaved, median of {runs} runs")  # fmt: skip
     print()
     print("| system | jobs/s | x Ferry | worker CPU ms/job | whole machine CPU ms/job |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, (label, _) in PEERS.items():
         row = table[name]
-        if "jobs_per_s" not in row:  # no jobs run: a floor, in the lines below
+        if "jobs_per_s" not in row:  # requests only (Litestar alone): in the lines below
             continue
         cpu = f"{row['worker_cpu_ms_per_job']:.3f}" if "worker_cpu_ms_per_job" in row else "-"
         if "api_cpu_ms_per_job" in row:
@@ -392,8 +393,8 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     print(f"WORKER_PROCESSES=2: {table['ferry-2']['jobs_per_s'] / ferry:.2f} x one process "
           "(goal >= 1.6)")  # fmt: skip
     front, fastest = table["ferry-front"], table["pgqueuer-50"]
-    print(f"Dramatiq alone, one message per job: {table['dramatiq']['jobs_per_s'] / fastest['jobs_per_s']:.2f} "
-          "x pgqueuer at batch 50")  # fmt: skip
+    print(f"Ferry's message path alone (one message per job, doing nothing): "
+          f"{table['path']['jobs_per_s'] / fastest['jobs_per_s']:.2f} x pgqueuer at batch 50")  # fmt: skip
     print(f"Ferry's front half alone (no worker): {front['jobs_per_s'] / fastest['jobs_per_s']:.2f} "
           f"x pgqueuer's whole run at batch 50; the machine's CPU per job: Ferry's front half "
           f"{front['machine_cpu_ms_per_job']:.3f} ms, Ferry end to end "
@@ -405,8 +406,9 @@ def peers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     floor = table["litestar"]
     print(f"Litestar alone (a create route that does nothing, one uvicorn process, the same "
           f"client): {floor['create_per_s']:,.0f} created/s, {floor['create_per_s'] / theirs:.2f} x "
-          f"pgqueuer's; server CPU {floor['server_cpu_ms_per_job']:.3f} ms per request, "
-          f"Ferry's API {table['ferry-single']['api_cpu_ms_per_job']:.3f} ms per create")  # fmt: skip
+          f"pgqueuer's; server CPU {floor['server_cpu_ms_per_request']:.3f} ms per request; "
+          f"Ferry's API {table['ferry-single']['api_cpu_ms_per_job']:.3f} ms per job of the "
+          f"single-create run (the create and its three events forwarded)")  # fmt: skip
 
 
 SCALE_ROWS = 1_000_000

@@ -16,12 +16,14 @@ def process_tree(pid: int) -> list[int]:
 
 
 def machine_cpu_seconds() -> float:
-    """CPU time every core of this machine spent busy (not idle or waiting on I/O) since
-    boot (/proc/stat), whoever spent it: the system's processes and the bench's own."""
+    """CPU time this machine's cores spent working since boot (/proc/stat), whoever spent
+    it: the system's processes and the bench's own. Not idle, waiting on I/O or stolen
+    (time the hypervisor gave to another machine)."""
     # user nice system idle iowait irq softirq steal (guest time is counted in user)
-    ticks = [int(field) for field in Path("/proc/stat").read_text().split(maxsplit=9)[1:9]]
-    idle, iowait = ticks[3], ticks[4]
-    return (sum(ticks) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _, _, irq, softirq = map(
+        int, Path("/proc/stat").read_text().split(maxsplit=8)[1:8]
+    )
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -4,6 +4,10 @@ N messages wait in the queue before the clock starts; the clock stops when a
 Dramatiq worker of 1 process (8 threads unless said) has processed all of them.
 - bare:  a no-op actor on plain Dramatiq (Redis broker, default middleware);
          bare-T with T threads;
+- path-T: a no-op actor on Ferry's broker as a worker has it (acks in groups,
+         Dramatiq's TimeLimit its only middleware; one FIFO queue), T threads:
+         the path of one message per job alone, with no database, events or
+         fairness around it;
 - naive: the seeds' per-job design: UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
          PUBLISH, each its own round trip (asyncpg pool of 8, one per thread);
 - ferry-T: Ferry's worker with T threads: `sleep` jobs of 0 ms from PENDING to
@@ -14,7 +18,9 @@ Dramatiq worker of 1 process (8 threads unless said) has processed all of them.
          worker processes of 32 threads (`WORKER_PROCESSES=P`); the jobs are sent
          once the workers fetch (their boot is not timed), the clock stops when
          PostgreSQL holds all N COMPLETED.
-Prints one JSON line: jobs/s, SQL statements per job, Redis event round trips.
+Prints one JSON line: jobs/s, SQL statements per job, Redis event round trips; for
+bare and path also the CPU time per job (ms) of this process (the worker once the
+messages are sent) and of the whole machine, until the last message was processed.
 """
 
 from __future__ import annotations
@@ -77,19 +83,52 @@ def wait_for(condition: Any, timeout: float = 600) -> None:
         time.sleep(0.002)
 
 
-def drain(broker: dramatiq.Broker, done: Any, threads: int = THREADS) -> float:
+def drain(broker: dramatiq.Broker, done: Any, threads: int = THREADS, meter: Any = None) -> float:
+    """Seconds until `done()`; `meter()` is called at the start and at the end (before the
+    worker stops)."""
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=threads)
+    meter = meter or (lambda: None)
+    meter()
     start = time.perf_counter()
     worker.start()
     wait_for(done)
     elapsed = time.perf_counter() - start
+    meter()
     worker.stop()
     return elapsed
 
 
+class CpuMeter:
+    """Called at a drain's start and end: this process's and the machine's CPU time
+    between the two calls."""
+
+    def __init__(self) -> None:
+        self.readings: list[tuple[float, float]] = []
+
+    def __call__(self) -> None:
+        self.readings.append((time.process_time(), machine_cpu_seconds()))
+
+    def ms_per_job(self, n: int) -> dict[str, float]:
+        (cpu, machine), (cpu_end, machine_end) = self.readings
+        return {
+            "worker_cpu_ms_per_job": (cpu_end - cpu) * 1000 / n,
+            "machine_cpu_ms_per_job": (machine_end - machine) * 1000 / n,
+        }
+
+
 def bare(n: int, namespace: str, threads: int = THREADS) -> dict[str, Any]:
     broker = RedisBroker(url=REDIS_URL, namespace=namespace)  # type: ignore[no-untyped-call]
+    return noop_drain(broker, n, threads)
+
+
+def path(n: int, namespace: str, threads: int) -> dict[str, Any]:
+    settings = Settings(redis_url=REDIS_URL, redis_namespace=namespace, fair_scheduling=False)
+    return noop_drain(build_broker(settings), n, threads)
+
+
+def noop_drain(broker: dramatiq.Broker, n: int, threads: int) -> dict[str, Any]:
+    """N messages of a no-op actor queued on `broker`, then drained."""
     processed = [0]
     lock = threading.Lock()
 
@@ -102,15 +141,13 @@ def bare(n: int, namespace: str, threads: int = THREADS) -> dict[str, Any]:
     )
     for _ in range(n):
         actor.send(str(uuid.uuid4()))
-    # This process is the worker while the clock runs: the sends are done.
-    cpu, machine_cpu = time.process_time(), machine_cpu_seconds()
-    elapsed = drain(broker, lambda: processed[0] >= n, threads)
+    meter = CpuMeter()  # this process is the worker while the clock runs: the sends are done
+    elapsed = drain(broker, lambda: processed[0] >= n, threads, meter)
     return {
         "jobs_per_s": n / elapsed,
         "statements_per_job": 0.0,
         "event_round_trips_per_job": 0.0,
-        "worker_cpu_ms_per_job": (time.process_time() - cpu) * 1000 / n,
-        "machine_cpu_ms_per_job": (machine_cpu_seconds() - machine_cpu) * 1000 / n,
+        **meter.ms_per_job(n),
     }
 
 
@@ -254,9 +291,12 @@ async def _until_completed(database_url: str, ids: list[uuid.UUID]) -> None:
 def main() -> None:
     scenario, n, namespace = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     database_url = sys.argv[4] if len(sys.argv) > 4 else ""
-    if scenario.startswith("bare"):
-        _, _, threads = scenario.partition("-")
-        result = bare(n, namespace, int(threads or THREADS))
+    if scenario == "bare":
+        result = bare(n, namespace)
+    elif scenario.startswith("bare-"):
+        result = bare(n, namespace, int(scenario.split("-")[1]))
+    elif scenario.startswith("path-"):
+        result = path(n, namespace, int(scenario.split("-")[1]))
     elif scenario == "naive":
         result = naive(n, namespace, database_url)
     elif scenario.startswith("processes-"):

@@ -15,8 +15,9 @@ has received the COMPLETED event of every job.
           bench/drain.py) that runs UPDATE RUNNING, PUBLISH, UPDATE COMPLETED,
           PUBLISH, each its own round trip.
 Prints one JSON line (jobs/s, latencies in ms, peak RSS in MiB, the worker's and
-the API's CPU time per job while the clock ran, and the whole machine's, in ms)
-and, on stderr, the completions per second as the run goes.
+the API's CPU time per job while the clock ran, and the whole machine's, in ms;
+front: jobs/s and the API's and the machine's CPU time per job) and, on stderr,
+the completions per second as the run goes.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         )
         peaks |= {"worker_rss_warm_mib": warm, "worker_rss_half_mib": half}
         peaks |= {"worker_rss_end_mib": end}
-    completed = await count_completed(database_url)
+    completed = await count_status(database_url, "COMPLETED")
     assert completed == n == len(seen.done), (completed, n, len(seen.done))
     to_complete = [(seen.done[job_id] - created[job_id]) * 1000 for job_id in created]
     return {
@@ -220,12 +221,15 @@ async def front_run(n: int, namespace: str, database_url: str) -> dict[str, Any]
         await create_batch(base, n, {}, [])
         await wait_until(lambda: len(seen.done) >= n or seen.resyncs, 600)
         assert not seen.resyncs, f"the subscriber was told to resync {seen.resyncs} time(s)"
+        assert len(seen.done) == n, f"{len(seen.done)} of {n} PENDING events arrived"
         result = {
             "jobs_per_s": n / (max(seen.done.values()) - start),
             "api_cpu_ms_per_job": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
             "machine_cpu_ms_per_job": (machine_cpu_seconds() - machine_cpu) * 1000 / n,
         }
         receiver.cancel()
+    pending = await count_status(database_url, "PENDING")
+    assert pending == n, f"{pending} of {n} jobs are PENDING"
     return result
 
 
@@ -235,10 +239,10 @@ async def pid_of(base: str) -> int:
     return int(health.json()["instance"].rsplit(":", 1)[1])
 
 
-async def count_completed(database_url: str) -> int:
+async def count_status(database_url: str, status: str) -> int:
     conn = await asyncpg.connect(plain(database_url))
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'"))
+        return int(await conn.fetchval("SELECT count(*) FROM jobs WHERE status = $1", status))
     finally:
         await conn.close()
 
