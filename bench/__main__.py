@@ -157,6 +157,7 @@ def crowded(table: dict[str, dict[str, float]], runs: int) -> None:
 def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     results: dict[str, list[dict[str, Any]]] = {
         "bare": [],
+        "path-32": [],
         "naive": [],
         "ferry-8": [],
         "ferry-32": [],
@@ -174,11 +175,12 @@ def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     print(f"Worker drain: {n} jobs queued, 1 worker process, median of {runs} runs")
     print()
     print(
-        "| scenario | threads | jobs/s | SQL statements/job | event round trips/job | / (a) bare | / (b) naive |"
+        "| scenario | threads | jobs/s | SQL statements/job | event round trips/job | / (a) bare | / (b) naive | worker CPU ms/job |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     labels = {
         "bare": ("(a) bare Dramatiq, no-op actor", 8),
+        "path-32": ("(a') Ferry's broker (acks in groups), no-op actor, no database or events", 32),
         "naive": ("(b) naive per-job design", 8),
         "ferry-8": ("(c) Ferry, batching middleware", 8),
         "ferry-32": ("(c) Ferry, batching middleware (default)", 32),
@@ -186,10 +188,11 @@ def workers(n: int, runs: int, progress: Callable[[str], None]) -> None:
     }
     for scenario, (label, threads) in labels.items():
         row = table[scenario]
+        cpu = f"{row['worker_cpu_ms_per_job']:.3f}" if "worker_cpu_ms_per_job" in row else "-"
         print(
             f"| {label} | {threads} | {row['jobs_per_s']:,.0f} | {row['statements_per_job']:.3f} | "
             f"{row['event_round_trips_per_job']:.3f} | {row['jobs_per_s'] / bare:.2f} | "
-            f"{row['jobs_per_s'] / naive:.2f} |"
+            f"{row['jobs_per_s'] / naive:.2f} | {cpu} |"
         )
     print()
     for scenario in ("ferry-8", "ferry-32"):

@@ -19,8 +19,9 @@ Dramatiq worker of 1 process (8 threads unless said) has processed all of them.
          once the workers fetch (their boot is not timed), the clock stops when
          PostgreSQL holds all N COMPLETED.
 Prints one JSON line: jobs/s, SQL statements per job, Redis event round trips; for
-bare and path also the CPU time per job (ms) of this process (the worker once the
-messages are sent) and of the whole machine, until the last message was processed.
+bare, path, ferry and fifo also the CPU time per job (ms) of this process (the
+worker once the messages are sent) and of the whole machine, until the last
+message was processed.
 """
 
 from __future__ import annotations
@@ -221,11 +222,13 @@ def ferry(n: int, namespace: str, database_url: str, threads: int, fair: bool) -
     broker, lifecycle = ferry_broker(namespace, database_url, fair)
     Sender(broker).send_now([Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
     writer = lifecycle.writer
-    elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads)
+    meter = CpuMeter()  # the worker, its writer and feeder: the sends are done
+    elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads, meter)
     completed = asyncio.run(_count_completed(database_url, ids))
     assert completed == n, f"{completed} of {n} jobs completed"
     events = lifecycle.events
     return {
+        **meter.ms_per_job(n),
         "jobs_per_s": n / elapsed,
         "statements_per_job": writer.statements / n,
         "event_round_trips_per_job": (
