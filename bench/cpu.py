@@ -36,3 +36,30 @@ def cpu_seconds(pid: int) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Spent:
+    """The CPU time some processes (each with its descendants) and the whole machine spent
+    between `start()` and `stop()`."""
+
+    def __init__(self, **pids: int) -> None:
+        """`pids`: a name for each process -> its pid; the machine is named `machine`."""
+        self.pids = pids
+        self._started: dict[str, float] = {}
+        self._seconds: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return cpu | {"machine": machine_cpu_seconds()}
+
+    def start(self) -> Spent:
+        self._started = self._read()
+        return self
+
+    def stop(self) -> None:
+        ended = self._read()
+        self._seconds = {name: ended[name] - self._started[name] for name in ended}
+
+    def ms_per(self, n: int, unit: str = "job") -> dict[str, float]:
+        """`<name>_cpu_ms_per_<unit>` for each process and the machine, over `n` units."""
+        return {f"{name}_cpu_ms_per_{unit}": s * 1000 / n for name, s in self._seconds.items()}

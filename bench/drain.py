@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -39,7 +40,7 @@ import dramatiq
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 
-from bench.cpu import machine_cpu_seconds
+from bench.cpu import Spent
 from bench.realtime import wait_for_consumer
 from bench.services import REDIS_URL, log_directory, plain
 from ferry.db.jobs import Enqueued
@@ -84,38 +85,27 @@ def wait_for(condition: Any, timeout: float = 600) -> None:
         time.sleep(0.002)
 
 
-def drain(broker: dramatiq.Broker, done: Any, threads: int = THREADS, meter: Any = None) -> float:
-    """Seconds until `done()`; `meter()` is called at the start and at the end (before the
-    worker stops)."""
+def drain(
+    broker: dramatiq.Broker, done: Any, threads: int = THREADS, spent: Spent | None = None
+) -> float:
+    """Seconds until `done()`; `spent` runs as long as the clock (not the worker's stop)."""
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=threads)
-    meter = meter or (lambda: None)
-    meter()
+    if spent is not None:
+        spent.start()
     start = time.perf_counter()
     worker.start()
     wait_for(done)
     elapsed = time.perf_counter() - start
-    meter()
+    if spent is not None:
+        spent.stop()
     worker.stop()
     return elapsed
 
 
-class CpuMeter:
-    """Called at a drain's start and end: this process's and the machine's CPU time
-    between the two calls."""
-
-    def __init__(self) -> None:
-        self.readings: list[tuple[float, float]] = []
-
-    def __call__(self) -> None:
-        self.readings.append((time.process_time(), machine_cpu_seconds()))
-
-    def ms_per_job(self, n: int) -> dict[str, float]:
-        (cpu, machine), (cpu_end, machine_end) = self.readings
-        return {
-            "worker_cpu_ms_per_job": (cpu_end - cpu) * 1000 / n,
-            "machine_cpu_ms_per_job": (machine_end - machine) * 1000 / n,
-        }
+def this_worker() -> Spent:
+    """This process, the worker of a drain once its messages are sent, and the machine."""
+    return Spent(worker=os.getpid())
 
 
 def bare(n: int, namespace: str, threads: int = THREADS) -> dict[str, Any]:
@@ -142,13 +132,13 @@ def noop_drain(broker: dramatiq.Broker, n: int, threads: int) -> dict[str, Any]:
     )
     for _ in range(n):
         actor.send(str(uuid.uuid4()))
-    meter = CpuMeter()  # this process is the worker while the clock runs: the sends are done
-    elapsed = drain(broker, lambda: processed[0] >= n, threads, meter)
+    spent = this_worker()
+    elapsed = drain(broker, lambda: processed[0] >= n, threads, spent)
     return {
         "jobs_per_s": n / elapsed,
         "statements_per_job": 0.0,
         "event_round_trips_per_job": 0.0,
-        **meter.ms_per_job(n),
+        **spent.ms_per(n),
     }
 
 
@@ -222,13 +212,13 @@ def ferry(n: int, namespace: str, database_url: str, threads: int, fair: bool) -
     broker, lifecycle = ferry_broker(namespace, database_url, fair)
     Sender(broker).send_now([Enqueued(job_id, "sleep", "bench", 0) for job_id in ids])
     writer = lifecycle.writer
-    meter = CpuMeter()  # the worker, its writer and feeder: the sends are done
-    elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads, meter)
+    spent = this_worker()  # its threads, writer and feeder
+    elapsed = drain(broker, lambda: writer.transitions >= 2 * n, threads, spent)
     completed = asyncio.run(_count_completed(database_url, ids))
     assert completed == n, f"{completed} of {n} jobs completed"
     events = lifecycle.events
     return {
-        **meter.ms_per_job(n),
+        **spent.ms_per(n),
         "jobs_per_s": n / elapsed,
         "statements_per_job": writer.statements / n,
         "event_round_trips_per_job": (

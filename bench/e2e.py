@@ -40,7 +40,7 @@ from dramatiq.brokers.redis import RedisBroker
 from websockets.asyncio.client import connect
 
 from bench import http
-from bench.cpu import cpu_seconds, machine_cpu_seconds
+from bench.cpu import Spent
 from bench.drain import THREADS, naive_actor
 from bench.realtime import ferry_stack, stack_env, wait_until
 from bench.services import REDIS_URL, log_directory, plain
@@ -161,8 +161,8 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         receiver = await subscribe(base, seen)
         created: dict[str, float] = {}
         create_ms: list[float] = []
-        worker_cpu, api_cpu = cpu_seconds(worker.pid), cpu_seconds(api_pid)
-        machine_cpu = machine_cpu_seconds()
+        # While the clock runs: the boot of either process is not the jobs' cost.
+        spent = Spent(worker=worker.pid, api=api_pid).start()
         start = time.time()
         samples: list[list[float]] = []
         reporter = asyncio.create_task(progress(seen, n, start, worker.pid, samples))
@@ -172,11 +172,7 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         await wait_until(lambda: len(seen.done) >= n or seen.resyncs, 600)
         assert not seen.resyncs, f"the subscriber was told to resync {seen.resyncs} time(s)"
         elapsed = max(seen.done.values()) - start
-        cpu = {  # while the clock ran: the boot of either process is not the jobs' cost
-            "worker_cpu_ms_per_job": (cpu_seconds(worker.pid) - worker_cpu) * 1000 / n,
-            "api_cpu_ms_per_job": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
-            "machine_cpu_ms_per_job": (machine_cpu_seconds() - machine_cpu) * 1000 / n,
-        }
+        spent.stop()
         reporter.cancel()
         receiver.cancel()
         peaks = {
@@ -204,7 +200,7 @@ async def ferry_run(mode: str, n: int, namespace: str, database_url: str) -> dic
         "complete_p99_ms": percentile(to_complete, 0.99),
         "event_p99_ms": percentile(seen.lags_ms, 0.99),
         **peaks,
-        **cpu,
+        **spent.ms_per(n),
         "timeline": samples,  # for the chart
     }
 
@@ -216,17 +212,14 @@ async def front_run(n: int, namespace: str, database_url: str) -> dict[str, Any]
         api_pid = await pid_of(base)
         seen = Completions("PENDING")
         receiver = await subscribe(base, seen)
-        api_cpu, machine_cpu = cpu_seconds(api_pid), machine_cpu_seconds()
+        spent = Spent(api=api_pid).start()
         start = time.time()
         await create_batch(base, n, {}, [])
         await wait_until(lambda: len(seen.done) >= n or seen.resyncs, 600)
         assert not seen.resyncs, f"the subscriber was told to resync {seen.resyncs} time(s)"
+        spent.stop()
         assert len(seen.done) == n, f"{len(seen.done)} of {n} PENDING events arrived"
-        result = {
-            "jobs_per_s": n / (max(seen.done.values()) - start),
-            "api_cpu_ms_per_job": (cpu_seconds(api_pid) - api_cpu) * 1000 / n,
-            "machine_cpu_ms_per_job": (machine_cpu_seconds() - machine_cpu) * 1000 / n,
-        }
+        result = {"jobs_per_s": n / (max(seen.done.values()) - start), **spent.ms_per(n)}
         receiver.cancel()
     pending = await count_status(database_url, "PENDING")
     assert pending == n, f"{pending} of {n} jobs are PENDING"

@@ -24,7 +24,7 @@ from typing import Any
 import uvicorn
 from litestar import Litestar, get, post
 
-from bench.cpu import cpu_seconds, machine_cpu_seconds
+from bench.cpu import Spent
 from bench.services import log_directory
 from infra.stack import wait_healthy
 from tests.support.processes import PROJECT_ROOT, free_port, running
@@ -60,17 +60,14 @@ async def run(n: int) -> dict[str, Any]:
     ):
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, server)
-        server_cpu, machine_cpu = cpu_seconds(server.pid), machine_cpu_seconds()
+        spent = Spent(server=server.pid).start()
         start = time.time()
         created: dict[str, float] = {}
         await create_single(base, n, created, [])
         elapsed = time.time() - start
+        spent.stop()
         assert len(created) == n, (len(created), n)
-        return {
-            "create_per_s": n / elapsed,
-            "server_cpu_ms_per_request": (cpu_seconds(server.pid) - server_cpu) * 1000 / n,
-            "machine_cpu_ms_per_request": (machine_cpu_seconds() - machine_cpu) * 1000 / n,
-        }
+        return {"create_per_s": n / elapsed, **spent.ms_per(n, "request")}
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.cpu import cpu_seconds, machine_cpu_seconds
+from bench.cpu import Spent
 from bench.services import plain
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ async def run(
             assert client.stdin is not None and client.stdout is not None
             ready = await asyncio.to_thread(client.stdout.readline)
             assert ready.strip() == "ready", f"pgqueuer's client: {ready!r}"
-            worker_cpu, machine_cpu = cpu_seconds(worker.pid), machine_cpu_seconds()
+            spent = Spent(worker=worker.pid).start()
             client.stdin.write("go\n")
             client.stdin.flush()
             deadline = time.monotonic() + 600
@@ -95,19 +95,14 @@ async def run(
                 assert time.monotonic() < deadline, f"pgqueuer: {record} after 600 s"
                 assert worker.poll() is None, "pgqueuer's worker exited"
                 await asyncio.sleep(0.05)
-            worker_cpu = cpu_seconds(worker.pid) - worker_cpu
-            machine_cpu = machine_cpu_seconds() - machine_cpu
+            spent.stop()
             said = await asyncio.to_thread(client.stdout.read)
             assert await asyncio.to_thread(client.wait, 60) == 0
     finally:
         await conn.close()
     assert record["done"] == n, (record, n)
     elapsed = float(record["last"]) - float(record["first"])
-    result = {
-        "jobs_per_s": n / elapsed,
-        "worker_cpu_ms_per_job": worker_cpu * 1000 / n,
-        "machine_cpu_ms_per_job": machine_cpu * 1000 / n,
-    }
+    result = {"jobs_per_s": n / elapsed, **spent.ms_per(n)}
     if singly:  # the client's own clock of its enqueues
         result["create_per_s"] = n / float(said.split()[-1])
     return result
