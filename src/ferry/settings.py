@@ -34,7 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # Worker: how many status transitions one tick may write, and how long a
     # tick waits for more to arrive before it writes (0: a tick is one write,
     # and what arrives during it goes into the next).
-    batch_size: int = 100
+    batch_size: int = 500
     batch_tick_ms: int = 0
     default_max_attempts: int = 5
     # Backoff between attempts: base * 2^(attempt-1), capped, with jitter.
