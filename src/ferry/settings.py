@@ -80,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     # Off: one first-in-first-out queue.
     fair_scheduling: bool = True
     fair_queue_depth: int = 128
+    # The most jobs of one tenant and type one message carries, when a turn moves
+    # several into an empty queue; a worker runs them one after another (1: off).
+    bundle_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
     # Live events: how many each tenant keeps for replay (Last-Event-ID), how long
     # an idle tenant's history lives, and how many may wait for one slow subscriber
     # (beyond that its oldest are dropped, then read back from the history).

@@ -55,6 +55,10 @@ HISTOGRAMS = {
         "Time from a job being due to its claim by a worker", ("type",),
         (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     ),
+    "ferry_bundle_jobs": (
+        "Jobs one worker thread ran from a message of several (the rest went back to the queue)",
+        ("type",), (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+    ),
     "ferry_batch_transitions": (
         "Status transitions written by one statement of the status writer", ("kind",),
         (1, 2, 4, 8, 16, 32, 64, 128, 256),

@@ -34,7 +34,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             "heartbeat_timeout": settings.lease_ms,
         }
         if settings.fair_scheduling:
-            broker = FairRedisBroker(depth=settings.fair_queue_depth, **options)
+            broker = FairRedisBroker(
+                depth=settings.fair_queue_depth, bundle=settings.bundle_size, **options
+            )
         else:
             broker = GroupAckRedisBroker(**options)
     broker.declare_queue(JOBS_QUEUE)

@@ -20,7 +20,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -30,7 +30,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 
-from ferry.queue.messages import JOBS_QUEUE
+from ferry.queue.messages import JOBS_QUEUE, Outgoing
 
 IDLE_POLL_MS = 50  # the longest an idle consumer sleeps between fetches
 
@@ -86,6 +86,42 @@ class AckHold:
             return True
 
 
+class BundledJobs:
+    """The jobs beyond the first of the messages of several jobs a worker holds
+    (`ferry.worker.bundles`): they count against its prefetch, so that it holds no more
+    jobs than with one a message, from the fetch until the ack, but for those its
+    threads send back to the queue."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._extra: dict[str, int] = {}  # Redis message id -> its jobs still counted
+        self.total = 0
+
+    def fetched(self, message: dramatiq.MessageProxy) -> None:
+        """On the consumer's thread (a message fetched again is counted once)."""
+        extra = len(message.options.get("more", ()))
+        if not extra:
+            return
+        message_id = message.options["redis_message_id"]
+        with self._lock:
+            self.total += extra - self._extra.get(message_id, 0)
+            self._extra[message_id] = extra
+
+    def sent_back(self, message: dramatiq.MessageProxy, count: int) -> None:
+        """`count` of its jobs will not run on this worker's thread."""
+        message_id = message.options["redis_message_id"]
+        with self._lock:
+            if (held := self._extra.get(message_id)) is not None:
+                fewer = min(count, held)
+                self._extra[message_id] = held - fewer
+                self.total -= fewer
+
+    def done(self, message: dramatiq.MessageProxy) -> None:
+        """Acked or nacked."""
+        with self._lock:
+            self.total -= self._extra.pop(message.options["redis_message_id"], 0)
+
+
 class GroupAckConsumer(_RedisConsumer):
     def __init__(
         self, broker: GroupAckRedisBroker, queue_name: str, prefetch: int, timeout: int
@@ -102,6 +138,12 @@ class GroupAckConsumer(_RedisConsumer):
         self._pending: deque[str] = deque()  # appends and pops are thread-safe
         self._sending = threading.Lock()
         self._send_scheduled = False
+        self._bundled = broker.bundled if queue_name == JOBS_QUEUE else None
+
+    @property
+    def outstanding_message_count(self) -> int:
+        count = int(super().outstanding_message_count)
+        return count if self._bundled is None else count + self._bundled.total
 
     @property
     def prefetch(self) -> int:
@@ -114,6 +156,8 @@ class GroupAckConsumer(_RedisConsumer):
 
     def __next__(self) -> dramatiq.MessageProxy | None:
         message: dramatiq.MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None and self._bundled is not None:
+            self._bundled.fetched(message)
         hooks = self.broker.fetch_hooks
         if message is not None and hooks is not None:
             hooks.fetched(message)
@@ -128,6 +172,7 @@ class GroupAckConsumer(_RedisConsumer):
     def ack(self, message: dramatiq.MessageProxy) -> None:
         message_id = message.options["redis_message_id"]
         self.queued_message_ids.discard(message.message_id)
+        self._done_with(message)
         hold = self._holds.pop(message_id, None)
         if hold is not None and hold.defer(partial(self._released, message_id)):
             return
@@ -136,7 +181,12 @@ class GroupAckConsumer(_RedisConsumer):
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         self._holds.pop(message.options["redis_message_id"], None)
+        self._done_with(message)
         super().nack(message)  # type: ignore[no-untyped-call]
+
+    def _done_with(self, message: dramatiq.MessageProxy) -> None:
+        if self._bundled is not None:
+            self._bundled.done(message)
 
     def _released(self, message_id: str) -> None:
         """The hold's release: on the writer's event loop after its commit, or on a thread
@@ -187,6 +237,7 @@ class GroupAckRedisBroker(RedisBroker):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)  # type: ignore[no-untyped-call]
         self.holds: dict[str, AckHold] = {}  # Redis message id -> its hold
+        self.bundled = BundledJobs()  # counted against the jobs queue's prefetch
         self.fetch_hooks: FetchHooks | None = None  # set by a worker process
         self._maintain_now = False
 
@@ -216,6 +267,19 @@ class GroupAckRedisBroker(RedisBroker):
         # An idle consumer polls with a growing backoff up to `timeout` (the CLI's
         # worker timeout, 1 s): a job sent to an idle worker would wait for it.
         return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
+
+    def enqueue_ready(self, messages: Sequence[Outgoing]) -> None:
+        """At the head of Dramatiq's queue, in order, in one round trip (its layout: the
+        data, and the id in the list), past any tenant's queue: for jobs that have had
+        their turn and were taken from there (those of a bundle sent back for other
+        threads), so that they keep their place before what was moved since."""
+        if not messages:
+            return
+        queue = f"{self.namespace}:{JOBS_QUEUE}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(f"{queue}.msgs", mapping={m.redis_message_id: m.data for m in messages})
+        pipe.lpush(queue, *(m.redis_message_id for m in reversed(messages)))
+        pipe.execute()
 
     def hold_ack(self, message: dramatiq.MessageProxy) -> AckHold:
         """Keep `message`'s ack from Redis until the returned hold is released."""

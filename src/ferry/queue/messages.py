@@ -1,7 +1,9 @@
 """The one message shape Ferry sends: `<job type>(job_id)` on the jobs queue.
 
 The tenant rides along as an option: the fair scheduler queues by it; so does
-the job's priority, when it is not the default. A job sent for now to the
+the job's priority, when it is not the default. A message the fair queue made
+of several jobs of one tenant, type and priority carries the others' ids in
+its `more` option (`ferry.worker.bundles`). A job sent for now to the
 tenants' queues is encoded here once (`outgoing`), without Dramatiq's Message:
 its copy and field walk cost the API a tenth of a batch's time.
 """
@@ -90,6 +92,11 @@ def outgoing_of(message: dramatiq.Message) -> Outgoing:  # type: ignore[type-arg
     return Outgoing(
         tenant, message.options["redis_message_id"], priority_of(message), message.encode()
     )
+
+
+def job_ids_of(message: dramatiq.Message) -> list[str]:  # type: ignore[type-arg]
+    """The jobs a message carries: its own, then those of `more`."""
+    return [message.args[0], *message.options.get("more", ())]
 
 
 def priority_of(message: dramatiq.Message) -> int:  # type: ignore[type-arg]

@@ -1,4 +1,5 @@
-"""The only sender of job messages: the API after a commit, the recovery pass, retries.
+"""The only sender of job messages: the API after a commit, the recovery pass, retries,
+and the jobs a worker's thread sends back from a message of several.
 
 A parked job (created due too far ahead) is not sent: it waits in the database
 until the dispatcher sends it (`ferry.worker.dispatcher`).
@@ -22,6 +23,7 @@ from ferry.db.jobs import Enqueued
 from ferry.events.log import Committed, EventLog
 from ferry.queue.fair.broker import fair_broker
 from ferry.queue.fair.queue import FairQueue, TenantQueue
+from ferry.queue.group_ack import GroupAckRedisBroker
 from ferry.queue.messages import job_message, outgoing
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,14 @@ class Sender:
             self.broker.enqueue(message, delay=job.delay_ms or None)
         if self._fair_broker is not None and now:
             self._fair_broker.push(now)
+
+    def send_ready(self, jobs: Sequence[Enqueued]) -> None:
+        """Blocking: jobs that have had their tenant's turn (those of a message of several
+        that a worker's thread sends back), back at the head of Dramatiq's queue, one
+        message each, in one round trip."""
+        assert isinstance(self.broker, GroupAckRedisBroker), "bundles come from the fair queue"
+        messages = [outgoing(str(job.id), job.type, job.tenant_id, job.priority) for job in jobs]
+        self.broker.enqueue_ready(messages)
 
     async def announce(
         self, events: EventLog | None, committed: Committed, jobs: Sequence[Enqueued] = ()

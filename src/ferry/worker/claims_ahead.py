@@ -42,6 +42,7 @@ from typing import Any
 from ferry.db.transitions import ClaimedJob
 from ferry.jobs.registry import REGISTRY, is_async
 from ferry.queue.messages import JOBS_QUEUE, tenant_of
+from ferry.worker.bundles import moved
 from ferry.worker.pauses import Pauses
 from ferry.worker.writer import Reply, StatusWriter
 
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 # claims made; a claim sent that far ahead waits about that many jobs' time at most.
 SHORT_JOB_S = 0.05
 AHEAD_PER_SHORT_IDLE_THREAD = 4
-TYPICAL_WEIGHT = 0.05  # of the latest job in the moving average of job lengths
 # At shutdown, how long the claims of returning messages may take to be given back;
 # past it their leases expire (the database is down, say).
 GIVE_BACK_TIMEOUT_S = 10
@@ -177,11 +177,32 @@ class ClaimsAhead:
         self._taken.discard(thread)
         since = self._running.pop(thread, None)
         if since is not None:
-            took = time.monotonic() - since
-            typical = took if self.typical_s == float("inf") else self.typical_s
-            self.typical_s = typical + TYPICAL_WEIGHT * (took - typical)
+            known = None if self.typical_s == float("inf") else self.typical_s
+            self.typical_s = moved(known, time.monotonic() - since)
         if self._queued:
             self._send()
+
+    # -- the jobs of a bundle (ferry.worker.bundles) ------------------------------------------
+
+    def waiting(self, jobs: Iterable[ClaimedJob]) -> None:
+        """Claimed jobs that wait on a thread for the ones before them in their message:
+        their leases are renewed and a cancel marks them, as for claims ahead."""
+        with self._lock:
+            for job in jobs:
+                claim = self._waiting[job.id] = Claim()
+                claim.value = job
+
+    def starting(self, job: ClaimedJob) -> bool:
+        """A job of `waiting` starts now: False if it was cancelled (or deleted) meanwhile."""
+        with self._lock:
+            claim = self._waiting.pop(job.id, None)
+        return claim is not None and not claim.aborted
+
+    def forget(self, jobs: Iterable[ClaimedJob]) -> None:
+        """Jobs of `waiting` that will not start here (given back)."""
+        with self._lock:
+            for job in jobs:
+                self._waiting.pop(job.id, None)
 
     # -- the heartbeat ---------------------------------------------------------------------
 
@@ -229,6 +250,8 @@ def _claimable_ahead(message: Any) -> uuid.UUID | None:
     async job's thread takes a slot before its claim; a message Dramatiq has no actor
     for never reaches a thread; a malformed one is left to the thread that takes it."""
     if message.queue_name != JOBS_QUEUE or "eta" in message.options:
+        return None
+    if "more" in message.options:  # several jobs: claimed together by their thread
         return None
     if message.actor_name not in REGISTRY or is_async(message.actor_name):
         return None

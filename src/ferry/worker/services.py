@@ -31,6 +31,7 @@ from ferry.queue.sender import Sender
 from ferry.redis_client import connect
 from ferry.settings import Settings
 from ferry.worker.async_jobs import AsyncJobs
+from ferry.worker.bundles import Durations
 from ferry.worker.claims_ahead import ClaimsAhead
 from ferry.worker.dispatcher import Dispatcher
 from ferry.worker.heartbeat import Heartbeat, keep_alive
@@ -73,6 +74,7 @@ class WorkerServices(dramatiq.Middleware):
         self.async_jobs = AsyncJobs(settings.async_jobs_per_worker, RUNNING)
         self.pauses = Pauses()  # the tenants and job types held, read every heartbeat
         self.claims = ClaimsAhead(self.writer, pauses=self.pauses)  # fed by the consumers
+        self.durations = Durations()  # of each job type's jobs: how many go to a message
 
     def engine(self) -> AsyncEngine:
         if self._engine is None:
@@ -135,7 +137,11 @@ class WorkerServices(dramatiq.Middleware):
             self.loop.add_service(partial(flush_every, recorder, self.metrics))
         if (fair := fair_queue(broker)) is not None:
             self.feeder = Feeder(
-                fair, redis, lease_ms=settings.lease_ms, heartbeat_ms=settings.heartbeat_ms
+                fair,
+                redis,
+                lease_ms=settings.lease_ms,
+                heartbeat_ms=settings.heartbeat_ms,
+                short=self.durations.short,
             )
             self.loop.add_service(self.feeder.run)
         if isinstance(broker, GroupAckRedisBroker):

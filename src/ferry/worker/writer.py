@@ -186,10 +186,16 @@ class StatusWriter:
 
     def claim(self, job_id: uuid.UUID) -> ClaimedJob | None:
         """PENDING -> RUNNING (attempts + 1); None if the job is gone, cancelled or taken."""
-        reply = Reply()
-        self._submit(_Request(JobStatus.RUNNING, job_id, None, reply))
-        result: ClaimedJob | None = reply.wait()
-        return result
+        return self.claim_all([job_id])[0]
+
+    def claim_all(self, job_ids: Sequence[uuid.UUID]) -> list[ClaimedJob | None]:
+        """`claim` each job, submitted together (so written in one or two ticks): each
+        claimed job or None, in order."""
+        replies = []
+        for job_id in job_ids:
+            replies.append(reply := Reply())
+            self._submit(_Request(JobStatus.RUNNING, job_id, None, reply))
+        return [reply.wait() for reply in replies]
 
     def claim_then(self, job_id: uuid.UUID, then: Callable[[ClaimedJob | None], None]) -> None:
         """`claim` without waiting: `then(claimed)` runs on the writer's loop once the claim

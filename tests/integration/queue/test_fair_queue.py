@@ -6,13 +6,14 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 
+import dramatiq
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 from ferry.queue.fair.limits import TenantLimits, redis_fields
 from ferry.queue.fair.queue import FairQueue
-from ferry.queue.messages import JOBS_QUEUE, Outgoing, job_message, outgoing_of
+from ferry.queue.messages import JOBS_QUEUE, Outgoing, job_ids_of, job_message, outgoing_of
 from tests.support.services import TEST_REDIS_URL, redis_namespace
 
 DEPTH = 4
@@ -249,3 +250,130 @@ def test_runs_longer_than_one_command_takes_keep_their_order(fair: FairQueue) ->
     taking_turns = [job for pair in zip(ids[2][:10], ids[1], strict=True) for job in pair]
     assert order == taking_turns + ids[2][10:] + ids[0]
     assert deep.peek() == []
+
+
+# -- bundles: a turn's run of one job type into an empty queue as one message -------------
+
+
+def queued(fair: FairQueue) -> list[dict[str, object]]:
+    """The messages in Dramatiq's queue, decoded, in order (left in place)."""
+    key = f"{fair.namespace}:{JOBS_QUEUE}"
+    ids = fair.client.lrange(key, 0, -1)
+    return [json.loads(fair.client.hget(f"{key}.msgs", i)) for i in ids]  # type: ignore[arg-type]
+
+
+def jobs_of(message: dict[str, object]) -> list[str]:
+    options = message["options"]
+    assert isinstance(options, dict) and isinstance(message["args"], list)
+    return [message["args"][0], *options.get("more", [])]
+
+
+@pytest.fixture
+def bundling(fair: FairQueue) -> FairQueue:
+    fair.bundle = 3
+    fair.refill(lease_ms=60_000, short=["sleep", "other"])  # as a worker's feeder tells it
+    return fair
+
+
+def test_a_type_no_worker_measured_short_goes_one_job_a_message(bundling: FairQueue) -> None:
+    messages = [
+        job_message(f"a-{i}", "email", "a").copy(options={"redis_message_id": f"e{i}"})
+        for i in range(3)
+    ]
+    bundling.push([outgoing_of(message) for message in messages])
+    assert [jobs_of(m) for m in queued(bundling)] == [["a-0"], ["a-1"], ["a-2"]]
+    bundling.client.delete(f"{bundling.namespace}:fair:short:sleep")  # its lease ran out
+    take_all(bundling)
+    push(bundling, "a", 2)
+    assert [jobs_of(m) for m in queued(bundling)] == [["a-0"], ["a-1"]]
+
+
+def test_a_turn_into_an_empty_queue_goes_as_messages_of_up_to_bundle_jobs(
+    bundling: FairQueue,
+) -> None:
+    ids = push(bundling, "a", 10)
+    messages = queued(bundling)
+    # DEPTH jobs moved (room counts jobs), as 3 + 1, each bundle keeping its first's id.
+    assert [jobs_of(m) for m in messages] == [["a-0", "a-1", "a-2"], ["a-3"]]
+    assert [m["options"]["redis_message_id"] for m in messages] == [ids[0], ids[3]]  # type: ignore[index]
+    assert "more" not in messages[1]["options"]  # type: ignore[operator]
+    assert [(q.tenant_id, q.waiting) for q in bundling.peek()] == [("a", 10 - DEPTH)]
+
+
+def test_no_bundles_into_a_queue_that_holds_messages(bundling: FairQueue) -> None:
+    push(bundling, "a", 1)
+    push(bundling, "a", 3)  # 1 waits in Dramatiq's queue: moved one a message
+    assert [jobs_of(m) for m in queued(bundling)] == [["a-0"], ["a-0"], ["a-1"], ["a-2"]]
+
+
+def test_a_bundle_is_of_one_job_type_and_priority(bundling: FairQueue) -> None:
+    bundling.depth = 10
+    sent = [
+        job_message(job_id, job_type, "a", priority).copy(options={"redis_message_id": job_id})
+        for job_id, job_type, priority in [
+            ("s-0", "sleep", 5), ("s-1", "sleep", 5), ("o-0", "other", 5),
+            ("s-2", "sleep", 5), ("h-0", "sleep", 7), ("h-1", "sleep", 7),
+        ]
+    ]  # fmt: skip
+    bundling.push([outgoing_of(message) for message in sent])
+    # The higher priority's first (its own list), then the default's runs in order.
+    assert [jobs_of(m) for m in queued(bundling)] == [
+        ["h-0", "h-1"],
+        ["s-0", "s-1"],
+        ["o-0"],
+        ["s-2"],
+    ]
+
+
+def test_a_capped_tenant_gets_no_bundles(bundling: FairQueue) -> None:
+    set_limits(bundling, "a", max_running=10)
+    push(bundling, "a", 6)
+    assert [jobs_of(m) for m in queued(bundling)] == [["a-0"], ["a-1"], ["a-2"], ["a-3"]]
+
+
+def test_bundle_1_moves_one_job_a_message(fair: FairQueue) -> None:
+    push(fair, "a", 6)
+    assert [jobs_of(m) for m in queued(fair)] == [["a-0"], ["a-1"], ["a-2"], ["a-3"]]
+
+
+def test_a_bundled_message_decodes_as_dramatiqs(bundling: FairQueue) -> None:
+    push(bundling, "a", 3)
+    raw = bundling.client.hget(
+        f"{bundling.namespace}:{JOBS_QUEUE}.msgs",
+        bundling.client.lindex(f"{bundling.namespace}:{JOBS_QUEUE}", 0),  # type: ignore[arg-type]
+    )
+    message = dramatiq.Message.decode(raw)  # type: ignore[arg-type]
+    assert message.actor_name == "sleep" and list(message.args) == ["a-0"]
+    assert job_ids_of(message) == ["a-0", "a-1", "a-2"]
+    assert message.options["tenant"] == "a" and message.kwargs == {}
+
+
+def test_a_message_that_is_not_a_jobs_goes_as_it_came_and_breaks_no_bundle(
+    bundling: FairQueue,
+) -> None:
+    good = [job_message(f"a-{i}", "sleep", "a").copy(options={"redis_message_id": f"g{i}"})
+            for i in range(2)]  # fmt: skip
+    odd = [
+        Outgoing("a", "x1", 5, b"not json"),
+        Outgoing("a", "x2", 5, b'{"args": [], "options": null}'),
+    ]
+    bundling.push([outgoing_of(good[0]), *odd, outgoing_of(good[1])])
+    key = f"{bundling.namespace}:{JOBS_QUEUE}"
+    ids = [raw.decode() for raw in bundling.client.lrange(key, 0, -1)]  # type: ignore[union-attr]
+    assert ids == ["g0", "x1", "x2", "g1"]
+    assert bundling.client.hget(f"{key}.msgs", "x1") == b"not json"
+
+
+def test_the_room_counts_each_job_of_a_bundle_until_a_worker_fetches_it(
+    bundling: FairQueue,
+) -> None:
+    push(bundling, "a", 10)  # 3 + 1 jobs fill the DEPTH of 4
+    key = f"{bundling.namespace}:{JOBS_QUEUE}"
+    bundling.refill()
+    assert [jobs_of(m) for m in queued(bundling)] == [["a-0", "a-1", "a-2"], ["a-3"]]
+    bundling.client.lpop(key)  # a worker fetches the bundle: room for 3 more jobs
+    bundling.refill()
+    assert [jobs_of(m) for m in queued(bundling)] == [["a-3"], ["a-4"], ["a-5"], ["a-6"]]
+    take_all(bundling)
+    bundling.refill()  # an empty queue again: bundles again
+    assert [jobs_of(m) for m in queued(bundling)] == [["a-7", "a-8", "a-9"]]

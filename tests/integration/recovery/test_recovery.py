@@ -116,6 +116,21 @@ def test_a_message_moving_between_queues_while_they_are_read_is_still_seen() -> 
             broker.client.close()
 
 
+def test_every_job_of_a_queued_message_of_several_counts_as_held() -> None:
+    """A bundle (`ferry.worker.bundles`) waiting in Dramatiq's queue holds all its jobs: none
+    is sent again while it waits."""
+    with redis_namespace() as namespace:
+        broker = FairRedisBroker(depth=10, bundle=5, url=TEST_REDIS_URL, namespace=namespace)
+        try:
+            broker.fair.refill(lease_ms=60_000, short=["sleep"])  # as a worker tells it
+            broker.enqueue_many([job_message(f"job-{i}", "sleep", "t") for i in range(4)])
+            assert broker.client.llen(f"{namespace}:{JOBS_QUEUE}") == 1  # one message of 4
+            held = [f"job-{i}" for i in range(4)]
+            assert unqueued(broker, [*held, "job-lost"]) == {"job-lost"}
+        finally:
+            broker.client.close()
+
+
 async def test_recovery_resends_a_pending_job_no_queue_holds(
     app_client: Client, worker_settings: Settings
 ) -> None:

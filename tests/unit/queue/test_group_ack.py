@@ -327,3 +327,43 @@ def sent(fetched: list[dramatiq.MessageProxy]) -> list[dramatiq.Message]:  # typ
         )
         for message in fetched
     ]
+
+
+# -- the prefetch counts jobs -----------------------------------------------------------
+
+
+def test_a_message_of_several_jobs_counts_as_each_of_them_until_acked(
+    consumer: GroupAckConsumer, script: FakeAckScript
+) -> None:
+    bundle: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=QUEUE, actor_name="sleep", args=("j0",), kwargs={},
+        options={"redis_message_id": "r0", "tenant": "a", "more": ["j1", "j2"]},
+    )  # fmt: skip
+    single = bundle.copy(message_id="m1", options={"redis_message_id": "r1", "more": []})
+    single.options.pop("more")
+    consumer.message_cache = [bundle.encode(), single.encode()]
+    assert consumer.outstanding_message_count == 2  # fetched, not yet handed out
+    first, second = next(consumer), next(consumer)
+    assert first is not None and second is not None
+    assert consumer.outstanding_message_count == 4  # 3 jobs and 1: the prefetch holds jobs
+    consumer.ack(first)
+    assert consumer.outstanding_message_count == 1
+    consumer.ack(second)
+    assert consumer.outstanding_message_count == 0
+
+
+def test_a_bundle_fetched_again_counts_once_and_jobs_sent_back_stop_counting() -> None:
+    bundled = group_ack.BundledJobs()
+    message = cast(
+        dramatiq.MessageProxy,
+        SimpleNamespace(options={"redis_message_id": "r0", "more": ["j1", "j2", "j3"]}),
+    )
+    bundled.fetched(message)
+    bundled.fetched(message)  # handed back by Dramatiq's maintenance, fetched again
+    assert bundled.total == 3
+    bundled.sent_back(message, 2)  # its thread runs two of its four jobs
+    assert bundled.total == 1
+    bundled.sent_back(message, 5)  # never below nothing
+    assert bundled.total == 0
+    bundled.done(message)
+    assert bundled.total == 0

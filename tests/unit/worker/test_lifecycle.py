@@ -19,6 +19,7 @@ from ferry.jobs.registry import REGISTRY, job
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.settings import Settings
 from ferry.worker.async_jobs import AsyncRun, Slot, hand_over
+from ferry.worker.bundles import Durations
 from ferry.worker.claims_ahead import ClaimsAhead
 from ferry.worker.lifecycle import JobLifecycle
 from ferry.worker.running import set_result
@@ -97,7 +98,12 @@ def lifecycle(
     claimed by the thread that takes it)."""
     claims = ClaimsAhead(writer, threads)  # type: ignore[arg-type]
     services = SimpleNamespace(
-        writer=writer, async_jobs=jobs, feeder=None, claims=claims, pauses=claims.pauses
+        writer=writer,
+        async_jobs=jobs,
+        feeder=None,
+        claims=claims,
+        pauses=claims.pauses,
+        durations=Durations(),
     )
     return JobLifecycle(Settings(), services, sender or Sender())  # type: ignore[arg-type]
 

@@ -27,9 +27,9 @@ PUSH_CHUNK = 500  # messages per script call: keeps Redis responsive to others
 
 
 class FairRedisBroker(GroupAckRedisBroker):
-    def __init__(self, *, depth: int, **options: Any) -> None:
+    def __init__(self, *, depth: int, bundle: int = 1, **options: Any) -> None:
         super().__init__(**options)
-        self.fair = FairQueue(self.client, self.namespace, JOBS_QUEUE, depth)
+        self.fair = FairQueue(self.client, self.namespace, JOBS_QUEUE, depth, bundle)
 
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:  # type: ignore[type-arg]
         if delay or message.queue_name != JOBS_QUEUE or tenant_of(message) is None:

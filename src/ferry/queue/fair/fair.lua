@@ -13,10 +13,18 @@
 -- it has moved and not yet finished (slots: a sorted set of message ids by
 -- lease expiry) and its rate (a token bucket).
 --
--- ARGV: command, namespace, queue name, now (ms), depth, hold (ms), then
+-- A refill that finds Dramatiq's queue empty moves a turn's consecutive messages of
+-- one job type and priority as one message of up to `bundle` jobs (a tenant with a
+-- running cap excepted: a slot is one job): the first's, the other job ids in its
+-- `more` option (ferry.worker.bundles). Only a type some worker has measured short
+-- (<ns>:fair:short:<type>, renewed with the slots' leases) is bundled. Credit,
+-- tokens and room still count jobs.
+--
+-- ARGV: command, namespace, queue name, now (ms), depth, hold (ms), bundle, then
 --   push:    (tenant, message id, priority, encoded message) quads; then refills
---   refill:  lease (ms), number of releases R, R (tenant, message id) pairs
---            released, then (tenant, message id) pairs whose lease is renewed
+--   refill:  lease (ms), number of releases R, number of short types S, R (tenant,
+--            message id) pairs released, S job types measured short, then
+--            (tenant, message id) pairs whose lease is renewed
 --   peek:    tenants (empty: every tenant of the ring, up to 1000)
 -- Returns: push/refill {moved, tenants waiting}; peek {tenant, waiting,
 --   how long the oldest has waited (ms)} triples.
@@ -28,11 +36,14 @@ local queue_msgs = queue .. ".msgs"
 local now = tonumber(ARGV[4])
 local depth = tonumber(ARGV[5])
 local hold = tonumber(ARGV[6])
+local bundle = tonumber(ARGV[7])
 
 -- Messages per command that takes many (Lua's unpack has a limit).
 local CHUNK = 500
 
 local msgs = ns .. ":fair:msgs"
+-- The messages of several jobs in Dramatiq's queue: message id -> jobs beyond its first.
+local bundles = ns .. ":fair:bundles"
 local ring = ns .. ":fair:ring"
 local credits = ns .. ":fair:credit"
 local function waiting(t) return ns .. ":fair:q:" .. t end
@@ -44,6 +55,7 @@ local function prios(t) return ns .. ":fair:prio:" .. t end
 local function limits(t) return ns .. ":fair:limits:" .. t end
 local function slots(t) return ns .. ":fair:slots:" .. t end
 local function bucket(t) return ns .. ":fair:bucket:" .. t end
+local function short_key(job_type) return ns .. ":fair:short:" .. job_type end
 
 -- How many of its messages tenant `t` may move now (and its bucket, if any).
 local function allowance(t, credit)
@@ -92,30 +104,87 @@ local function pop(t, n)
   return ids
 end
 
+-- Consecutive messages of one job type and priority as one message each (up to
+-- `bundle` jobs): {ids, encoded} of what goes into Dramatiq's queue. A message left
+-- alone keeps its encoding. Each bundle is listed in `bundles`.
+local function bundled(ids, data)
+  local out_ids, out_data = {}, {}
+  local head, key, more, members
+  local short = {}
+  local function is_short(job_type)
+    if short[job_type] == nil then
+      short[job_type] = redis.call("exists", short_key(job_type)) == 1
+    end
+    return short[job_type]
+  end
+  local function close()
+    if head and #more > 0 then
+      head.options.more = more
+      local ok, encoded = pcall(cjson.encode, head)
+      if ok then
+        out_data[#out_data] = encoded
+        redis.call("hset", bundles, out_ids[#out_ids], #more)
+      else  -- each goes as it came
+        for _, member in ipairs(members) do
+          out_ids[#out_ids + 1] = member[1]
+          out_data[#out_data + 1] = member[2]
+        end
+      end
+    end
+  end
+  for i, id in ipairs(ids) do
+    -- A message that does not decode as a job's goes as it is (the moves are done).
+    local ok, m = pcall(cjson.decode, data[i])
+    local k = nil
+    if ok and type(m) == "table" and type(m.args) == "table" and type(m.args[1]) == "string"
+      and type(m.options) == "table" and m.options.more == nil and m.options.eta == nil
+      and type(m.actor_name) == "string" and is_short(m.actor_name) then
+      k = m.actor_name .. "|" .. tostring(m.options.priority)
+    end
+    if k and head and k == key and #more + 1 < bundle then
+      more[#more + 1] = m.args[1]
+      members[#members + 1] = {id, data[i]}
+    else
+      close()
+      out_ids[#out_ids + 1] = id
+      out_data[#out_data + 1] = data[i]
+      head, key, more, members = k and m or nil, k, {}, {}
+    end
+  end
+  close()
+  return out_ids, out_data
+end
+
 -- Move up to `n` of tenant `t`'s messages into Dramatiq's queue, a few commands for
 -- all of them; a message whose data is gone is dropped and not counted.
-local function move(t, n, cap)
+local function move(t, n, cap, bundling)
   local moved = 0
   while moved < n do
     local ids = pop(t, math.min(n - moved, CHUNK))
     if #ids == 0 then break end
     local data = redis.call("hmget", msgs, unpack(ids))
     redis.call("hdel", msgs, unpack(ids))
-    local found, fields, held = {}, {}, {}
+    local found, encoded = {}, {}
     for i, id in ipairs(ids) do
       if data[i] then
         found[#found + 1] = id
-        fields[#fields + 1] = id
-        fields[#fields + 1] = data[i]
-        held[#held + 1] = now + hold
-        held[#held + 1] = id
+        encoded[#encoded + 1] = data[i]
       end
     end
     if #found > 0 then
-      redis.call("hset", queue_msgs, unpack(fields))
-      redis.call("rpush", queue, unpack(found))
-      if cap then redis.call("zadd", slots(t), unpack(held)) end
       moved = moved + #found
+      local sent = found
+      if bundling and not cap then sent, encoded = bundled(found, encoded) end
+      local fields, held = {}, {}
+      for i, id in ipairs(sent) do
+        fields[#fields + 1] = id
+        fields[#fields + 1] = encoded[i]
+        held[#held + 1] = now + hold
+        held[#held + 1] = id
+      end
+      redis.call("hset", queue_msgs, unpack(fields))
+      redis.call("rpush", queue, unpack(sent))
+      if cap then redis.call("zadd", slots(t), unpack(held)) end
     end
   end
   return moved
@@ -131,7 +200,23 @@ local function lists(t)
 end
 
 local function refill()
-  local room = depth - redis.call("llen", queue)
+  local queued = redis.call("llen", queue)
+  -- Room counts jobs: a bundle still in the queue counts as each of its jobs.
+  if queued == 0 then
+    redis.call("del", bundles)
+  else
+    local listed = redis.call("hgetall", bundles)
+    for i = 1, #listed, 2 do
+      if redis.call("lpos", queue, listed[i]) then
+        queued = queued + tonumber(listed[i + 1])
+      else  -- fetched by a worker
+        redis.call("hdel", bundles, listed[i])
+      end
+    end
+  end
+  local room = depth - queued
+  -- Only into an empty queue, where a newcomer finds it cheap to look for them.
+  local bundling = bundle > 1 and queued == 0
   local active = redis.call("llen", ring)
   local idle, total = 0, 0
   while room > 0 and active > 0 and idle < active do
@@ -142,7 +227,7 @@ local function refill()
     local alone = active == 1
     if alone then credit = math.max(credit, room) end
     local allowed, cap, tokens = allowance(t, credit)
-    local moved = move(t, math.min(allowed, room), cap)
+    local moved = move(t, math.min(allowed, room), cap, bundling)
     if tokens then redis.call("hset", bucket(t), "tokens", tokens - moved, "at", now) end
     room, credit, total = room - moved, credit - moved, total + moved
     if not highest(t) then
@@ -165,7 +250,7 @@ end
 
 if command == "push" then
   local checked = {}
-  local i = 7
+  local i = 8
   while i <= #ARGV do
     local t, p = ARGV[i], ARGV[i + 2]
     if not highest(t) then
@@ -190,17 +275,22 @@ if command == "push" then
   end
   return refill()
 elseif command == "refill" then
-  local lease = tonumber(ARGV[7])
-  local released = tonumber(ARGV[8])
-  local first_renewal = 9 + 2 * released
-  for i = 9, first_renewal - 1, 2 do redis.call("zrem", slots(ARGV[i]), ARGV[i + 1]) end
+  local lease = tonumber(ARGV[8])
+  local released = tonumber(ARGV[9])
+  local shorts = tonumber(ARGV[10])
+  local first_short = 11 + 2 * released
+  local first_renewal = first_short + shorts
+  for i = 11, first_short - 1, 2 do redis.call("zrem", slots(ARGV[i]), ARGV[i + 1]) end
+  for i = first_short, first_renewal - 1 do
+    redis.call("set", short_key(ARGV[i]), 1, "PX", lease)
+  end
   for i = first_renewal, #ARGV, 2 do
     redis.call("zadd", slots(ARGV[i]), "XX", now + lease, ARGV[i + 1])
   end
   return refill()
 elseif command == "peek" then
   local tenants = {}
-  for i = 7, #ARGV do tenants[#tenants + 1] = ARGV[i] end
+  for i = 8, #ARGV do tenants[#tenants + 1] = ARGV[i] end
   if #tenants == 0 then tenants = redis.call("lrange", ring, 0, 999) end
   local out = {}
   for _, t in ipairs(tenants) do

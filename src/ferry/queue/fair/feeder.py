@@ -7,7 +7,9 @@ finds the queue half drained, slower when it finds it still full (between
 push refills by itself when there is room). Each call
 also frees the slots of the messages this process finished and, every
 heartbeat, renews those of the messages it is running, so a capped tenant's
-slots outlive neither a finished job nor a dead worker by more than a lease.
+slots outlive neither a finished job nor a dead worker by more than a lease;
+with them, for a lease, the job types this process has measured short, whose
+jobs the refills move several to a message (`ferry.worker.bundles`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
@@ -29,9 +32,18 @@ IDLE_POLL_S = 0.1
 
 class Feeder:
     def __init__(
-        self, fair: FairQueue, client: aioredis.Redis, *, lease_ms: int, heartbeat_ms: int
+        self,
+        fair: FairQueue,
+        client: aioredis.Redis,
+        *,
+        lease_ms: int,
+        heartbeat_ms: int,
+        short: Callable[[], list[str]] = list,
     ) -> None:
+        """`short`: the job types this process has measured short."""
         self.fair = fair
+        self.short = short
+        self._told: set[str] = set()  # the short types in the last refill that named them
         self.client = client  # on the worker's event loop
         self.lease_ms = lease_ms
         self.renew_every = heartbeat_ms / 1000
@@ -61,8 +73,16 @@ class Feeder:
         while True:
             renew = time.monotonic() >= next_renewal
             released, running = self._take(renew)
+            # Told every heartbeat, and at once when a type turns out short.
+            short = self.short()
+            if renew or not self._told.issuperset(short):
+                self._told = set(short)
+            else:
+                short = []
             try:
-                refilled = await self.fair.refill_on(self.client, released, running, self.lease_ms)
+                refilled = await self.fair.refill_on(
+                    self.client, released, running, self.lease_ms, short
+                )
             except Exception:
                 log.exception("refilling the jobs queue failed; trying again")
                 with self._lock:

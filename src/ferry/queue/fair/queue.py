@@ -2,8 +2,10 @@
 
 Jobs wait in their tenant's queue; `refill` moves them into Dramatiq's queue
 in weighted round robin while that queue is shorter than `depth`, honouring
-each tenant's running cap and rate. The API's push refills at once (a tenant
-alone sees no added latency); each worker process refills as it drains.
+each tenant's running cap and rate; into an empty queue, a turn's run of one job
+type goes as one message of up to `bundle` jobs (`ferry.worker.bundles`). The
+API's push refills at once (a tenant alone sees no added latency); each worker
+process refills as it drains.
 """
 
 from __future__ import annotations
@@ -43,17 +45,24 @@ Slot = tuple[str, str]  # (tenant, Redis message id)
 
 
 class FairQueue:
-    def __init__(self, client: redis.Redis, namespace: str, queue_name: str, depth: int) -> None:
+    def __init__(
+        self, client: redis.Redis, namespace: str, queue_name: str, depth: int, bundle: int = 1
+    ) -> None:
+        """`bundle`: the most jobs one message carries (1: one job a message)."""
         self.client = client
         self.namespace = namespace
         self.queue_name = queue_name
         self.depth = depth
+        self.bundle = bundle
         self._script = client.register_script(SCRIPT)
         self._async_script: AsyncScript | None = None
         self.clock: Callable[[], int] = lambda: int(time.time() * 1000)  # ms; tests set it
 
     def _args(self, command: str, *args: Any) -> list[Any]:
-        return [command, self.namespace, self.queue_name, self.clock(), self.depth, HOLD_MS, *args]
+        return [
+            command, self.namespace, self.queue_name, self.clock(), self.depth, HOLD_MS,
+            self.bundle, *args,
+        ]  # fmt: skip
 
     def _run(self, command: str, *args: Any) -> list[Any]:
         result: list[Any] = self._script(args=self._args(command, *args))
@@ -78,10 +87,16 @@ class FairQueue:
         return Refilled(int(moved), int(waiting))
 
     def refill(
-        self, released: Sequence[Slot] = (), renewed: Iterable[Slot] = (), lease_ms: int = 0
+        self,
+        released: Sequence[Slot] = (),
+        renewed: Iterable[Slot] = (),
+        lease_ms: int = 0,
+        short: Sequence[str] = (),
     ) -> Refilled:
-        """Free the slots of finished messages, renew those of running ones, then refill."""
-        moved, waiting = self._run("refill", *_refill_args(released, renewed, lease_ms))
+        """Free the slots of finished messages, renew those of running ones (and, for
+        `lease_ms`, the job types measured `short`: bundled), then refill."""
+        args = _refill_args(released, renewed, lease_ms, short)
+        moved, waiting = self._run("refill", *args)
         return Refilled(int(moved), int(waiting))
 
     async def refill_on(
@@ -90,9 +105,10 @@ class FairQueue:
         released: Sequence[Slot] = (),
         renewed: Iterable[Slot] = (),
         lease_ms: int = 0,
+        short: Sequence[str] = (),
     ) -> Refilled:
         """`refill` through an asyncio client: no thread hop on a worker's event loop."""
-        args = _refill_args(released, renewed, lease_ms)
+        args = _refill_args(released, renewed, lease_ms, short)
         moved, waiting = await self._run_on(client, "refill", *args)
         return Refilled(int(moved), int(waiting))
 
@@ -127,8 +143,13 @@ def _push_args(messages: Sequence[Outgoing]) -> list[Any]:
     return args
 
 
-def _refill_args(released: Sequence[Slot], renewed: Iterable[Slot], lease_ms: int) -> list[Any]:
-    args: list[Any] = [lease_ms, len(released)]
-    for pair in (*released, *renewed):
+def _refill_args(
+    released: Sequence[Slot], renewed: Iterable[Slot], lease_ms: int, short: Sequence[str]
+) -> list[Any]:
+    args: list[Any] = [lease_ms, len(released), len(short)]
+    for pair in released:
+        args += pair
+    args += short
+    for pair in renewed:
         args += pair
     return args
