@@ -61,6 +61,7 @@ Hold = AckHold | BundleHold
 class _Bundle:
     """The jobs of a thread's message claimed to run after its first, and since when."""
 
+    first: ClaimedJob
     waiting: list[ClaimedJob]
     hold: BundleHold
     since: float
@@ -147,7 +148,7 @@ class JobLifecycle(dramatiq.Middleware):
             # One ack for all: let go once each job is recorded, or given back.
             last = partial(self._release, message)
             hold = BundleHold(len(claimed), broker.hold_ack(message), last)
-            self._per_thread.bundle = _Bundle(waiting, hold, time.monotonic())
+            self._per_thread.bundle = _Bundle(claimed[0], waiting, hold, time.monotonic())
         if len(claimed) == 1:
             recorder.observe("ferry_bundle_jobs", 1, job_type)
         return claimed[0] if claimed else None
@@ -233,9 +234,11 @@ class JobLifecycle(dramatiq.Middleware):
             actor.fn(str(job.id))
         except BaseException as exc:  # as Dramatiq's worker catches a job's
             exception = exc
-        finally:
+        try:
             limit.after_process_message(broker, message)  # type: ignore[no-untyped-call]
-            take_current_job()
+        except BaseException as exc:  # its limit, come as the job ended: recorded too
+            exception = exception or exc
+        take_current_job()
         self._finish(broker, message, job, started, hold, take_result(), exception)
         return 1
 
@@ -337,7 +340,8 @@ class JobLifecycle(dramatiq.Middleware):
         outcome = decide(job, result, exception, retry_base_ms=base_ms, retry_cap_ms=cap_ms)
         took = time.monotonic() - started
         recorder.observe("ferry_job_duration_seconds", took, job.type)
-        self.services.durations.add(job.type, took)
+        if not is_async(job.type):  # an async type goes one a message
+            self.services.durations.add(job.type, took)
         if exception is not None:
             log.warning(
                 "job %s (%s) attempt %d/%d: %s -> %s",
@@ -365,7 +369,7 @@ class JobLifecycle(dramatiq.Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         try:
             if (bundle := self._take_bundle()) is not None:  # not expected: given back
-                self._give_back(broker, message, bundle.waiting, bundle.hold)
+                self._give_back(broker, message, [bundle.first, *bundle.waiting], bundle.hold)
             set_current_job(None)
             self._free_slot()
             self._release(message)

@@ -192,6 +192,8 @@ def test_a_handed_over_async_job_keeps_its_slot_and_is_recorded_when_it_ends() -
     slot.release()
     done({"n": 1}, None)
     assert [(o.status, o.result) for o in writer.finished] == [(JobStatus.COMPLETED, {"n": 1})]
+    # Its duration is no sync job's: the type never goes several to a message.
+    assert middleware.services.durations.typical("lc_async") is None
 
 
 def test_a_message_claimed_as_it_was_fetched_runs_without_a_claim_of_its_thread() -> None:

@@ -75,9 +75,7 @@ class Feeder:
             released, running = self._take(renew)
             # Told every heartbeat, and at once when a type turns out short.
             short = self.short()
-            if renew or not self._told.issuperset(short):
-                self._told = set(short)
-            else:
+            if not renew and self._told.issuperset(short):
                 short = []
             try:
                 refilled = await self.fair.refill_on(
@@ -89,6 +87,8 @@ class Feeder:
                     self._released[:0] = released
                 await asyncio.sleep(1)
                 continue
+            if short:
+                self._told = set(short)
             if renew:
                 next_renewal = time.monotonic() + self.renew_every
             if not refilled.tenants_waiting:
