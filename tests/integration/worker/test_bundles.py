@@ -61,13 +61,19 @@ async def all_finished(client: Client, ids: list[str]) -> list[dict[str, Any]]:
     return list(await asyncio.gather(*(finished(client, job_id, wait_s=30) for job_id in ids)))
 
 
+async def tenant_of_short_jobs(client: Client, settings: Settings) -> str:
+    """A new tenant, once the worker has run one `sleep` job and told the fair queue the
+    type is short: its next batch goes several jobs a message."""
+    tenant = new_tenant()
+    await finished(client, await create(client, sleep_job(tenant)))
+    await measured_short(settings)
+    return tenant
+
+
 async def test_a_batch_of_short_jobs_runs_several_a_message_each_recorded_once(
     app_client: Client, worker_settings: Settings
 ) -> None:
-    tenant = new_tenant()
-    # One job first: the worker learns how long the type's jobs take.
-    await finished(app_client, await create(app_client, sleep_job(tenant)))
-    await measured_short(worker_settings)
+    tenant = await tenant_of_short_jobs(app_client, worker_settings)
     before = lifecycle().ran_after_first
 
     ids = await create_batch(app_client, [sleep_job(tenant) for _ in range(200)])
@@ -84,9 +90,7 @@ async def test_a_batch_of_short_jobs_runs_several_a_message_each_recorded_once(
 async def test_a_slow_job_gives_back_the_jobs_after_it_and_keeps_its_own_time_limit(
     app_client: Client, worker_settings: Settings
 ) -> None:
-    tenant = new_tenant()
-    await finished(app_client, await create(app_client, sleep_job(tenant)))
-    await measured_short(worker_settings)
+    tenant = await tenant_of_short_jobs(app_client, worker_settings)
     # Far slower than its type's average, and past its time limit (`sleep`: 1,500 ms in
     # these tests, checked every second): it fails alone, and the budget is spent.
     slow = sleep_job(tenant, 3000, maxAttempts=1)
