@@ -248,9 +248,9 @@ class JobLifecycle(dramatiq.Middleware):
         """Claimed jobs of a bundle that will not start here: PENDING again (their attempt
         not counted), and sent back for another thread; a claim not given back in time is
         left to its lease."""
+        assert isinstance(broker, GroupAckRedisBroker), "bundles come from the fair queue"
         self.services.claims.forget(jobs)
-        if isinstance(broker, GroupAckRedisBroker):
-            broker.bundled.sent_back(message, len(jobs))
+        broker.bundled.sent_back(message, len(jobs))
         try:
             statuses = self.services.writer.unclaim(jobs, GIVE_BACK_TIMEOUT_S)
             given = [job.id for job, status in zip(jobs, statuses, strict=True) if status]
