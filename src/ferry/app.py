@@ -155,6 +155,7 @@ class AppParts:
                 retain=settings.event_history,
                 ttl_s=settings.event_history_ttl_s,
                 mark_ttl_ms=settings.event_mark_ttl_ms,
+                per_message=settings.events_per_message,
             )
             self.metrics = RedisMetricsStore(self.redis, settings.redis_namespace, INSTANCE)
         self.broker = build_broker(settings)

@@ -89,6 +89,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     event_history: int = 10_000
     event_history_ttl_s: int = 86_400
     event_backlog: int = 1_000
+    # The most of a tenant's events one pub/sub message carries (Redis only): an append
+    # publishes each tenant's events together, and an API process reads a message at a
+    # time (1: one a message, what API processes of earlier releases read).
+    events_per_message: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     sse_heartbeat_ms: int = 15_000
     sse_retry_ms: int = 2_000
     ws_max_subscriptions: int = 100

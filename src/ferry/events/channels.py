@@ -6,6 +6,10 @@ and drop their oldest events when full (`ferry.events.feed` reads them back),
 so a slow client can neither stall the others nor grow memory without bound; one
 that stops reading is cut (`ferry.sockets.live`), which drops its backlog at once.
 
+A published message holds one or more of a tenant's events (`published` in
+`ferry.events.event`): the backends hand them on one at a time, so a subscriber's
+backlog counts events.
+
 The events are handed on a burst at a time (`breathing`): the plugin's reader
 never waits while events are buffered already (a batch of creates publishes its
 PENDING events at once, and one socket read brings hundreds), so without a
@@ -30,7 +34,7 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.channels.subscriber import Subscriber
 from redis.exceptions import RedisError
 
-from ferry.events.event import RECONNECTED
+from ferry.events.event import RECONNECTED, events_in
 from ferry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +117,9 @@ class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
             # Unsubscribing takes a round trip: drop what a channel left behind. Two
             # lookups, not a set difference: an API process holds a channel per tenant.
             if channel in pubsub.channels and channel not in pubsub.pending_unsubscribe_channels:
-                yield channel.decode(), message["data"]
+                name = channel.decode()
+                for event in events_in(message["data"]):
+                    yield name, event
 
 
 class MemoryBackend(MemoryChannelsBackend):
@@ -124,7 +130,13 @@ class MemoryBackend(MemoryChannelsBackend):
         self.burst = burst
 
     def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
-        return breathing(super().stream_events(), self.burst)
+        return breathing(self._events(), self.burst)
+
+    async def _events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        async with aclosing(super().stream_events()) as messages:
+            async for channel, message in messages:
+                for event in events_in(message):
+                    yield channel, event
 
 
 class LiveSubscriber(Subscriber):

@@ -142,3 +142,19 @@ def progress_after(data: bytes) -> int | None:
 def channel_name(namespace: str, tenant_id: str) -> str:
     """The channel a tenant's live events are published on."""
     return f"{namespace}:events:live:{tenant_id}"
+
+
+# A message on a tenant's channel holds one or more of its events in order, one a line
+# (an encoded event has no raw newline): the event logs publish the events of one
+# append together, so that a reader pays for a message, not for each event.
+_LINE = b"\n"
+
+
+def published(events: list[bytes]) -> bytes:
+    """One message of `events`, in order."""
+    return _LINE.join(events)
+
+
+def events_in(message: bytes) -> list[bytes]:
+    """The events of a published message, in order."""
+    return message.split(_LINE)

@@ -26,11 +26,13 @@ from ferry.events.event import (
     ProgressEvent,
     channel_name,
     encode,
+    published,
     with_progress_seq,
     with_seq,
 )
 
 MARK_TTL_MS = 600_000  # by default: Settings.event_mark_ttl_ms says why
+EVENTS_PER_MESSAGE = 500  # by default: Settings.events_per_message says why
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +47,9 @@ class Committed:
 
 class EventLog(Protocol):
     async def append(self, committed: Sequence[Committed]) -> None:
-        """Number, retain and publish the events, in order; those of a mark appended
-        before are skipped. A `ProgressEvent` is numbered apart and published only."""
+        """Number, retain and publish the events, in order, each tenant's together
+        (`ferry.events.event.published`); those of a mark appended before are skipped.
+        A `ProgressEvent` is numbered apart and published only."""
 
     async def appended(self, marks: Sequence[uuid.UUID]) -> list[bool]:
         """Whether the events of each mark were appended (in the last few minutes)."""
@@ -86,12 +89,13 @@ class MemoryEventLog:
     async def append(self, committed: Sequence[Committed]) -> None:
         with self._lock:
             fresh = [part for part in committed if not self._mark(part.mark)]
+            live: dict[str, list[bytes]] = {}  # tenant -> its events, in order
             for event in (event for part in fresh for event in part.events):
                 tenant = event.tenant_id
                 if isinstance(event, ProgressEvent):
                     seq = self._progress_seq[tenant] = self._progress_seq.get(tenant, 0) + 1
                     data = with_progress_seq(encode(event), seq, self._seq.get(tenant, 0))
-                    self.deliver(channel_name(self.namespace, tenant), data)
+                    live.setdefault(tenant, []).append(data)
                     continue
                 seq = self._seq.get(tenant, 0) + 1
                 self._seq[tenant] = seq
@@ -100,7 +104,9 @@ class MemoryEventLog:
                 if kept is None:
                     kept = self._kept[tenant] = deque(maxlen=self.retain)
                 kept.append((seq, data))
-                self.deliver(channel_name(self.namespace, tenant), data)
+                live.setdefault(tenant, []).append(data)
+            for tenant, events in live.items():
+                self.deliver(channel_name(self.namespace, tenant), published(events))
 
     def _mark(self, mark: uuid.UUID | None) -> bool:
         """Remember `mark` as appended; whether it was already."""

@@ -2,8 +2,9 @@
 
 One Lua script appends a whole batch: it takes each tenant's seqs in one
 INCRBY, XADDs each event to its tenant's stream under the id `<seq>-0` (so
-`read` is an XRANGE from the subscriber's last seq), and PUBLISHes it on the
-tenant's channel.
+`read` is an XRANGE from the subscriber's last seq), and PUBLISHes the
+tenant's events on its channel, up to `per_message` of them a message
+(`ferry.events.event.published`).
 A script runs atomically, so the seq order is the publish order everywhere,
 and a worker's whole tick costs one round trip. The events of each committed
 change come with its mark (its outbox row's id, `ferry.db.outbox`): the script
@@ -23,10 +24,10 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from ferry.events.event import encode, seq_of
-from ferry.events.log import MARK_TTL_MS, Committed
+from ferry.events.log import EVENTS_PER_MESSAGE, MARK_TTL_MS, Committed
 
-# ARGV: key prefix, stream MAXLEN, stream TTL (s, 0: none), mark TTL (ms), then
-# groups: a mark ('' for none), the number of events N, N tenant/event pairs.
+# ARGV: key prefix, stream MAXLEN, stream TTL (s, 0: none), mark TTL (ms), events a
+# message, then groups: a mark ('' for none), the number of events N, N tenant/event pairs.
 # A group whose mark is set already was appended before (by its committer or by
 # the recovery pass): it is skipped. Each tenant's seqs of the whole call are
 # taken in one INCRBY, and each stream's TTL set once. The seq goes first in the event
@@ -35,14 +36,16 @@ from ferry.events.log import MARK_TTL_MS, Committed
 # (someone deleted the key), XADD refuses the smaller id: drop the stale history,
 # since those seqs are being reused, and start it again. A progress event (encoded
 # as `{"type":"PROGRESS",...`, `ferry.events.event.with_progress_seq` does the same)
-# is numbered by the tenant's progress counter and only published.
+# is numbered by the tenant's progress counter and only published. Each tenant's
+# events are published once all are numbered, in order, joined by newlines.
 _APPEND = """
 local prefix, maxlen, ttl, mark_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local per_message = tonumber(ARGV[5])
 local progress = '{"type":"PROGRESS",'
 local function is_progress(event) return string.sub(event, 1, #progress) == progress end
 -- First the groups to append, and how many seqs each tenant takes: one INCRBY each.
 local groups, counts = {}, {}
-local i = 5
+local i = 6
 while i <= #ARGV do
   local mark, n = ARGV[i], tonumber(ARGV[i + 1])
   if mark == '' or redis.call('SET', prefix .. ':sent:' .. mark, '1', 'NX', 'PX', mark_ttl) then
@@ -58,7 +61,16 @@ local nxt = {}  -- tenant -> its next seq
 for tenant, n in pairs(counts) do
   nxt[tenant] = redis.call('INCRBY', prefix .. ':seq:' .. tenant, n) - n + 1
 end
-local appended, expiring = 0, {}
+local appended, expiring, live, tenants = 0, {}, {}, {}  -- live: tenant -> its events
+local function publish(tenant, data)
+  local events = live[tenant]
+  if not events then
+    events = {}
+    live[tenant] = events
+    tenants[#tenants + 1] = tenant
+  end
+  events[#events + 1] = data
+end
 for g = 1, #groups, 2 do
   local first, n = groups[g], groups[g + 1]
   for j = first, first + 2 * n - 1, 2 do
@@ -69,7 +81,7 @@ for g = 1, #groups, 2 do
         or redis.call('GET', prefix .. ':seq:' .. tenant) or '0'
       local data = '{"seq":' .. seq .. ',"type":"PROGRESS","after":' .. after .. ','
         .. string.sub(event, #progress + 1)
-      redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
+      publish(tenant, data)
     else
       local seq = nxt[tenant]
       nxt[tenant] = seq + 1
@@ -82,10 +94,17 @@ for g = 1, #groups, 2 do
         redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, 'data', data)
       end
       expiring[stream] = true
-      redis.call('PUBLISH', prefix .. ':live:' .. tenant, data)
+      publish(tenant, data)
     end
   end
   appended = appended + n
+end
+for _, tenant in ipairs(tenants) do
+  local events = live[tenant]
+  for first = 1, #events, per_message do
+    local last = math.min(first + per_message - 1, #events)
+    redis.call('PUBLISH', prefix .. ':live:' .. tenant, table.concat(events, '\\n', first, last))
+  end
 end
 if ttl > 0 then
   for stream in pairs(expiring) do redis.call('EXPIRE', stream, ttl) end
@@ -103,8 +122,10 @@ class RedisEventLog:
         retain: int,
         ttl_s: int = 0,
         mark_ttl_ms: int = MARK_TTL_MS,
+        per_message: int = EVENTS_PER_MESSAGE,
     ) -> None:
         self.client = client
+        self.per_message = per_message
         self.mark_ttl_ms = mark_ttl_ms
         self.prefix = f"{namespace}:events"
         self.retain = retain
@@ -121,7 +142,9 @@ class RedisEventLog:
     async def append(self, committed: Sequence[Committed]) -> None:
         if not any(part.events for part in committed):
             return
-        args: list[str | bytes | int] = [self.prefix, self.retain, self.ttl_s, self.mark_ttl_ms]
+        args: list[str | bytes | int] = [
+            self.prefix, self.retain, self.ttl_s, self.mark_ttl_ms, self.per_message
+        ]  # fmt: skip
         for part in committed:
             args += ["" if part.mark is None else str(part.mark), len(part.events)]
             for event in part.events:

@@ -131,6 +131,7 @@ class WorkerServices(dramatiq.Middleware):
                 retain=settings.event_history,
                 ttl_s=settings.event_history_ttl_s,
                 mark_ttl_ms=settings.event_mark_ttl_ms,
+                per_message=settings.events_per_message,
             )
             # A worker process of its own: its metrics join the deployment's in Redis.
             self.metrics = RedisMetricsStore(redis, settings.redis_namespace, INSTANCE)

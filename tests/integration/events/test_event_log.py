@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -10,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ferry.db.models import utcnow
-from ferry.events.event import JobEvent, seq_of
+from ferry.events.event import JobEvent, channel_name, events_in, seq_of
 from ferry.events.log import Committed, EventLog, MemoryEventLog
 from ferry.events.redis_log import RedisEventLog
 from tests.support.services import TEST_REDIS_URL
@@ -122,3 +123,33 @@ async def test_a_change_appended_before_takes_no_seq_beside_new_ones(make_log: M
     expected = [*first, *fresh[:2], *last]
     assert job_ids == [str(event.job_id) for event in expected]
     assert await log.current("other") == 1
+
+
+@pytest.mark.parametrize(("per_message", "sizes"), [(500, [5]), (2, [2, 2, 1]), (1, [1] * 5)])
+async def test_redis_log_publishes_a_tenants_events_together(
+    namespace: str, per_message: int, sizes: list[int]
+) -> None:
+    """One append publishes each tenant's events in messages of up to `per_message`,
+    in seq order (1: one event a message, what API processes of earlier releases read)."""
+    client = aioredis.Redis.from_url(TEST_REDIS_URL)
+    prefix = f"{namespace}-publish"
+    pubsub = client.pubsub()
+    try:
+        channels = [channel_name(prefix, tenant) for tenant in (TENANT, "other")]
+        await pubsub.subscribe(*channels)
+        log = RedisEventLog(client, prefix, retain=100, per_message=per_message)
+        await log.append([Committed(events(3) + events(1, "other")), Committed(events(2))])
+        messages: dict[str, list[list[int]]] = {channel: [] for channel in channels}
+        async with asyncio.timeout(10):
+            while sum(map(len, messages.values())) < len(sizes) + 1:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    seqs = [seq_of(event) for event in events_in(message["data"])]
+                    messages[message["channel"].decode()].append(seqs)
+        assert [len(seqs) for seqs in messages[channels[0]]] == sizes
+        assert [seq for seqs in messages[channels[0]] for seq in seqs] == [1, 2, 3, 4, 5]
+        assert messages[channels[1]] == [[1]]
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.delete(*[key async for key in client.scan_iter(match=f"{prefix}*")])
+        await client.aclose()

@@ -18,6 +18,7 @@ from ferry.events.event import (
     JobEvent,
     ProgressEvent,
     channel_name,
+    events_in,
     progress_after,
     progress_event,
     seq_of,
@@ -52,7 +53,7 @@ async def logged(request: pytest.FixtureRequest, namespace: str) -> AsyncIterato
 
         def deliver(to: str, data: bytes) -> None:
             if to == channel:
-                seen.append(data)
+                seen.extend(events_in(data))
 
         async def delivered(count: int) -> list[bytes]:
             assert len(seen) >= count, seen
@@ -74,7 +75,7 @@ async def logged(request: pytest.FixtureRequest, namespace: str) -> AsyncIterato
             while len(out) < count:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                 if message is not None:
-                    out.append(message["data"])
+                    out += events_in(message["data"])
         return out
 
     yield Logged(RedisEventLog(client, prefix, retain=100), received)

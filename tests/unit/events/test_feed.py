@@ -13,6 +13,7 @@ from ferry.events.event import (
     JobEvent,
     ProgressEvent,
     encode,
+    events_in,
     events_lost,
     progress_after,
     progress_event,
@@ -33,7 +34,9 @@ def event(tenant: str = TENANT, status: str = "PENDING") -> JobEvent:
 
 async def filled(count: int, *, retain: int = 100_000) -> tuple[MemoryEventLog, list[bytes]]:
     delivered: list[bytes] = []
-    log = MemoryEventLog("ns", lambda channel, data: delivered.append(data), retain=retain)
+    log = MemoryEventLog(
+        "ns", lambda channel, data: delivered.extend(events_in(data)), retain=retain
+    )
     await log.append([Committed([event() for _ in range(count)])])
     return log, delivered
 
@@ -61,11 +64,17 @@ def test_seq_goes_first_and_reads_back() -> None:
     assert msgspec.json.decode(data)["seq"] == 1234
 
 
-async def test_the_memory_log_numbers_per_tenant_and_delivers_in_order() -> None:
-    delivered: list[tuple[str, int]] = []
-    log = MemoryEventLog("ns", lambda ch, data: delivered.append((ch, seq_of(data))), retain=10)
-    await log.append([Committed([event("a"), event("b"), event("a")])])
-    assert delivered == [("ns:events:live:a", 1), ("ns:events:live:b", 1), ("ns:events:live:a", 2)]
+async def test_the_memory_log_numbers_per_tenant_and_delivers_each_tenants_events_together() -> (
+    None
+):
+    delivered: list[tuple[str, list[int]]] = []
+
+    def deliver(channel: str, data: bytes) -> None:
+        delivered.append((channel, [seq_of(event) for event in events_in(data)]))
+
+    log = MemoryEventLog("ns", deliver, retain=10)
+    await log.append([Committed([event("a"), event("b")]), Committed([event("a")])])
+    assert delivered == [("ns:events:live:a", [1, 2]), ("ns:events:live:b", [1])]
     assert (await log.current("a"), await log.current("b"), await log.current("c")) == (2, 1, 0)
 
 
@@ -186,7 +195,7 @@ def test_a_progress_event_goes_out_with_its_own_seq_and_the_update_seq_it_follow
 
 async def test_progress_events_pass_in_order_and_make_no_gap() -> None:
     delivered: list[bytes] = []
-    log = MemoryEventLog("ns", lambda channel, data: delivered.append(data), retain=100)
+    log = MemoryEventLog("ns", lambda channel, data: delivered.extend(events_in(data)), retain=100)
     parts: list[list[JobEvent | ProgressEvent]] = [
         [event()], [progress(), progress()], [event()], [progress()], [event()],
     ]  # fmt: skip
