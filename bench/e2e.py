@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -51,6 +52,7 @@ TENANT = "e2e"
 IN_FLIGHT = 32
 BATCH = 1000
 JOB = {"tenantId": TENANT, "type": "sleep", "payload": {"delayMs": 0}}
+BATCH_FRAMES = os.environ.get("FERRY_BENCH_BATCH_FRAMES", "true")  # false: one event a frame
 
 
 class Completions:
@@ -90,14 +92,17 @@ def memory_mib(pid: int, field: str) -> float:
 
 
 async def subscribe(base: str, seen: Completions) -> asyncio.Task[None]:
-    ws = await connect(base.replace("http", "ws") + "/ws", max_queue=None)
+    """A WebSocket that follows the tenant, several messages a frame (`?batch=true`),
+    as a client that follows a whole tenant's events would."""
+    ws = await connect(base.replace("http", "ws") + f"/ws?batch={BATCH_FRAMES}", max_queue=None)
     await ws.recv()
     await ws.send(json.dumps({"type": "SUBSCRIBE", "tenantId": TENANT}))
     await ws.recv()
 
     async def receive() -> None:
-        async for message in ws:
-            seen.record(message)
+        async for frame in ws:
+            for message in str(frame).split("\n"):  # a text frame
+                seen.record(message)
 
     return asyncio.create_task(receive())
 

@@ -24,18 +24,25 @@ def ws_url(base: str) -> str:
 
 
 class Socket:
-    """A WebSocket subscriber speaking the seeds' protocol."""
+    """A WebSocket subscriber speaking the seeds' protocol: a message a frame, or with
+    `batch` (`/ws?batch=true`) a frame of one or more messages, one a line."""
 
-    def __init__(self, connection: ClientConnection) -> None:
+    def __init__(self, connection: ClientConnection, *, batch: bool = False) -> None:
         self.connection = connection
+        self.batch = batch
+        self.frames: list[int] = []  # with `batch`: how many messages each frame held
+        self._lines: list[str] = []
 
     async def send(self, message: dict[str, Any] | str) -> None:
         await self.connection.send(message if isinstance(message, str) else json.dumps(message))
 
     async def receive(self, timeout: float = 10) -> dict[str, Any]:
-        message: dict[str, Any] = json.loads(
-            await asyncio.wait_for(self.connection.recv(), timeout)
-        )
+        if not self._lines:
+            frame = await asyncio.wait_for(self.connection.recv(), timeout)
+            assert isinstance(frame, str), frame
+            self._lines = frame.split("\n") if self.batch else [frame]
+            self.frames.append(len(self._lines))
+        message: dict[str, Any] = json.loads(self._lines.pop(0))
         return message
 
     async def subscribe(self, tenant: str) -> dict[str, Any]:
@@ -64,9 +71,10 @@ class Socket:
 
 
 @asynccontextmanager
-async def socket(base: str) -> AsyncIterator[Socket]:
-    async with connect(ws_url(base), open_timeout=10) as connection:
-        client = Socket(connection)
+async def socket(base: str, *, batch: bool = False) -> AsyncIterator[Socket]:
+    url = ws_url(base) + ("?batch=true" if batch else "")
+    async with connect(url, open_timeout=10) as connection:
+        client = Socket(connection, batch=batch)
         hello = await client.receive()
         assert hello["type"] == "CONNECTED", hello
         yield client

@@ -30,7 +30,7 @@ from litestar.di import NamedDependency
 from litestar.enums import HttpMethod
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import WS_1013_TRY_AGAIN_LATER
+from litestar.status_codes import WS_1008_POLICY_VIOLATION, WS_1013_TRY_AGAIN_LATER
 
 from ferry.api.answers import TENANT_CHECKED
 from ferry.api.auth import WS_SUBPROTOCOL, principal_of
@@ -43,6 +43,7 @@ from ferry.fields import TENANT_ID_PATTERN, TenantId, in_words
 from ferry.observability.metrics import recorder
 from ferry.service.schemas import MAX_SEQ
 from ferry.settings import Settings
+from ferry.sockets.outbox import Outbox, lines
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,15 @@ def describe_bad_message(exc: Exception) -> str:
     if "`$.type`" in text or "missing required field `type`" in text:
         return "unknown message type: send SUBSCRIBE or UNSUBSCRIBE with a tenantId"
     return in_words(text.replace("`$.", "`").replace("- at `$`", "").strip())
+
+
+_BATCH = (
+    "true: a frame may carry several messages, one JSON object a line (split each frame"
+    " on newlines): fewer frames for a client that follows many events"
+)
+
+
+_BATCH_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
 
 class Cuttable(Protocol):
@@ -142,15 +152,22 @@ class LiveSocket:
     """One WebSocket connection: one task per subscribed tenant, one send at a time."""
 
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, runtime: Runtime
+        self,
+        socket: WebSocket[Any, Any, Any],
+        channels: ChannelsPlugin,
+        runtime: Runtime,
+        *,
+        batch: bool = False,
     ) -> None:
+        """`batch`: several messages a frame, one a line, written by an outbox."""
         self.socket = socket
         self.principal = principal_of(socket)
         self.channels = channels
         self.events: EventLog = runtime.events
         self.settings: Settings = runtime.settings
         self.feeds: dict[str, _Following] = {}
-        self._sending = asyncio.Lock()
+        self.outbox = Outbox(self._write_lines) if batch else None
+        self._sending = asyncio.Lock()  # held while a write goes out
         self.watch = write_watch(socket.app.state)
         self.cut_reason: str | None = None
 
@@ -167,6 +184,8 @@ class LiveSocket:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.stop(list(self.feeds))
+                if self.outbox is not None:
+                    await self.outbox.close()
 
     async def handle(self, raw: str | bytes) -> None:
         if self.cut_reason is not None:
@@ -243,21 +262,32 @@ class LiveSocket:
         await self._send(_encode(message))
 
     async def _send(self, data: bytes) -> None:
+        if self.outbox is None:
+            await self._write(data)
+        elif self.cut_reason is None:
+            await self.outbox.put(data)
+
+    async def _write_lines(self, messages: list[bytes]) -> None:
+        await self._write(lines(messages))
+
+    async def _write(self, frame: bytes) -> None:
         async with self._sending:
             if self.cut_reason is not None:
                 return
             self.watch.begin(self)
             try:
-                await self.socket.send_data(data, mode="text")
+                await self.socket.send_data(frame, mode="text")
             finally:
                 self.watch.end(self)
 
     async def cut(self, reason: str) -> None:
-        """Stop every feed (the one whose write waits with them), then close with 1013
-        once what is already written has gone (or the client has)."""
+        """Drop what waits, stop every feed (the one whose write waits with them),
+        then close with 1013 once what is already written has gone (or the client has)."""
         if self.cut_reason is not None:
             return
         self.cut_reason = reason
+        if self.outbox is not None:
+            self.outbox.drop()
         count_cut("websocket", client_of(self.socket.scope), list(self.feeds), reason)
         await self.stop(list(self.feeds))
         async with self._sending:  # after a reply being written
@@ -267,13 +297,24 @@ class LiveSocket:
 
 @websocket("/ws")
 async def live_socket(
-    socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin], runtime: AppRuntime
+    socket: WebSocket[Any, Any, Any],
+    channels: NamedDependency[ChannelsPlugin],
+    runtime: AppRuntime,
+    batch: Annotated[str | None, QueryParameter(description=_BATCH)] = None,
 ) -> None:
     """`{"type": "SUBSCRIBE", "tenantId": ...}` in, that tenant's `JOB_UPDATE`s and
     `PROGRESS` events out. With FERRY_AUTH=on the key comes as the subprotocol
     `bearer.<key>` (offered with `ferry`), as `Authorization: Bearer <key>`, or as
     `?token=<key>`."""
-    await LiveSocket(socket, channels, runtime).run()
+    batched = _BATCH_VALUES.get((batch or "false").lower())
+    if batched is None:
+        # Refused in the protocol's own words: a refused handshake says nothing.
+        await socket.accept()
+        message = f"batch: expected true or false, not {batch!r}"
+        await socket.send_data(_encode({"type": "ERROR", "message": message}), mode="text")
+        await socket.close(WS_1008_POLICY_VIOLATION, "batch: expected true or false")
+        return
+    await LiveSocket(socket, channels, runtime, batch=batched).run()
 
 
 # -- Server-Sent Events ------------------------------------------------------------------

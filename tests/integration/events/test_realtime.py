@@ -5,6 +5,7 @@ status change of its tenant, in order, and nothing of other tenants."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,13 +15,15 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
 
 from ferry.db.models import utcnow
 from ferry.events.event import JobEvent
 from ferry.events.log import Committed
 from ferry.events.redis_log import RedisEventLog
 from tests.support.jobs import new_tenant, sleep_job
-from tests.support.live import seqs, socket, statuses, stream
+from tests.support.live import seqs, socket, statuses, stream, ws_url
 from tests.support.processes import api_process, ferry_env, free_port, shared_env, worker_process
 from tests.support.services import TEST_REDIS_URL, redis_namespace, redis_server
 
@@ -122,6 +125,31 @@ async def test_each_jobs_events_arrive_in_lifecycle_order_under_load(stack: Stac
         assert seqs(updates) == list(range(1, 601))
         assert sorted(per_job(updates)) == sorted(lifecycle(job_ids))
         assert per_job(updates) == lifecycle(list(dict.fromkeys(u["jobId"] for u in updates)))
+
+
+async def test_a_batch_socket_gets_several_events_a_frame_in_order(stack: Stack) -> None:
+    """`/ws?batch=true`: the events that arrive while a frame goes out go together in
+    the next one, one a line, in the order a socket of one event a frame gets them."""
+    tenant = new_tenant()
+    async with socket(stack.api1, batch=True) as batched, socket(stack.api1) as single:
+        await batched.subscribe(tenant)
+        await single.subscribe(tenant)
+        job_ids = await create(stack.api2, *[sleep_job(tenant) for _ in range(200)])
+        over_batched, over_single = await batched.updates(600), await single.updates(600)
+    assert over_batched == over_single
+    assert seqs(over_batched) == list(range(1, 601))
+    assert sorted(per_job(over_batched)) == sorted(lifecycle(job_ids))
+    assert max(batched.frames) > 1 and len(batched.frames) < 600 + 2
+    assert set(single.frames) == {1}
+
+
+async def test_a_bad_batch_value_is_named_and_the_socket_closed(stack: Stack) -> None:
+    async with connect(ws_url(stack.api1) + "?batch=maybe", open_timeout=10) as ws:
+        error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert error == {"type": "ERROR", "message": "batch: expected true or false, not 'maybe'"}
+        with pytest.raises(ConnectionClosedError) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
 async def test_websocket_protocol(stack: Stack) -> None:
