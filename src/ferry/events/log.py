@@ -62,7 +62,7 @@ class EventLog(Protocol):
         """The tenant's latest seq (0 before its first event)."""
 
 
-Deliver = Callable[[str, bytes], None]
+Deliver = Callable[[str, bytes], None]  # a channel, a message of its events (`published`)
 
 
 class MemoryEventLog:

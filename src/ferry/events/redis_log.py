@@ -124,6 +124,8 @@ class RedisEventLog:
         mark_ttl_ms: int = MARK_TTL_MS,
         per_message: int = EVENTS_PER_MESSAGE,
     ) -> None:
+        if per_message < 1:
+            raise ValueError(f"per_message must be 1 or more, not {per_message}")
         self.client = client
         self.per_message = per_message
         self.mark_ttl_ms = mark_ttl_ms

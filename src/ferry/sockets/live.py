@@ -172,8 +172,7 @@ class LiveSocket:
         self.cut_reason: str | None = None
 
     async def run(self) -> None:
-        offered = self.socket.scope.get("subprotocols", ())
-        await self.socket.accept(subprotocols=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
+        await accept(self.socket)
         await self.send({"type": "CONNECTED", "message": "Connected to job updates"})
         try:
             while True:
@@ -286,13 +285,20 @@ class LiveSocket:
         if self.cut_reason is not None:
             return
         self.cut_reason = reason
-        if self.outbox is not None:
-            self.outbox.drop()
         count_cut("websocket", client_of(self.socket.scope), list(self.feeds), reason)
         await self.stop(list(self.feeds))
+        if self.outbox is not None:
+            await self.outbox.close()  # its write that waits, as a feed's in `stop`
         async with self._sending:  # after a reply being written
             with suppress(Exception):  # the client went away meanwhile
                 await self.socket.close(WS_1013_TRY_AGAIN_LATER, reason)
+
+
+async def accept(socket: WebSocket[Any, Any, Any]) -> None:
+    """Accept, with Ferry's subprotocol when the client offered it (a browser that
+    sends its key as a subprotocol fails a handshake that names none)."""
+    offered = socket.scope.get("subprotocols", ())
+    await socket.accept(subprotocols=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
 
 
 @websocket("/ws")
@@ -306,13 +312,14 @@ async def live_socket(
     `PROGRESS` events out. With FERRY_AUTH=on the key comes as the subprotocol
     `bearer.<key>` (offered with `ferry`), as `Authorization: Bearer <key>`, or as
     `?token=<key>`."""
-    batched = _BATCH_VALUES.get((batch or "false").lower())
+    batched = _BATCH_VALUES.get("false" if batch is None else batch.lower())
     if batched is None:
         # Refused in the protocol's own words: a refused handshake says nothing.
-        await socket.accept()
+        await accept(socket)
         message = f"batch: expected true or false, not {batch!r}"
-        await socket.send_data(_encode({"type": "ERROR", "message": message}), mode="text")
-        await socket.close(WS_1008_POLICY_VIOLATION, "batch: expected true or false")
+        with suppress(Exception):  # the client went away meanwhile
+            await socket.send_data(_encode({"type": "ERROR", "message": message}), mode="text")
+            await socket.close(WS_1008_POLICY_VIOLATION, "batch: expected true or false")
         return
     await LiveSocket(socket, channels, runtime, batch=batched).run()
 

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 Write = Callable[[list[bytes]], Awaitable[None]]  # sends messages, in order
 
 # Messages waiting for one socket before a sender waits.
 ROOM = 128
+# The most bytes a write takes at once (a message larger goes alone): clients cap
+# the size of a frame they take (64 KiB in some libraries).
+FRAME_BYTES = 64 * 1024
 _LINE = b"\n"
 
 
@@ -38,16 +44,20 @@ class Outbox:
         self._space = asyncio.Event()  # fewer than `room` wait
         self._space.set()
         self._failed: BaseException | None = None
+        self._closed = False
         self._writer: asyncio.Task[None] | None = None
 
     async def put(self, message: bytes) -> None:
         """Queue `message` behind those before it; wait while `room` wait already.
-        Raises what made a write fail: the socket is gone."""
-        while len(self._waiting) >= self._room and self._failed is None:
+        Raises ConnectionError once a write has failed: the socket is gone. Once
+        closed, drops `message`."""
+        while len(self._waiting) >= self._room and self._failed is None and not self._closed:
             self._space.clear()
             await self._space.wait()
         if self._failed is not None:
-            raise self._failed
+            raise ConnectionError("the socket's write failed") from self._failed
+        if self._closed:
+            return
         self._waiting.append(message)
         self._some.set()
         if self._writer is None:  # in a context of its own, not the first sender's
@@ -59,7 +69,9 @@ class Outbox:
         self._space.set()
 
     async def close(self) -> None:
-        """Stop writing; what still waits is dropped."""
+        """Stop writing, a write that waits included; what still waits is dropped, and
+        so is whatever is put from now on."""
+        self._closed = True
         self.drop()
         if self._writer is not None:
             self._writer.cancel()
@@ -69,13 +81,28 @@ class Outbox:
         while True:
             await self._some.wait()
             self._some.clear()
-            taken, self._waiting = self._waiting, []
+            taken = self._take()
+            if self._waiting:
+                self._some.set()  # more than a frame's bytes: the rest go next
             self._space.set()
             if not taken:
                 continue  # dropped meanwhile
             try:
                 await self._write(taken)
             except Exception as exc:
+                log.info("a live socket's write failed (%s): it sends nothing more", exc)
                 self._failed = exc
-                self._space.set()  # wake the senders: they raise it
+                self._space.set()  # wake the senders: they raise
                 return
+
+    def _take(self) -> list[bytes]:
+        """The messages that wait, oldest first, up to FRAME_BYTES (at least one)."""
+        size, count = 0, 0
+        for message in self._waiting:
+            size += len(message) + 1
+            if count and size > FRAME_BYTES:
+                break
+            count += 1
+        taken = self._waiting[:count]
+        del self._waiting[:count]
+        return taken

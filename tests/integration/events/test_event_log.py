@@ -137,6 +137,11 @@ async def test_redis_log_publishes_a_tenants_events_together(
     try:
         channels = [channel_name(prefix, tenant) for tenant in (TENANT, "other")]
         await pubsub.subscribe(*channels)
+        confirmed = 0
+        async with asyncio.timeout(10):  # subscribed to both before anything is published
+            while confirmed < len(channels):
+                message = await pubsub.get_message(timeout=1)
+                confirmed += message is not None and message["type"] == "subscribe"
         log = RedisEventLog(client, prefix, retain=100, per_message=per_message)
         await log.append([Committed(events(3) + events(1, "other")), Committed(events(2))])
         messages: dict[str, list[list[int]]] = {channel: [] for channel in channels}

@@ -143,10 +143,14 @@ async def test_a_batch_socket_gets_several_events_a_frame_in_order(stack: Stack)
     assert set(single.frames) == {1}
 
 
-async def test_a_bad_batch_value_is_named_and_the_socket_closed(stack: Stack) -> None:
-    async with connect(ws_url(stack.api1) + "?batch=maybe", open_timeout=10) as ws:
+@pytest.mark.parametrize("value", ["maybe", ""])
+async def test_a_bad_batch_value_is_named_and_the_socket_closed(stack: Stack, value: str) -> None:
+    async with connect(ws_url(stack.api1) + f"?batch={value}", open_timeout=10) as ws:
         error = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert error == {"type": "ERROR", "message": "batch: expected true or false, not 'maybe'"}
+        assert error == {
+            "type": "ERROR",
+            "message": f"batch: expected true or false, not {value!r}",
+        }
         with pytest.raises(ConnectionClosedError) as closed:
             await asyncio.wait_for(ws.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ferry.sockets.outbox import Outbox, lines
+from ferry.sockets.outbox import FRAME_BYTES, Outbox, lines
 
 
 class Socket:
@@ -76,10 +76,11 @@ async def test_a_failed_write_is_raised_to_the_senders() -> None:
     await outbox.put(b"2")
     waiting = asyncio.create_task(outbox.put(b"3"))  # no room: waits
     socket.held.set()
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionError):
         await asyncio.wait_for(waiting, 1)
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionError) as failed:
         await outbox.put(b"4")
+    assert isinstance(failed.value.__cause__, ConnectionResetError)
     await outbox.close()
 
 
@@ -97,6 +98,36 @@ async def test_dropped_messages_are_never_written() -> None:
     await settle()
     assert socket.writes == [[b"1"], [b"3"]]
     await outbox.close()
-    await outbox.put(b"4")  # after close: never written
+    for message in (b"4", b"5"):  # after close: dropped, and no sender waits for room
+        await asyncio.wait_for(outbox.put(message), 1)
     await settle()
     assert socket.writes == [[b"1"], [b"3"]]
+
+
+async def test_close_stops_a_write_that_waits() -> None:
+    """A client that stopped reading: its write never ends, and the cut's close must
+    not wait for it."""
+    socket = Socket()
+    outbox = Outbox(socket.write)
+    socket.held.clear()  # never set: the write waits for good
+    await outbox.put(b"1")
+    await settle()
+    await asyncio.wait_for(outbox.close(), 1)
+    assert socket.writes == [[b"1"]]
+
+
+async def test_a_write_takes_at_most_a_frames_bytes() -> None:
+    socket = Socket()
+    outbox = Outbox(socket.write, room=1000)
+    socket.held.clear()
+    await outbox.put(b"first")
+    await settle()
+    big = b"x" * (FRAME_BYTES // 3)
+    for _ in range(4):
+        await outbox.put(big)
+    await outbox.put(b"y" * (FRAME_BYTES + 1))  # larger than a frame: alone
+    socket.held.set()
+    await settle()
+    assert [len(write) for write in socket.writes] == [1, 2, 2, 1]
+    assert all(sum(len(m) + 1 for m in write) <= FRAME_BYTES for write in socket.writes[:3])
+    await outbox.close()
