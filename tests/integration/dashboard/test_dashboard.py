@@ -154,13 +154,34 @@ async def test_a_job_created_in_the_form_turns_completed_live_over_websocket(
     print(f"screenshot: {tmp_path / 'dashboard-websocket.png'}")
 
 
+async def test_the_page_takes_several_events_a_frame(page: Page, ferry: Ferry) -> None:
+    """The dashboard's socket asks for batch frames (`/ws?batch=true`): a batch of jobs
+    arrives as frames of several events, and every job turns COMPLETED on the page."""
+    frames: list[str] = []
+    page.on(
+        "websocket",
+        lambda socket: socket.on("framereceived", lambda payload: frames.append(str(payload))),
+    )
+    tenant = new_tenant()
+    await open_dashboard(page, ferry, tenant, "WebSocket")
+    async with httpx.AsyncClient(base_url=ferry.base) as client:
+        jobs = {"jobs": [sleep_job(tenant) for _ in range(20)]}
+        assert (await client.post("/jobs/batch", json=jobs)).status_code == 201
+    completed = page.get_by_test_id("job-status").filter(has_text="COMPLETED")
+    await expect(completed).to_have_count(20, timeout=WAIT_MS)
+    messages = [json.loads(line) for frame in frames for line in frame.split("\n")]
+    updates = [message for message in messages if message["type"] == "JOB_UPDATE"]
+    assert [update["seq"] for update in updates] == list(range(1, 61))
+    assert max(frame.count("\n") for frame in frames) > 0, "no frame held several events"
+
+
 async def test_with_websocket_blocked_it_falls_back_to_sse(
     page: Page, ferry: Ferry, tmp_path: Path
 ) -> None:
     async def refuse(route: WebSocketRoute) -> None:
         await route.close(code=1008, reason="blocked")  # as a proxy that refuses it would
 
-    await page.route_web_socket("**/ws", refuse)
+    await page.route_web_socket(re.compile(r"/ws\?batch=true$"), refuse)
     await watch_a_new_job_complete(page, ferry, "SSE", tmp_path / "dashboard-sse.png")
 
 
@@ -287,7 +308,7 @@ async def test_after_the_websocket_drops_it_reconnects_and_catches_up(
         route.connect_to_server()  # a real connection to Ferry, which the test can cut
         sockets.append(route)
 
-    await page.route_web_socket("**/ws", through)
+    await page.route_web_socket(re.compile(r"/ws\?batch=true$"), through)
     tenant = new_tenant()
     await open_dashboard(page, ferry, tenant, "WebSocket")
     await sockets[-1].close(code=1001, reason="gone")  # as a restarting proxy would
