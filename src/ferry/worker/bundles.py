@@ -13,7 +13,9 @@ and sends the others back to the head of Dramatiq's queue at once, one job a
 message, for the other threads. A bundle that runs past the budget anyway (a
 job far slower than its type's average), or whose worker stops meanwhile,
 gives back the claims of the jobs it has not started, and sends them the
-same way.
+same way. The thread can do that only between jobs: when one job runs long,
+the heartbeat gives back the jobs that have waited behind it past `OVERDUE_S`
+(`ClaimsAhead.overdue`), and the thread skips them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ T = TypeVar("T")
 # threads: a job waits for the ones before it in its message at most about this long.
 BUDGET_S = 0.1
 SHORT_S = BUDGET_S / 4  # a type whose jobs take this long at most goes several a message
+# A job that has waited this long in its message is stuck behind a slow one: the
+# heartbeat gives it back for another thread (within a heartbeat of this).
+OVERDUE_S = 10 * BUDGET_S
 TYPICAL_WEIGHT = 0.05  # of the latest job in a moving average of durations
 
 

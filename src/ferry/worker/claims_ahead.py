@@ -35,14 +35,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
 from ferry.db.transitions import ClaimedJob
 from ferry.jobs.registry import REGISTRY, is_async
 from ferry.queue.messages import JOBS_QUEUE, tenant_of
-from ferry.worker.bundles import moved
+from ferry.worker.bundles import OVERDUE_S, moved
 from ferry.worker.pauses import Pauses
 from ferry.worker.writer import Reply, StatusWriter
 
@@ -57,15 +57,21 @@ AHEAD_PER_SHORT_IDLE_THREAD = 4
 GIVE_BACK_TIMEOUT_S = 10
 
 
+GiveBack = Callable[[list[ClaimedJob]], None]
+
+
 class Claim(Reply):
     """One claim sent ahead: its job once committed (None if it was not claimable)."""
 
-    __slots__ = ("aborted", "taken")
+    __slots__ = ("aborted", "give_back", "since", "taken")
 
-    def __init__(self) -> None:
+    def __init__(self, give_back: GiveBack | None = None) -> None:
         super().__init__()
         self.taken = False  # by a worker thread
         self.aborted = False  # cancelled (or deleted) while it waited
+        # A job waiting in a bundle: what gives it back, and since when it waits.
+        self.give_back = give_back
+        self.since = time.monotonic()
 
     def wait(self, timeout: float = -1) -> ClaimedJob | None:
         """The claimed job; None if the claim failed, the job was cancelled since, or it
@@ -184,12 +190,13 @@ class ClaimsAhead:
 
     # -- the jobs of a bundle (ferry.worker.bundles) ------------------------------------------
 
-    def waiting(self, jobs: Iterable[ClaimedJob]) -> None:
+    def waiting(self, jobs: Iterable[ClaimedJob], give_back: GiveBack) -> None:
         """Claimed jobs that wait on a thread for the ones before them in their message:
-        their leases are renewed and a cancel marks them, as for claims ahead."""
+        their leases are renewed and a cancel marks them, as for claims ahead; past
+        `OVERDUE_S` the heartbeat hands them to `give_back` (`overdue`)."""
         with self._lock:
             for job in jobs:
-                claim = self._waiting[job.id] = Claim()
+                claim = self._waiting[job.id] = Claim(give_back)
                 claim.value = job
 
     def starting(self, job: ClaimedJob) -> bool:
@@ -198,11 +205,11 @@ class ClaimsAhead:
             claim = self._waiting.pop(job.id, None)
         return claim is not None and not claim.aborted
 
-    def forget(self, jobs: Iterable[ClaimedJob]) -> None:
-        """Jobs of `waiting` that will not start here (given back)."""
+    def forget(self, jobs: Iterable[ClaimedJob]) -> list[ClaimedJob]:
+        """Jobs of `waiting` that will not start here: those still waiting, to give back
+        (not those cancelled, or given back by `overdue`, meanwhile)."""
         with self._lock:
-            for job in jobs:
-                self._waiting.pop(job.id, None)
+            return [job for job in jobs if self._waiting.pop(job.id, None) is not None]
 
     # -- the heartbeat ---------------------------------------------------------------------
 
@@ -210,6 +217,24 @@ class ClaimsAhead:
         """The jobs claimed ahead that no thread took yet: their leases need renewing."""
         with self._lock:
             return list(self._waiting)
+
+    def overdue(self, after_s: float = OVERDUE_S) -> list[tuple[GiveBack, list[ClaimedJob]]]:
+        """The jobs that have waited in a bundle longer than `after_s` (the one running
+        before them is slow), taken out of `waiting` so that their thread skips them,
+        with what gives each bundle's back."""
+        since = time.monotonic() - after_s
+        taken: dict[GiveBack, list[ClaimedJob]] = {}
+        with self._lock:
+            late = [
+                (job_id, claim)
+                for job_id, claim in self._waiting.items()
+                if claim.give_back is not None and claim.since < since
+            ]
+            for job_id, claim in late:
+                del self._waiting[job_id]
+                assert claim.give_back is not None and claim.value is not None
+                taken.setdefault(claim.give_back, []).append(claim.value)
+        return list(taken.items())
 
     def abort(self, job_ids: Iterable[uuid.UUID]) -> None:
         """These jobs are no longer RUNNING: whichever thread takes one skips it."""

@@ -53,6 +53,8 @@ class Heartbeat:
                 log.exception("heartbeat failed; leases were not renewed this time")
 
     async def beat(self) -> None:
+        if self.claims is not None:
+            self._give_back_overdue(self.claims)
         ids = self.running.ids()
         if self.claims is not None:
             ids += self.claims.ids()
@@ -73,6 +75,22 @@ class Heartbeat:
                 self.claims.abort(gone)
             for job_id in self.running.abort(gone):
                 log.info("job %s is no longer RUNNING (cancelled?): aborting it", job_id)
+
+    def _give_back_overdue(self, claims: ClaimsAhead) -> None:
+        """Jobs stuck in a bundle behind a slow one go back for other threads; the give-back
+        blocks (a write, a send), so it runs on a pool thread, and the beat goes on."""
+        loop = asyncio.get_running_loop()
+        for give_back, jobs in claims.overdue():
+            log.info("%d jobs waited behind a slow job of their message: giving them back",
+                     len(jobs))  # fmt: skip
+            given = loop.run_in_executor(None, give_back, jobs)
+            given.add_done_callback(_log_failure)
+
+
+def _log_failure(given: asyncio.Future[None]) -> None:
+    if not given.cancelled() and (exc := given.exception()) is not None:
+        log.error("giving back jobs that waited behind a slow one failed: %r; their leases "
+                  "will run out and the recovery pass re-send them", exc)  # fmt: skip
 
 
 async def keep_alive(

@@ -144,7 +144,7 @@ class JobLifecycle(dramatiq.Middleware):
         broker.bundled.sent_back(message, len(mine) - max(1, len(claimed)))  # not claimable
         if len(claimed) > 1:
             waiting = claimed[1:]
-            self.services.claims.waiting(waiting)
+            self.services.claims.waiting(waiting, partial(self._return, message))
             # One ack for all: let go once each job is recorded, or given back.
             last = partial(self._release, message)
             hold = BundleHold(len(claimed), broker.hold_ack(message), last)
@@ -249,16 +249,23 @@ class JobLifecycle(dramatiq.Middleware):
         not counted), and sent back for another thread; a claim not given back in time is
         left to its lease."""
         assert isinstance(broker, GroupAckRedisBroker), "bundles come from the fair queue"
-        self.services.claims.forget(jobs)
+        waiting = self.services.claims.forget(jobs)  # the heartbeat may have taken some
         broker.bundled.sent_back(message, len(jobs))
         try:
-            statuses = self.services.writer.unclaim(jobs, GIVE_BACK_TIMEOUT_S)
-            given = [job.id for job, status in zip(jobs, statuses, strict=True) if status]
-            log.info("gave back %d of %d jobs of a bundle", len(given), len(jobs))
-            self._send_back(message, given)
+            if waiting:
+                self._return(message, waiting)
         finally:
             for _ in jobs:
                 hold.release()
+
+    def _return(self, message: Any, jobs: list[ClaimedJob]) -> None:
+        """Claimed jobs of a bundle that will not start: PENDING again and sent back. Called
+        by the bundle's thread, or by the heartbeat (on a pool thread) for jobs overdue
+        behind a slow one, which the bundle's thread then skips."""
+        statuses = self.services.writer.unclaim(jobs, GIVE_BACK_TIMEOUT_S)
+        given = [job.id for job, status in zip(jobs, statuses, strict=True) if status]
+        log.info("gave back %d of %d jobs of a bundle", len(given), len(jobs))
+        self._send_back(message, given)
 
     def _take_bundle(self) -> _Bundle | None:
         bundle, self._per_thread.bundle = getattr(self._per_thread, "bundle", None), None

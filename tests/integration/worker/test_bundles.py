@@ -13,21 +13,26 @@ import redis
 
 from ferry.settings import Settings
 from ferry.worker.boot import current_broker
+from ferry.worker.bundles import BUDGET_S
 from ferry.worker.lifecycle import JobLifecycle
 from tests.support.jobs import Client, create, finished, new_tenant, sleep_job
 from tests.support.services import TEST_REDIS_URL
 
 
-def statuses(settings: Settings, tenant: str) -> dict[str, list[tuple[str, int]]]:
-    """Each job's events in the tenant's stream: (status, attempts) in order."""
+def logged(settings: Settings, tenant: str) -> list[dict[str, Any]]:
+    """The tenant's events in its stream, in seq order."""
     client = redis.Redis.from_url(TEST_REDIS_URL)
     try:
         entries: list[Any] = client.xrange(f"{settings.redis_namespace}:events:stream:{tenant}")  # type: ignore[assignment]
     finally:
         client.close()
+    return [json.loads(fields[b"data"]) for _, fields in entries]
+
+
+def statuses(settings: Settings, tenant: str) -> dict[str, list[tuple[str, int]]]:
+    """Each job's events in the tenant's stream: (status, attempts) in order."""
     found: dict[str, list[tuple[str, int]]] = {}
-    for _, fields in entries:
-        event = json.loads(fields[b"data"])
+    for event in logged(settings, tenant):
         found.setdefault(event["jobId"], []).append((event["status"], event["attempts"]))
     return found
 
@@ -70,6 +75,18 @@ async def tenant_of_short_jobs(client: Client, settings: Settings) -> str:
     return tenant
 
 
+async def measured_fast(client: Client, tenant: str, below_s: float = BUDGET_S / 40) -> None:
+    """Until the worker's average duration of `sleep` jobs is below `below_s` (a slow job
+    of an earlier test raised it): fast jobs of `tenant`, a batch at a time."""
+    durations = lifecycle().services.durations
+    for _ in range(20):
+        typical = durations.typical("sleep")
+        if typical is not None and typical < below_s:
+            return
+        await all_finished(client, await create_batch(client, [sleep_job(tenant)] * 50))
+    raise AssertionError(f"sleep jobs still take {durations.typical('sleep')} s on average")
+
+
 async def test_a_batch_of_short_jobs_runs_several_a_message_each_recorded_once(
     app_client: Client, worker_settings: Settings
 ) -> None:
@@ -109,3 +126,28 @@ async def test_a_slow_job_gives_back_the_jobs_after_it_and_keeps_its_own_time_li
     assert back, "no job waiting behind the slow one was given back"
     for job_id in ids[:1] + ids[2:]:  # each ran once: given back before it started, or not
         assert events[job_id] in (ran, given_back)
+
+
+async def test_jobs_stuck_behind_a_slow_one_are_given_back_before_it_ends(
+    app_client: Client, worker_settings: Settings
+) -> None:
+    """The thread of a bundle gives back only between jobs: the jobs waiting behind a
+    slow one are given back by the heartbeat once they have waited OVERDUE_S (1 s), and
+    other threads run them while it still runs (past its time limit: 1.5 to 2.5 s)."""
+    tenant = await tenant_of_short_jobs(app_client, worker_settings)
+    await measured_fast(app_client, tenant)  # one thread takes the whole batch below
+    slow = sleep_job(tenant, 3000, maxAttempts=1)
+    ids = await create_batch(app_client, [slow] + [sleep_job(tenant) for _ in range(30)])
+
+    jobs = await all_finished(app_client, ids)
+
+    assert jobs[0]["status"] == "FAILED"
+    assert {job["status"] for job in jobs[1:]} == {"COMPLETED"}
+    events = logged(worker_settings, tenant)
+    seq_of = {(e["jobId"], e["status"], e["attempts"]): e["seq"] for e in events}
+    slow_ended = seq_of[(ids[0], "FAILED", 1)]
+    given_back = [("PENDING", 0), ("RUNNING", 1), ("PENDING", 0), ("RUNNING", 1), ("COMPLETED", 1)]
+    back = [job_id for job_id in ids[1:] if statuses(worker_settings, tenant)[job_id] == given_back]
+    assert back, "no job waiting behind the slow one was given back"
+    late = [job_id for job_id in back if seq_of[(job_id, "COMPLETED", 1)] > slow_ended]
+    assert not late, f"{len(late)} of {len(back)} given back only once the slow job ended"

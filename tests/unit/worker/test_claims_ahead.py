@@ -280,3 +280,37 @@ def test_a_paused_tenants_messages_are_not_claimed_ahead_even_once_queued() -> N
     on_thread(run_first)
     # The queued one is passed over (its thread will skip it unclaimed); the other claimed.
     assert list(writer.sent) == [job_id(other)]
+
+
+def bundle_jobs(count: int) -> list[ClaimedJob]:
+    return [ClaimedJob(uuid.uuid4(), "t", "ca_sync", {}, 1, 3) for _ in range(count)]
+
+
+def test_jobs_waiting_behind_a_slow_one_are_overdue_once_and_their_thread_skips_them() -> None:
+    claims = ClaimsAhead(Writer(), threads=2)  # type: ignore[arg-type]
+    first, second = bundle_jobs(3), bundle_jobs(2)
+    give_first: Callable[[list[ClaimedJob]], None] = lambda jobs: None  # noqa: E731
+    give_second: Callable[[list[ClaimedJob]], None] = lambda jobs: None  # noqa: E731
+    claims.waiting(first, give_first)
+    assert claims.overdue(after_s=60) == []  # not waited long enough
+    assert claims.starting(first[0])  # its thread got to it in time
+    claims.waiting(second, give_second)
+    claims.abort({first[2].id})  # cancelled meanwhile: not given back, only skipped
+
+    overdue = dict(claims.overdue(after_s=0))
+
+    assert overdue == {give_first: [first[1]], give_second: second}
+    assert claims.overdue(after_s=0) == []  # taken once
+    assert claims.ids() == []  # given back: their leases are no longer renewed here
+    assert not claims.starting(first[1])  # its thread skips it
+    # The thread's own give-back (its budget spent) leaves them to the heartbeat's.
+    assert claims.forget(first[1:] + second) == []
+
+
+def test_a_thread_gives_back_only_the_jobs_still_waiting() -> None:
+    claims = ClaimsAhead(Writer(), threads=2)  # type: ignore[arg-type]
+    jobs = bundle_jobs(3)
+    claims.waiting(jobs, lambda given: None)
+    claims.abort({jobs[0].id})
+    assert claims.forget(jobs) == jobs[1:]
+    assert claims.ids() == []
