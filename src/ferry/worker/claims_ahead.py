@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -57,20 +58,26 @@ AHEAD_PER_SHORT_IDLE_THREAD = 4
 GIVE_BACK_TIMEOUT_S = 10
 
 
-GiveBack = Callable[[list[ClaimedJob]], None]
+@dataclass(eq=False)
+class Behind:
+    """The jobs of one bundle waiting behind the job its thread runs: what gives back
+    those that wait too long (called on a pool thread), and the ids it was given."""
+
+    give_back: Callable[[list[ClaimedJob]], None]
+    taken: set[uuid.UUID] = field(default_factory=set)
 
 
 class Claim(Reply):
     """One claim sent ahead: its job once committed (None if it was not claimable)."""
 
-    __slots__ = ("aborted", "give_back", "since", "taken")
+    __slots__ = ("aborted", "behind", "since", "taken")
 
-    def __init__(self, give_back: GiveBack | None = None) -> None:
+    def __init__(self, behind: Behind | None = None) -> None:
         super().__init__()
         self.taken = False  # by a worker thread
         self.aborted = False  # cancelled (or deleted) while it waited
-        # A job waiting in a bundle: what gives it back, and since when it waits.
-        self.give_back = give_back
+        # A job waiting in a bundle: its bundle's, and since when it waits.
+        self.behind = behind
         self.since = time.monotonic()
 
     def wait(self, timeout: float = -1) -> ClaimedJob | None:
@@ -190,26 +197,36 @@ class ClaimsAhead:
 
     # -- the jobs of a bundle (ferry.worker.bundles) ------------------------------------------
 
-    def waiting(self, jobs: Iterable[ClaimedJob], give_back: GiveBack) -> None:
+    def waiting(self, jobs: Iterable[ClaimedJob], behind: Behind) -> None:
         """Claimed jobs that wait on a thread for the ones before them in their message:
         their leases are renewed and a cancel marks them, as for claims ahead; past
-        `OVERDUE_S` the heartbeat hands them to `give_back` (`overdue`)."""
+        `OVERDUE_S` the heartbeat gives them back (`overdue`)."""
         with self._lock:
             for job in jobs:
-                claim = self._waiting[job.id] = Claim(give_back)
+                claim = self._waiting[job.id] = Claim(behind)
                 claim.value = job
 
     def starting(self, job: ClaimedJob) -> bool:
-        """A job of `waiting` starts now: False if it was cancelled (or deleted) meanwhile."""
+        """A job of `waiting` starts now: False if it was cancelled (or deleted), or given
+        back, meanwhile."""
         with self._lock:
-            claim = self._waiting.pop(job.id, None)
+            claim = self._pop_waiting(job)
         return claim is not None and not claim.aborted
 
     def forget(self, jobs: Iterable[ClaimedJob]) -> list[ClaimedJob]:
         """Jobs of `waiting` that will not start here: those still waiting, to give back
         (not those cancelled, or given back by `overdue`, meanwhile)."""
         with self._lock:
-            return [job for job in jobs if self._waiting.pop(job.id, None) is not None]
+            return [job for job in jobs if self._pop_waiting(job) is not None]
+
+    def _pop_waiting(self, job: ClaimedJob) -> Claim | None:
+        """`job`'s entry in `waiting`, if it is still there. Under the lock. A job given
+        back can be claimed again here, ahead: that claim is another entry, not this."""
+        claim = self._waiting.get(job.id)
+        if claim is None or claim.value is not job:
+            return None
+        del self._waiting[job.id]
+        return claim
 
     # -- the heartbeat ---------------------------------------------------------------------
 
@@ -218,23 +235,21 @@ class ClaimsAhead:
         with self._lock:
             return list(self._waiting)
 
-    def overdue(self, after_s: float = OVERDUE_S) -> list[tuple[GiveBack, list[ClaimedJob]]]:
+    def overdue(self, after_s: float = OVERDUE_S) -> list[tuple[Behind, list[ClaimedJob]]]:
         """The jobs that have waited in a bundle longer than `after_s` (the one running
-        before them is slow), taken out of `waiting` so that their thread skips them,
-        with what gives each bundle's back."""
+        before them is slow), by bundle: taken out of `waiting`, so that their thread
+        skips them, and added to their bundle's `taken`."""
         since = time.monotonic() - after_s
-        taken: dict[GiveBack, list[ClaimedJob]] = {}
+        late: dict[Behind, list[ClaimedJob]] = {}
         with self._lock:
-            late = [
-                (job_id, claim)
-                for job_id, claim in self._waiting.items()
-                if claim.give_back is not None and claim.since < since
-            ]
-            for job_id, claim in late:
+            for job_id, claim in list(self._waiting.items()):
+                if claim.behind is None or claim.since >= since:
+                    continue
                 del self._waiting[job_id]
-                assert claim.give_back is not None and claim.value is not None
-                taken.setdefault(claim.give_back, []).append(claim.value)
-        return list(taken.items())
+                assert claim.value is not None
+                claim.behind.taken.add(job_id)
+                late.setdefault(claim.behind, []).append(claim.value)
+        return list(late.items())
 
     def abort(self, job_ids: Iterable[uuid.UUID]) -> None:
         """These jobs are no longer RUNNING: whichever thread takes one skips it."""

@@ -1,4 +1,6 @@
 """Leases of running jobs: renewed every heartbeat, and the way cancels reach a worker.
+Jobs stuck behind a slow one in their message are given back here too
+(`ClaimsAhead.overdue`).
 
 One `UPDATE ... WHERE id IN (running) AND status = 'RUNNING' RETURNING id` per
 heartbeat renews every lease this process holds; a running job missing from
@@ -14,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 
 import redis.asyncio as aioredis
@@ -43,6 +46,9 @@ class Heartbeat:
         self.running = running
         self.interval = interval_ms / 1000
         self.claims = claims
+        # Give-backs of jobs stuck behind a slow one: apart from the loop's own pool
+        # (acks, lookups), which a stalled database must not fill.
+        self._giving = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ferry-give-back")
 
     async def run(self) -> None:
         while True:
@@ -77,20 +83,18 @@ class Heartbeat:
                 log.info("job %s is no longer RUNNING (cancelled?): aborting it", job_id)
 
     def _give_back_overdue(self, claims: ClaimsAhead) -> None:
-        """Jobs stuck in a bundle behind a slow one go back for other threads; the give-back
-        blocks (a write, a send), so it runs on a pool thread, and the beat goes on."""
-        loop = asyncio.get_running_loop()
-        for give_back, jobs in claims.overdue():
+        """Jobs stuck in a bundle behind a slow one go back for other threads. A give-back
+        blocks (a write, a send): it runs on a pool of its own, and the beat goes on."""
+        for behind, jobs in claims.overdue():
             log.info("%d jobs waited behind a slow job of their message: giving them back",
                      len(jobs))  # fmt: skip
-            given = loop.run_in_executor(None, give_back, jobs)
-            given.add_done_callback(_log_failure)
+            self._giving.submit(behind.give_back, jobs).add_done_callback(_log_failure)
 
 
-def _log_failure(given: asyncio.Future[None]) -> None:
+def _log_failure(given: Future[None]) -> None:
     if not given.cancelled() and (exc := given.exception()) is not None:
-        log.error("giving back jobs that waited behind a slow one failed: %r; their leases "
-                  "will run out and the recovery pass re-send them", exc)  # fmt: skip
+        log.error("giving back jobs that waited behind a slow one failed: %r; they are "
+                  "left to their leases and the recovery pass", exc)  # fmt: skip
 
 
 async def keep_alive(

@@ -47,7 +47,7 @@ from ferry.queue.sender import Sender
 from ferry.settings import Settings
 from ferry.worker.async_jobs import Slot, take_handover
 from ferry.worker.bundles import BUDGET_S, BundleHold, split
-from ferry.worker.claims_ahead import GIVE_BACK_TIMEOUT_S
+from ferry.worker.claims_ahead import GIVE_BACK_TIMEOUT_S, Behind
 from ferry.worker.outcome import decide
 from ferry.worker.running import set_current_job, take_current_job, take_result
 from ferry.worker.services import WorkerServices
@@ -65,6 +65,7 @@ class _Bundle:
     waiting: list[ClaimedJob]
     hold: BundleHold
     since: float
+    behind: Behind  # those of `waiting` the heartbeat gave back
 
 
 class JobLifecycle(dramatiq.Middleware):
@@ -144,11 +145,13 @@ class JobLifecycle(dramatiq.Middleware):
         broker.bundled.sent_back(message, len(mine) - max(1, len(claimed)))  # not claimable
         if len(claimed) > 1:
             waiting = claimed[1:]
-            self.services.claims.waiting(waiting, partial(self._return, message))
+            behind = Behind(partial(self._return_overdue, broker, message))
+            self.services.claims.waiting(waiting, behind)
             # One ack for all: let go once each job is recorded, or given back.
             last = partial(self._release, message)
             hold = BundleHold(len(claimed), broker.hold_ack(message), last)
-            self._per_thread.bundle = _Bundle(claimed[0], waiting, hold, time.monotonic())
+            since = time.monotonic()
+            self._per_thread.bundle = _Bundle(claimed[0], waiting, hold, since, behind)
         if len(claimed) == 1:
             recorder.observe("ferry_bundle_jobs", 1, job_type)
         return claimed[0] if claimed else None
@@ -202,7 +205,7 @@ class JobLifecycle(dramatiq.Middleware):
         finally:
             try:
                 if left:
-                    self._give_back(broker, message, left, bundle.hold)
+                    self._give_back(broker, message, left, bundle)
             finally:
                 recorder.observe("ferry_bundle_jobs", ran, message.actor_name)
                 self.ran_after_first += ran - 1
@@ -243,28 +246,46 @@ class JobLifecycle(dramatiq.Middleware):
         return 1
 
     def _give_back(
-        self, broker: dramatiq.Broker, message: Any, jobs: list[ClaimedJob], hold: BundleHold
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        jobs: list[ClaimedJob],
+        bundle: _Bundle,
+        *,
+        first: bool = False,
     ) -> None:
-        """Claimed jobs of a bundle that will not start here: PENDING again (their attempt
-        not counted), and sent back for another thread; a claim not given back in time is
-        left to its lease."""
+        """Claimed jobs of a bundle that will not start here (with `first`: its first job
+        too): PENDING again (their attempt not counted), and sent back for another thread;
+        a claim not given back in time is left to its lease. Those the heartbeat gave
+        back already are not given back twice."""
         assert isinstance(broker, GroupAckRedisBroker), "bundles come from the fair queue"
-        waiting = self.services.claims.forget(jobs)  # the heartbeat may have taken some
-        broker.bundled.sent_back(message, len(jobs))
+        waiting = self.services.claims.forget(jobs)
+        kept = sum(job.id not in bundle.behind.taken for job in jobs) + first
+        broker.bundled.sent_back(message, kept)  # not those the heartbeat counted
         try:
-            if waiting:
-                self._return(message, waiting)
+            if waiting or first:
+                self._return(message, [bundle.first, *waiting] if first else waiting)
         finally:
-            for _ in jobs:
-                hold.release()
+            for _ in range(len(jobs) + first):
+                bundle.hold.release()
+
+    def _return_overdue(
+        self, broker: GroupAckRedisBroker, message: Any, jobs: list[ClaimedJob]
+    ) -> None:
+        """Jobs that waited behind a slow one of their bundle: given back by the heartbeat
+        (on a pool thread); their thread skips them, and lets their ack share go."""
+        broker.bundled.sent_back(message, len(jobs))
+        self._return(message, jobs)
 
     def _return(self, message: Any, jobs: list[ClaimedJob]) -> None:
-        """Claimed jobs of a bundle that will not start: PENDING again and sent back. Called
-        by the bundle's thread, or by the heartbeat (on a pool thread) for jobs overdue
-        behind a slow one, which the bundle's thread then skips."""
+        """Claimed jobs of a bundle that will not start: PENDING again and sent back."""
         statuses = self.services.writer.unclaim(jobs, GIVE_BACK_TIMEOUT_S)
         given = [job.id for job, status in zip(jobs, statuses, strict=True) if status]
-        log.info("gave back %d of %d jobs of a bundle", len(given), len(jobs))
+        if len(given) < len(jobs):
+            log.warning("gave back %d of %d jobs of a bundle; the others are left to their "
+                        "leases", len(given), len(jobs))  # fmt: skip
+        else:
+            log.info("gave back %d jobs of a bundle", len(given))
         self._send_back(message, given)
 
     def _take_bundle(self) -> _Bundle | None:
@@ -376,7 +397,7 @@ class JobLifecycle(dramatiq.Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         try:
             if (bundle := self._take_bundle()) is not None:  # not expected: given back
-                self._give_back(broker, message, [bundle.first, *bundle.waiting], bundle.hold)
+                self._give_back(broker, message, bundle.waiting, bundle, first=True)
             set_current_job(None)
             self._free_slot()
             self._release(message)

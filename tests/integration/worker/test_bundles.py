@@ -143,11 +143,20 @@ async def test_jobs_stuck_behind_a_slow_one_are_given_back_before_it_ends(
 
     assert jobs[0]["status"] == "FAILED"
     assert {job["status"] for job in jobs[1:]} == {"COMPLETED"}
-    events = logged(worker_settings, tenant)
-    seq_of = {(e["jobId"], e["status"], e["attempts"]): e["seq"] for e in events}
-    slow_ended = seq_of[(ids[0], "FAILED", 1)]
+    # The events are appended after the commit: wait for each job's last one.
+    ends = {(ids[0], "FAILED")} | {(job_id, "COMPLETED") for job_id in ids[1:]}
+    for _ in range(200):
+        events = logged(worker_settings, tenant)
+        seq_of = {(e["jobId"], e["status"]): e["seq"] for e in events if e["attempts"] == 1}
+        if ends <= seq_of.keys():
+            break
+        await asyncio.sleep(0.05)
+    slow_ended = seq_of[(ids[0], "FAILED")]
+    of_job: dict[str, list[tuple[str, int]]] = {}
+    for event in events:
+        of_job.setdefault(event["jobId"], []).append((event["status"], event["attempts"]))
     given_back = [("PENDING", 0), ("RUNNING", 1), ("PENDING", 0), ("RUNNING", 1), ("COMPLETED", 1)]
-    back = [job_id for job_id in ids[1:] if statuses(worker_settings, tenant)[job_id] == given_back]
+    back = [job_id for job_id in ids[1:] if of_job[job_id] == given_back]
     assert back, "no job waiting behind the slow one was given back"
-    late = [job_id for job_id in back if seq_of[(job_id, "COMPLETED", 1)] > slow_ended]
+    late = [job_id for job_id in back if seq_of[(job_id, "COMPLETED")] > slow_ended]
     assert not late, f"{len(late)} of {len(back)} given back only once the slow job ended"

@@ -16,7 +16,7 @@ from ferry.db.transitions import ClaimedJob
 from ferry.jobs.registry import REGISTRY, job
 from ferry.queue.messages import JOBS_QUEUE
 from ferry.worker import claims_ahead
-from ferry.worker.claims_ahead import AHEAD_PER_SHORT_IDLE_THREAD, ClaimsAhead
+from ferry.worker.claims_ahead import AHEAD_PER_SHORT_IDLE_THREAD, Behind, ClaimsAhead
 
 Then = Callable[[ClaimedJob | None], None]
 
@@ -286,21 +286,26 @@ def bundle_jobs(count: int) -> list[ClaimedJob]:
     return [ClaimedJob(uuid.uuid4(), "t", "ca_sync", {}, 1, 3) for _ in range(count)]
 
 
+def behind() -> Behind:
+    return Behind(lambda jobs: None)
+
+
 def test_jobs_waiting_behind_a_slow_one_are_overdue_once_and_their_thread_skips_them() -> None:
     claims = ClaimsAhead(Writer(), threads=2)  # type: ignore[arg-type]
     first, second = bundle_jobs(3), bundle_jobs(2)
-    give_first: Callable[[list[ClaimedJob]], None] = lambda jobs: None  # noqa: E731
-    give_second: Callable[[list[ClaimedJob]], None] = lambda jobs: None  # noqa: E731
-    claims.waiting(first, give_first)
+    first_behind, second_behind = behind(), behind()
+    claims.waiting(first, first_behind)
     assert claims.overdue(after_s=60) == []  # not waited long enough
     assert claims.starting(first[0])  # its thread got to it in time
-    claims.waiting(second, give_second)
+    claims.waiting(second, second_behind)
     claims.abort({first[2].id})  # cancelled meanwhile: not given back, only skipped
 
-    overdue = dict(claims.overdue(after_s=0))
+    overdue = dict(claims.overdue(after_s=-1))
 
-    assert overdue == {give_first: [first[1]], give_second: second}
-    assert claims.overdue(after_s=0) == []  # taken once
+    assert overdue == {first_behind: [first[1]], second_behind: second}
+    assert first_behind.taken == {first[1].id}
+    assert second_behind.taken == {job.id for job in second}
+    assert claims.overdue(after_s=-1) == []  # taken once
     assert claims.ids() == []  # given back: their leases are no longer renewed here
     assert not claims.starting(first[1])  # its thread skips it
     # The thread's own give-back (its budget spent) leaves them to the heartbeat's.
@@ -310,7 +315,27 @@ def test_jobs_waiting_behind_a_slow_one_are_overdue_once_and_their_thread_skips_
 def test_a_thread_gives_back_only_the_jobs_still_waiting() -> None:
     claims = ClaimsAhead(Writer(), threads=2)  # type: ignore[arg-type]
     jobs = bundle_jobs(3)
-    claims.waiting(jobs, lambda given: None)
+    claims.waiting(jobs, behind())
     claims.abort({jobs[0].id})
     assert claims.forget(jobs) == jobs[1:]
     assert claims.ids() == []
+
+
+def test_a_job_given_back_and_claimed_again_ahead_is_not_given_back_twice() -> None:
+    """Given back by the heartbeat, a job's message comes back to this worker and its
+    claim is sent ahead: the bundle's thread, giving back what it has left, must not
+    take that claim for its own (its UNCLAIM would undo the new claim)."""
+    writer = Writer()
+    claims = ClaimsAhead(writer, threads=2)  # type: ignore[arg-type]
+    [job] = bundle_jobs(1)
+    claims.waiting([job], behind())
+    assert [jobs for _, jobs in claims.overdue(after_s=-1)] == [[job]]
+    again = fetched(1)[0]
+    again.args = [str(job.id)]
+    claims.fetched(again)
+    [claimed_again] = writer.commit()
+    assert claims.forget([job]) == []  # the bundle's entry is gone
+    assert not claims.starting(job)
+    assert claims.ids() == [job.id]  # the new claim waits for its thread, renewed
+    taken = claims.take(again)
+    assert taken is not None and taken.wait() == claimed_again
