@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket as socket_module
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,10 @@ from websockets.extensions.permessage_deflate import enable_client_permessage_de
 from websockets.frames import Frame, Opcode
 from websockets.protocol import CLOSED
 from websockets.uri import parse_uri
+
+# The live socket's URL, whatever its query (the dashboard asks for `?batch=true`):
+# for a browser test's `page.route_web_socket`.
+LIVE_SOCKET = re.compile(r"/ws(\?.*)?$")
 
 
 def ws_url(base: str) -> str:

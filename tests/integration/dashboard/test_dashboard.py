@@ -27,6 +27,7 @@ from playwright.async_api import (
 )
 
 from tests.support.jobs import new_tenant, sleep_job
+from tests.support.live import LIVE_SOCKET
 from tests.support.processes import api_process, shared_env, worker_process
 from tests.support.servers import Hooks, webhook_server
 from tests.support.services import redis_namespace
@@ -181,7 +182,7 @@ async def test_with_websocket_blocked_it_falls_back_to_sse(
     async def refuse(route: WebSocketRoute) -> None:
         await route.close(code=1008, reason="blocked")  # as a proxy that refuses it would
 
-    await page.route_web_socket(re.compile(r"/ws\?batch=true$"), refuse)
+    await page.route_web_socket(LIVE_SOCKET, refuse)
     await watch_a_new_job_complete(page, ferry, "SSE", tmp_path / "dashboard-sse.png")
 
 
@@ -308,7 +309,7 @@ async def test_after_the_websocket_drops_it_reconnects_and_catches_up(
         route.connect_to_server()  # a real connection to Ferry, which the test can cut
         sockets.append(route)
 
-    await page.route_web_socket(re.compile(r"/ws\?batch=true$"), through)
+    await page.route_web_socket(LIVE_SOCKET, through)
     tenant = new_tenant()
     await open_dashboard(page, ferry, tenant, "WebSocket")
     await sockets[-1].close(code=1001, reason="gone")  # as a restarting proxy would

@@ -23,7 +23,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, WebSocketRoute, expect
 
 from tests.support.jobs import new_tenant
-from tests.support.live import Socket, socket
+from tests.support.live import LIVE_SOCKET, Socket, socket
 from tests.support.processes import api_process, ferry_env
 from tests.support.user_jobs import user_env
 from tests.support.user_jobs.stack import user_stack
@@ -280,7 +280,7 @@ async def test_the_dashboard_shows_a_running_jobs_progress_live(
         async def refuse(route: WebSocketRoute) -> None:
             await route.close(code=1008, reason="blocked")
 
-        await page.route_web_socket("**/ws", refuse)
+        await page.route_web_socket(LIVE_SOCKET, refuse)
     await page.goto(f"{base}/?tenant={tenant}")
     status = page.get_by_test_id("connection-status")
     await expect(status).to_have_text(f"connected via {transport}", timeout=WAIT_S * 1000)
