@@ -61,24 +61,24 @@ GIVE_BACK_TIMEOUT_S = 10
 @dataclass(eq=False)
 class Behind:
     """The jobs of one bundle waiting behind the job its thread runs: what gives back
-    those that wait too long (called on a pool thread), and the ids it was given."""
+    those that wait too long (called on a pool thread), the ids it was given, and
+    since when they wait (their claim)."""
 
     give_back: Callable[[list[ClaimedJob]], None]
     taken: set[uuid.UUID] = field(default_factory=set)
+    since: float = field(default_factory=time.monotonic)
 
 
 class Claim(Reply):
     """One claim sent ahead: its job once committed (None if it was not claimable)."""
 
-    __slots__ = ("aborted", "behind", "since", "taken")
+    __slots__ = ("aborted", "behind", "taken")
 
     def __init__(self, behind: Behind | None = None) -> None:
         super().__init__()
         self.taken = False  # by a worker thread
         self.aborted = False  # cancelled (or deleted) while it waited
-        # A job waiting in a bundle: its bundle's, and since when it waits.
-        self.behind = behind
-        self.since = time.monotonic()
+        self.behind = behind  # a job waiting in a bundle: its bundle's
 
     def wait(self, timeout: float = -1) -> ClaimedJob | None:
         """The claimed job; None if the claim failed, the job was cancelled since, or it
@@ -243,7 +243,7 @@ class ClaimsAhead:
         late: dict[Behind, list[ClaimedJob]] = {}
         with self._lock:
             for job_id, claim in list(self._waiting.items()):
-                if claim.behind is None or claim.since >= since:
+                if claim.behind is None or claim.behind.since >= since:
                     continue
                 del self._waiting[job_id]
                 assert claim.value is not None

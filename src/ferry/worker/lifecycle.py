@@ -59,13 +59,12 @@ Hold = AckHold | BundleHold
 
 @dataclass(slots=True)
 class _Bundle:
-    """The jobs of a thread's message claimed to run after its first, and since when."""
+    """The jobs of a thread's message claimed to run after its first."""
 
     first: ClaimedJob
     waiting: list[ClaimedJob]
     hold: BundleHold
-    since: float
-    behind: Behind  # those of `waiting` the heartbeat gave back
+    behind: Behind  # since when they wait, and those the heartbeat gave back
 
 
 class JobLifecycle(dramatiq.Middleware):
@@ -150,8 +149,7 @@ class JobLifecycle(dramatiq.Middleware):
             # One ack for all: let go once each job is recorded, or given back.
             last = partial(self._release, message)
             hold = BundleHold(len(claimed), broker.hold_ack(message), last)
-            since = time.monotonic()
-            self._per_thread.bundle = _Bundle(claimed[0], waiting, hold, since, behind)
+            self._per_thread.bundle = _Bundle(claimed[0], waiting, hold, behind)
         if len(claimed) == 1:
             recorder.observe("ferry_bundle_jobs", 1, job_type)
         return claimed[0] if claimed else None
@@ -199,7 +197,10 @@ class JobLifecycle(dramatiq.Middleware):
             actor = broker.get_actor(message.actor_name)
             limit = next(m for m in broker.middleware if isinstance(m, TimeLimit))
             while left:
-                if time.monotonic() - bundle.since > BUDGET_S or self.services.claims.stopping:
+                if (
+                    time.monotonic() - bundle.behind.since > BUDGET_S
+                    or self.services.claims.stopping
+                ):
                     break
                 ran += self._run_one(broker, message, actor, limit, left.pop(0), bundle.hold)
         finally:
